@@ -1,0 +1,276 @@
+//! Handlers for models, versions and aliases.
+
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::extract::{Json, Path, Query};
+use crate::AppState;
+use crate::error::{Error, Result};
+use crate::names::{self, VersionRef};
+use crate::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
+use crate::store::Inserted;
+use crate::upload::UploadSession;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// `?limit=&page_token=` of newest-first listings.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    page_token: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<u32> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(Error::BadRequest(format!(
+                "limit must be between 1 and {MAX_PAGE}, got {n}"
+            ))),
+        }
+    }
+}
+
+pub async fn list_models(
+    State(state): State<AppState>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<ModelRecord>>> {
+    let page = state
+        .store
+        .list_models(q.limit()?, q.page_token.as_deref())
+        .await?;
+    Ok(axum::Json(page))
+}
+
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<ModelRecord>> {
+    names::validate("model", &name)?;
+    Ok(axum::Json(state.store.get_model(&name).await?))
+}
+
+pub async fn list_versions(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<axum::Json<Page<VersionRecord>>> {
+    names::validate("model", &name)?;
+    let page = state
+        .store
+        .list_versions(&name, q.limit()?, q.page_token.as_deref())
+        .await?;
+    Ok(axum::Json(page))
+}
+
+pub async fn get_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<axum::Json<VersionRecord>> {
+    names::validate("model", &name)?;
+    let version = VersionRef::parse(&version)?;
+    Ok(axum::Json(state.store.get_version(&name, &version).await?))
+}
+
+/// Body of `PATCH …/versions/{v}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionPatch {
+    status: VersionStatus,
+}
+
+pub async fn update_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    Json(patch): Json<VersionPatch>,
+) -> Result<axum::Json<VersionRecord>> {
+    names::validate("model", &name)?;
+    let number = state
+        .store
+        .resolve(&name, &VersionRef::parse(&version)?)
+        .await?;
+    let record = state.store.set_status(&name, number, patch.status).await?;
+    Ok(axum::Json(record))
+}
+
+pub async fn get_profile(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<axum::Json<serde_json::Value>> {
+    names::validate("model", &name)?;
+    let version = VersionRef::parse(&version)?;
+    Ok(axum::Json(state.store.get_profile(&name, &version).await?))
+}
+
+pub async fn get_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<axum::Json<AliasRecord>> {
+    names::validate("model", &name)?;
+    names::validate_alias(&alias)?;
+    let version = state
+        .store
+        .resolve(&name, &VersionRef::Alias(alias.clone()))
+        .await?;
+    Ok(axum::Json(AliasRecord {
+        name,
+        alias,
+        version,
+        previous: None,
+    }))
+}
+
+/// Body of `PUT …/aliases/{alias}`: a version number, or another alias (`"@staging"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTarget {
+    version: VersionRef,
+}
+
+pub async fn set_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    Json(target): Json<AliasTarget>,
+) -> Result<axum::Json<AliasRecord>> {
+    names::validate("model", &name)?;
+    names::validate_alias(&alias)?;
+    // Re-parse so numbers get the same checks as in URLs (0 and negatives are refused).
+    let target = VersionRef::parse(&match target.version {
+        VersionRef::Alias(text) => text,
+        VersionRef::Number(n) => n.to_string(),
+    })?;
+    let version = state.store.resolve(&name, &target).await?;
+    Ok(axum::Json(
+        state.store.set_alias(&name, &alias, version).await?,
+    ))
+}
+
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    names::validate("model", &name)?;
+    names::validate_alias(&alias)?;
+    state.store.delete_alias(&name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/models/{name}/versions`: multipart with parts `model` (the ONNX bytes) and
+/// `metadata` (JSON), in either order.
+pub async fn upload(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Response {
+    let outcome = receive(&state, name, &headers, multipart).await;
+    let label = match &outcome {
+        Ok(Inserted::Created(_)) => "created",
+        Ok(Inserted::Replayed(_)) => "replayed",
+        Err(e) if e.status().is_client_error() => "rejected",
+        Err(_) => "failed",
+    };
+    state.metrics.uploads.with_label_values(&[label]).inc();
+    match outcome {
+        Ok(Inserted::Created(record)) => {
+            tracing::info!(model = %record.name, version = record.version, sha256 = %record.sha256, size = record.size, "version created");
+            version_created(record, false)
+        }
+        Ok(Inserted::Replayed(record)) => version_created(record, true),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn version_created(record: VersionRecord, replayed: bool) -> Response {
+    let location = format!("/api/v1/models/{}/versions/{}", record.name, record.version);
+    let mut response = (StatusCode::CREATED, axum::Json(record)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn receive(
+    state: &AppState,
+    name: String,
+    headers: &HeaderMap,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<Inserted> {
+    names::validate("model", &name)?;
+    let mut multipart = multipart.map_err(|e| {
+        Error::UnsupportedMediaType(format!(
+            "expected a multipart/form-data body with parts `model` and `metadata`: {}",
+            e.body_text()
+        ))
+    })?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Error::BadRequest("Idempotency-Key must be printable ASCII".into()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let mut session = UploadSession::new(
+        state.store.clone(),
+        state.blobs.clone(),
+        state.config.upload.clone(),
+        name,
+        key,
+    )?;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("metadata") => {
+                let limit = session.max_metadata_bytes();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(Error::PayloadTooLarge(format!(
+                            "the `metadata` part is larger than {limit} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                session.set_metadata(&bytes)?;
+            }
+            Some("model") => {
+                let counter = state.metrics.upload_bytes.clone();
+                let stream = field.map(move |chunk| {
+                    chunk
+                        .inspect(|bytes| counter.inc_by(bytes.len() as u64))
+                        .map_err(multipart_error)
+                });
+                session.receive_model(Box::pin(stream)).await?;
+            }
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unexpected multipart part {}; an upload has a `model` part (the .onnx bytes) and a `metadata` part (JSON)",
+                    other.map_or_else(|| "without a name".to_string(), names::printable)
+                )));
+            }
+        }
+    }
+    session.finish().await
+}
+
+fn multipart_error(e: MultipartError) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge(format!("the upload is too large: {}", e.body_text()))
+    } else {
+        Error::BadRequest(format!(
+            "the multipart body is malformed or was cut off: {}",
+            e.body_text()
+        ))
+    }
+}

@@ -1,0 +1,38 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::AppState;
+
+/// Liveness: the process answers.
+pub async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Readiness: the database and the object store answer.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = state.store.ping().await;
+    let blobs = state.blobs.ping().await;
+    let status = if database.is_ok() && blobs.is_ok() {
+        StatusCode::OK
+    } else {
+        if let Err(e) = &database {
+            tracing::warn!(error = %e, "readiness: database unavailable");
+        }
+        if let Err(e) = &blobs {
+            tracing::warn!(error = %e, "readiness: object store unavailable");
+        }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+        "checks": {
+            "database": if database.is_ok() { "ok" } else { "unavailable" },
+            "object_store": if blobs.is_ok() { "ok" } else { "unavailable" },
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,257 @@
+//! Bearer tokens with three roles, checked in constant time.
+//!
+//! Routes need `read` for safe methods (GET, HEAD) and `write` for the rest unless they ask for
+//! more with [`RequireAdmin`]: a new route is protected by default instead of by remembering to.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{Method, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// What a token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read models, versions, artifacts and events.
+    Read,
+    /// Also push versions, move aliases, change endpoints.
+    Write,
+    /// Also manage webhooks and maintenance operations.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}`; expected read, write or admin"
+            )),
+        }
+    }
+}
+
+/// The identity a request was authenticated as, stored in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The token's role (admin when the server runs open).
+    pub role: Role,
+    /// A non-secret label for logs: the first 8 hex digits of the token's SHA-256, or `open`.
+    pub label: String,
+}
+
+#[derive(Clone)]
+struct TokenEntry {
+    digest: [u8; 32],
+    role: Role,
+}
+
+/// The configured tokens. Only their SHA-256 digests are kept in memory.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Arc<Vec<TokenEntry>>,
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print token material, not even digests.
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// Parses `ROLE:SECRET` entries, as given by `--token`, `FERRY_TOKENS` (comma separated) or a
+    /// tokens file (one per line, `#` comments).
+    ///
+    /// # Errors
+    /// Names the malformed entry by position, never by its secret.
+    pub fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for (index, spec) in specs.into_iter().enumerate() {
+            let spec = spec.trim();
+            if spec.is_empty() || spec.starts_with('#') {
+                continue;
+            }
+            let Some((role, secret)) = spec.split_once(':') else {
+                return Err(format!(
+                    "token entry {} is not of the form ROLE:SECRET",
+                    index + 1
+                ));
+            };
+            let role: Role = role.trim().parse()?;
+            let secret = secret.trim();
+            if secret.len() < 16 {
+                return Err(format!(
+                    "token entry {} ({role}) is shorter than 16 characters; use a long random secret",
+                    index + 1
+                ));
+            }
+            entries.push(TokenEntry {
+                digest: Sha256::digest(secret.as_bytes()).into(),
+                role,
+            });
+        }
+        Ok(Tokens {
+            entries: Arc::new(entries),
+        })
+    }
+
+    /// True when no token is configured: the server then runs open, on loopback only.
+    pub fn is_open(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Finds the role of a presented secret. Compares against every entry without stopping at the
+    /// first match, so the time taken does not say which entry (if any) matched.
+    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<Role> = None;
+        for entry in self.entries.iter() {
+            if bool::from(entry.digest.ct_eq(&digest)) {
+                found = Some(found.map_or(entry.role, |r| r.max(entry.role)));
+            }
+        }
+        found.map(|role| Principal {
+            role,
+            label: hex::encode(&digest[..4]),
+        })
+    }
+}
+
+/// Middleware: authenticates the bearer token and enforces the method's default role.
+///
+/// # Errors
+/// 401 without a valid token, 403 when the token's role is too weak.
+pub async fn require_token(
+    State(tokens): State<Tokens>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    let principal = if tokens.is_open() {
+        Principal {
+            role: Role::Admin,
+            label: "open".into(),
+        }
+    } else {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(Error::Unauthorized)?;
+        tokens.authenticate(presented).ok_or(Error::Unauthorized)?
+    };
+    let needed = match *request.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
+        _ => Role::Write,
+    };
+    if principal.role < needed {
+        return Err(Error::Forbidden {
+            needed,
+            has: principal.role,
+        });
+    }
+    tracing::Span::current().record("principal", principal.label.as_str());
+    request.extensions_mut().insert(principal);
+    Ok(next.run(request).await)
+}
+
+/// Extractor for routes that need the `admin` role.
+#[derive(Debug)]
+pub struct RequireAdmin;
+
+impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .ok_or(Error::Unauthorized)?;
+        if principal.role < Role::Admin {
+            return Err(Error::Forbidden {
+                needed: Role::Admin,
+                has: principal.role,
+            });
+        }
+        Ok(RequireAdmin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_read_write_admin() {
+        assert!(Role::Read < Role::Write && Role::Write < Role::Admin);
+    }
+
+    #[test]
+    fn parse_accepts_role_secret_pairs_and_skips_comments() {
+        let tokens = Tokens::parse([
+            "# ops",
+            "read:aaaaaaaaaaaaaaaaaaaa",
+            "admin:bbbbbbbbbbbbbbbbbbbb",
+        ])
+        .unwrap();
+        assert_eq!(
+            tokens.authenticate("aaaaaaaaaaaaaaaaaaaa").unwrap().role,
+            Role::Read
+        );
+        assert_eq!(
+            tokens.authenticate("bbbbbbbbbbbbbbbbbbbb").unwrap().role,
+            Role::Admin
+        );
+        assert!(tokens.authenticate("cccccccccccccccccccc").is_none());
+    }
+
+    #[test]
+    fn parse_rejects_short_secrets_without_echoing_them() {
+        let err = Tokens::parse(["write:short"]).unwrap_err();
+        assert!(err.contains("shorter than 16"));
+        assert!(!err.contains("short:"), "{err}");
+    }
+
+    #[test]
+    fn parse_rejects_unknown_roles() {
+        assert!(
+            Tokens::parse(["root:aaaaaaaaaaaaaaaaaaaa"])
+                .unwrap_err()
+                .contains("unknown role")
+        );
+    }
+
+    #[test]
+    fn debug_output_never_contains_token_material() {
+        let tokens = Tokens::parse(["read:aaaaaaaaaaaaaaaaaaaa"]).unwrap();
+        let printed = format!("{tokens:?}");
+        assert!(!printed.contains("aaaa"));
+    }
+}

@@ -1,0 +1,365 @@
+//! A typed HTTP client for the registry API, used by the CLI and by serving.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::lineage::VersionMetadata;
+use crate::names::VersionRef;
+use crate::records::{AliasRecord, EventPage, ModelRecord, Page, VersionRecord};
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The registry answered with an error status and a problem document.
+    #[error("{detail} (HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The problem's `detail`, or the body text.
+        detail: String,
+    },
+    /// The registry could not be reached or the transfer broke.
+    #[error("cannot reach the registry at {url}: {source}")]
+    Transport {
+        /// The registry's base URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The base URL is not usable.
+    #[error("invalid registry URL `{0}`")]
+    InvalidUrl(String),
+    /// The registry answered something that is not what the API promises.
+    #[error("unexpected answer from the registry: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the registry answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Problem {
+    detail: Option<String>,
+    title: Option<String>,
+}
+
+/// A connection to one registry; clone it freely (connections are pooled).
+#[derive(Clone, Debug)]
+pub struct RegistryClient {
+    base: Url,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Timeout of a JSON call (not of transfers, which may run long but not stall).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RegistryClient {
+    /// A client for the registry at `base` (e.g. `http://127.0.0.1:8080`).
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`].
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let mut base =
+            Url::parse(base.trim()).map_err(|_| ClientError::InvalidUrl(base.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::InvalidUrl(base.to_string()));
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A transfer may take long, but may not stall.
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_string(),
+                source: e,
+            })?;
+        Ok(RegistryClient { base, token, http })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// A URL under the base; `segments` are percent-encoded.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A request with the bearer token attached.
+    pub fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// Sends a request and decodes a JSON answer, turning error statuses into [`ClientError::Api`].
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        response
+            .json::<T>()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends a request, turning error statuses into [`ClientError::Api`].
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            url: self.base.to_string(),
+            source: e,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<Problem>(&text)
+            .ok()
+            .and_then(|p| p.detail.or(p.title))
+            .or_else(|| {
+                // OIP routes answer {"error": …}.
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            })
+            .unwrap_or_else(|| {
+                let t = text.trim();
+                if t.is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_string()
+                } else {
+                    t.chars().take(500).collect()
+                }
+            });
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            detail,
+        })
+    }
+
+    /// `GET /api/v1/models`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_models(
+        &self,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<ModelRecord>, ClientError> {
+        let mut url = self.url(&["api", "v1", "models"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        if let Some(t) = page_token {
+            url.query_pairs_mut().append_pair("page_token", t);
+        }
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/models/{name}`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get_model(&self, name: &str) -> Result<ModelRecord, ClientError> {
+        let url = self.url(&["api", "v1", "models", name]);
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/models/{name}/versions`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_versions(
+        &self,
+        name: &str,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<VersionRecord>, ClientError> {
+        let mut url = self.url(&["api", "v1", "models", name, "versions"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        if let Some(t) = page_token {
+            url.query_pairs_mut().append_pair("page_token", t);
+        }
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/models/{name}/versions/{v}` (number, alias or `latest`).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get_version(
+        &self,
+        name: &str,
+        version: &VersionRef,
+    ) -> Result<VersionRecord, ClientError> {
+        let v = version_segment(version);
+        let url = self.url(&["api", "v1", "models", name, "versions", &v]);
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `PUT /api/v1/models/{name}/aliases/{alias}`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &VersionRef,
+    ) -> Result<AliasRecord, ClientError> {
+        let url = self.url(&["api", "v1", "models", name, "aliases", alias]);
+        let body = match version {
+            VersionRef::Number(n) => serde_json::json!({ "version": n }),
+            VersionRef::Alias(a) => serde_json::json!({ "version": format!("@{a}") }),
+        };
+        self.send_json(
+            self.request(reqwest::Method::PUT, url)
+                .timeout(CALL_TIMEOUT)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1/models/{name}/aliases/{alias}`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<(), ClientError> {
+        let url = self.url(&["api", "v1", "models", name, "aliases", alias]);
+        self.send(
+            self.request(reqwest::Method::DELETE, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/models/{name}/versions`: `metadata` first (so the registry can skip bytes it
+    /// already holds), then the model bytes from `body`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn push(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        size: Option<u64>,
+        metadata: &VersionMetadata,
+        idempotency_key: Option<&str>,
+    ) -> Result<VersionRecord, ClientError> {
+        let url = self.url(&["api", "v1", "models", name, "versions"]);
+        let metadata = serde_json::to_vec(metadata)
+            .map_err(|e| ClientError::Protocol(format!("metadata: {e}")))?;
+        let meta_part = reqwest::multipart::Part::bytes(metadata)
+            .mime_str("application/json")
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let model_part = match size {
+            Some(n) => reqwest::multipart::Part::stream_with_length(body, n),
+            None => reqwest::multipart::Part::stream(body),
+        }
+        .file_name(format!("{name}.onnx"))
+        .mime_str("application/octet-stream")
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let form = reqwest::multipart::Form::new()
+            .part("metadata", meta_part)
+            .part("model", model_part);
+        let mut request = self.request(reqwest::Method::POST, url).multipart(form);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        self.send_json(request).await
+    }
+
+    /// `GET …/versions/{v}/artifact`: the response, to be streamed by the caller.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn download(
+        &self,
+        name: &str,
+        version: &VersionRef,
+    ) -> Result<reqwest::Response, ClientError> {
+        let v = version_segment(version);
+        let url = self.url(&["api", "v1", "models", name, "versions", &v, "artifact"]);
+        self.send(self.request(reqwest::Method::GET, url)).await
+    }
+
+    /// `GET /api/v1/events?after=&limit=&wait=`.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn events(
+        &self,
+        after: i64,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<EventPage, ClientError> {
+        let mut url = self.url(&["api", "v1", "events"]);
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string())
+            .append_pair("limit", &limit.to_string())
+            .append_pair("wait", &wait.as_secs_f64().to_string());
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT + wait),
+        )
+        .await
+    }
+}
+
+fn version_segment(version: &VersionRef) -> String {
+    match version {
+        VersionRef::Number(n) => n.to_string(),
+        VersionRef::Alias(a) => a.clone(),
+    }
+}

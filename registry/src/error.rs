@@ -1,0 +1,211 @@
+//! The registry's one error type and its one mapping to HTTP (`application/problem+json`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::Role;
+
+/// Everything that can go wrong in the registry, from bad input to a storage outage.
+///
+/// 4xx variants carry a message meant for the user: it says exactly what was wrong with the
+/// input. 5xx variants carry the cause for the logs only; the response body stays generic.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (bad name, bad JSON, missing part…).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No credentials, or credentials that match no token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// Valid credentials whose role is too weak for the operation.
+    #[error("this operation needs the `{needed}` role; the token has `{has}`")]
+    Forbidden {
+        /// Role the route requires.
+        needed: Role,
+        /// Role of the presented token.
+        has: Role,
+    },
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (reused idempotency key, archived version…).
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` named a revision that is no longer current.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The body (or a part of it) is larger than the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body has a content type the route does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request is well-formed but its content is unacceptable (not ONNX, lineage missing…).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The client stopped sending within the idle timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A range that lies outside the artifact.
+    #[error("the requested range is outside the artifact of {size} bytes")]
+    RangeNotSatisfiable {
+        /// Size of the artifact in bytes.
+        size: u64,
+    },
+    /// A transient conflict inside the database (serialization failure, deadlock): retry.
+    #[error("the database asked to retry a conflicting transaction")]
+    Retryable(#[source] sqlx::Error),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    /// The object store failed.
+    #[error("object store error")]
+    ObjectStore(#[source] object_store::Error),
+    /// Anything else that is our fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    /// The one place sqlx errors are classified: unique violations are conflicts, serialization
+    /// failures and deadlocks are retryable, everything else is a server error.
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            if db.is_unique_violation() {
+                return Error::Conflict(
+                    "a concurrent change conflicted with this one; retry the request".into(),
+                );
+            }
+            // 40001 serialization_failure, 40P01 deadlock_detected (PostgreSQL);
+            // SQLITE_BUSY (5) / SQLITE_LOCKED (6) when another process holds the lock too long.
+            if matches!(
+                db.code().as_deref(),
+                Some("40001" | "40P01" | "5" | "6" | "261" | "517")
+            ) {
+                return Error::Retryable(err);
+            }
+        }
+        if matches!(err, sqlx::Error::PoolTimedOut) {
+            return Error::Retryable(err);
+        }
+        Error::Database(err)
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(err: object_store::Error) -> Self {
+        Error::ObjectStore(err)
+    }
+}
+
+impl Error {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::Retryable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// A short, stable slug for the `type` member of the problem document.
+    fn slug(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad-request",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound(_) => "not-found",
+            Error::Conflict(_) => "conflict",
+            Error::PreconditionFailed(_) => "precondition-failed",
+            Error::PayloadTooLarge(_) => "payload-too-large",
+            Error::UnsupportedMediaType(_) => "unsupported-media-type",
+            Error::Unprocessable(_) => "unprocessable",
+            Error::RequestTimeout(_) => "request-timeout",
+            Error::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            Error::Retryable(_) => "retry",
+            Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// RFC 9457 problem details: what every non-OIP error body looks like.
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = if status.is_server_error() {
+            // Log the whole cause chain; the client learns only that it was our fault.
+            let mut chain = format!("{self}");
+            let mut source = std::error::Error::source(&self);
+            while let Some(cause) = source {
+                chain.push_str(": ");
+                chain.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            tracing::error!(error = %chain, status = status.as_u16(), "request failed");
+            match self {
+                Error::Retryable(_) => "the server is busy; retry the request shortly".to_string(),
+                _ => "internal server error; the cause is in the server's log under this request's id"
+                    .to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        let problem = Problem {
+            kind: format!("https://ferry.dev/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            Error::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"ferry\""),
+                );
+            }
+            Error::Retryable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RangeNotSatisfiable { size } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,74 @@
+//! The layers every Ferry HTTP service wraps its routes in: request ids, tracing spans with
+//! them, panic isolation, request metrics, and redaction of credentials from logs.
+
+use std::iter::once;
+
+use axum::Router;
+use axum::http::{HeaderName, Request, Response, header};
+use axum::middleware::from_fn_with_state;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::metrics::{HttpMetrics, record_http};
+
+/// The request-id header: taken from the client when present, generated otherwise, and echoed
+/// on the response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router` in the common layers. Apply it once, to the outermost router of a process.
+pub fn common<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    metrics: HttpMetrics,
+) -> Router<S> {
+    router
+        .layer(from_fn_with_state(metrics, record_http))
+        // A panic in a handler becomes a 500 for that request instead of a dropped connection.
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %id,
+                        principal = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(
+                    |response: &Response<_>, latency: std::time::Duration, _span: &Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "answered"
+                        );
+                    },
+                ),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new(once(
+            header::AUTHORIZATION,
+        )))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<axum::body::Body> {
+    tracing::error!("a request handler panicked");
+    let body = r#"{"type":"https://ferry.dev/problems/internal","title":"Internal Server Error","status":500,"detail":"internal server error; the cause is in the server's log under this request's id"}"#;
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}

@@ -1,0 +1,101 @@
+//! Ferry's model registry.
+//!
+//! Versions ONNX models together with the git commit and training-data hashes they came from,
+//! stores their bytes content-addressed in object storage, and is the control plane the other
+//! services follow: aliases, and an event outbox every change is recorded in.
+//!
+//! [`router`] builds the whole HTTP API; the `ferry` binary only binds it to a socket.
+
+pub mod api;
+pub mod auth;
+pub mod blob_store;
+pub mod client;
+pub mod error;
+pub mod layers;
+pub mod lineage;
+pub mod metrics;
+pub mod names;
+pub mod onnx;
+pub mod records;
+pub mod store;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use api::router;
+pub use auth::{Role, Tokens};
+pub use blob_store::BlobStore;
+pub use error::{Error, Result};
+pub use store::MetadataStore;
+pub use upload::UploadLimits;
+
+/// Settings of a running registry, validated once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Limits on uploads.
+    pub upload: UploadLimits,
+    /// Bearer tokens; none configured means an open server (loopback only).
+    pub tokens: Tokens,
+    /// Longest a JSON request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Longest `wait` a long-poll of the event log may ask for.
+    pub max_event_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            upload: UploadLimits {
+                max_model_bytes: 2 * 1024 * 1024 * 1024,
+                max_metadata_bytes: 16 * 1024 * 1024,
+                idle_timeout: Duration::from_secs(60),
+                require_lineage: false,
+            },
+            tokens: Tokens::default(),
+            request_timeout: Duration::from_secs(30),
+            max_event_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Models, versions, aliases, events.
+    pub store: MetadataStore,
+    /// Model bytes.
+    pub blobs: BlobStore,
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The Prometheus registry `/metrics` exposes.
+    pub prometheus: Arc<prometheus::Registry>,
+    /// Request metrics shared with the other routers of the process.
+    pub http_metrics: metrics::HttpMetrics,
+    /// Registry counters.
+    pub metrics: metrics::RegistryMetrics,
+}
+
+impl AppState {
+    /// Builds the state, registering the registry's metrics in `prometheus`.
+    ///
+    /// # Errors
+    /// When metrics cannot be registered (a second registry in the same Prometheus registry).
+    pub fn new(
+        store: MetadataStore,
+        blobs: BlobStore,
+        config: Config,
+        prometheus: Arc<prometheus::Registry>,
+        http_metrics: metrics::HttpMetrics,
+    ) -> prometheus::Result<Self> {
+        let metrics = metrics::RegistryMetrics::register(&prometheus)?;
+        Ok(AppState {
+            store,
+            blobs,
+            config: Arc::new(config),
+            prometheus,
+            http_metrics,
+            metrics,
+        })
+    }
+}

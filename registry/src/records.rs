@@ -1,0 +1,138 @@
+//! The registry's records as the API shows them: models, versions, aliases, events.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::lineage::{Lineage, ParamValue};
+use crate::onnx::ModelSignature;
+
+/// A model: a name under which versions are pushed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// The model's name.
+    pub name: String,
+    /// Highest version number handed out (0 before the first push completes).
+    pub latest_version: i64,
+    /// Number of versions.
+    pub version_count: i64,
+    /// Alias → version.
+    pub aliases: BTreeMap<String, i64>,
+    /// When the first version was pushed.
+    pub created_at: DateTime<Utc>,
+    /// When anything about the model last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether a version may be deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionStatus {
+    /// Usable everywhere.
+    Active,
+    /// Kept (with its bytes) for lineage and rollback, but no alias or new endpoint may point at it.
+    Archived,
+}
+
+impl VersionStatus {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionStatus::Active => "active",
+            VersionStatus::Archived => "archived",
+        }
+    }
+
+    /// Parses the database spelling; anything unknown reads as archived (the safe side).
+    pub fn from_db(text: &str) -> Self {
+        if text == "active" {
+            VersionStatus::Active
+        } else {
+            VersionStatus::Archived
+        }
+    }
+}
+
+/// One immutable version of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The model's name.
+    pub name: String,
+    /// The version number, from 1.
+    pub version: i64,
+    /// Lowercase hex SHA-256 of the ONNX bytes (also the blob's address).
+    pub sha256: String,
+    /// Size of the ONNX bytes.
+    pub size: i64,
+    /// Active or archived.
+    pub status: VersionStatus,
+    /// Inputs, outputs and opsets read from the ONNX graph.
+    pub signature: ModelSignature,
+    /// Code and data the model came from.
+    pub lineage: Lineage,
+    /// Hyper-parameters.
+    pub params: BTreeMap<String, ParamValue>,
+    /// Evaluation metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Free-form labels.
+    pub tags: BTreeMap<String, String>,
+    /// A human description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whether a training profile is attached (`GET …/profile`).
+    pub has_profile: bool,
+    /// Aliases pointing at this version.
+    pub aliases: Vec<String>,
+    /// When it was pushed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where an alias points, and where it pointed before the change that returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// The model's name.
+    pub name: String,
+    /// The alias.
+    pub alias: String,
+    /// The version it points at.
+    pub version: i64,
+    /// The version it pointed at before this change, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<i64>,
+}
+
+/// One change, as recorded in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Monotonic, gapless id: consumers resume after the last one they handled.
+    pub id: i64,
+    /// `model.created`, `version.created`, `version.updated`, `alias.set`, `alias.deleted`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The model (or endpoint) the event is about.
+    pub subject: String,
+    /// Event-specific details.
+    pub data: serde_json::Value,
+    /// When the change committed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of a newest-first listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// A page of events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventPage {
+    /// Events with `id > after`, oldest first.
+    pub events: Vec<Event>,
+    /// The id to pass as `after` next time (the last event's id, or `after` when empty).
+    pub next_after: i64,
+}

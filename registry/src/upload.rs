@@ -1,0 +1,385 @@
+//! Receiving a model version: bytes streamed to object storage while they are hashed and parsed
+//! as ONNX on a blocking thread, then recorded in one transaction.
+//!
+//! Memory stays flat whatever the model's size: the bytes pass through in chunks, a bounded
+//! channel feeds the hashing thread, and the object store holds at most a few parts in flight.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::blob_store::{BlobStore, BlobWriter};
+use crate::error::{Error, Result};
+use crate::lineage::{VersionMetadata, is_hex_of_len};
+use crate::onnx::{ModelSignature, OnnxError, OnnxScanner};
+use crate::store::{Inserted, MetadataStore, NewVersion};
+
+/// Limits that apply to one upload.
+#[derive(Debug, Clone)]
+pub struct UploadLimits {
+    /// Largest model accepted, in bytes (413 past it).
+    pub max_model_bytes: u64,
+    /// Largest `metadata` part accepted, in bytes.
+    pub max_metadata_bytes: usize,
+    /// Longest the client may pause between two chunks before the upload is dropped (408).
+    pub idle_timeout: Duration,
+    /// Refuse versions without a git commit and hashed training data.
+    pub require_lineage: bool,
+}
+
+/// Chunks queued for the hashing thread; bounds memory when hashing is slower than the network.
+const DIGEST_QUEUE: usize = 16;
+
+/// Where the model bytes go while they arrive.
+enum Sink {
+    /// To a staging key, renamed to `blobs/sha256/<hex>` once the hash is known.
+    Staged(BlobWriter),
+    /// Straight to the final key of a declared hash; completed only if the hash matches.
+    Direct(BlobWriter),
+    /// Nowhere: the bytes are already stored (same hash) or the idempotency key was used before,
+    /// so they are only hashed for comparison.
+    HashOnly,
+}
+
+/// The model part, received and digested.
+struct Received {
+    sink: Sink,
+    sha256: String,
+    size: u64,
+    signature: ModelSignature,
+}
+
+/// One upload in progress: parts are fed in whatever order the client sends them, then
+/// [`UploadSession::finish`] records the version.
+pub struct UploadSession {
+    store: MetadataStore,
+    blobs: BlobStore,
+    limits: UploadLimits,
+    model: String,
+    idempotency_key: Option<String>,
+    metadata: Option<VersionMetadata>,
+    received: Option<Received>,
+}
+
+impl UploadSession {
+    /// Starts an upload of a new version of `model` (a validated name).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a malformed idempotency key.
+    pub fn new(
+        store: MetadataStore,
+        blobs: BlobStore,
+        limits: UploadLimits,
+        model: String,
+        idempotency_key: Option<String>,
+    ) -> Result<Self> {
+        if let Some(key) = &idempotency_key
+            && (key.is_empty()
+                || key.len() > 255
+                || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        {
+            return Err(Error::BadRequest(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters".into(),
+            ));
+        }
+        Ok(UploadSession {
+            store,
+            blobs,
+            limits,
+            model,
+            idempotency_key,
+            metadata: None,
+            received: None,
+        })
+    }
+
+    /// Receives the `metadata` part.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a second metadata part, or metadata that does not validate.
+    pub fn set_metadata(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.metadata.is_some() {
+            return Err(Error::BadRequest(
+                "the upload has two `metadata` parts; send one".into(),
+            ));
+        }
+        self.metadata = Some(VersionMetadata::from_json(bytes)?);
+        Ok(())
+    }
+
+    /// The metadata limit, for the caller reading the part.
+    pub fn max_metadata_bytes(&self) -> usize {
+        self.limits.max_metadata_bytes
+    }
+
+    /// Receives the `model` part as a stream of chunks.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`], [`Error::RequestTimeout`], [`Error::Unprocessable`] as soon as
+    /// the bytes cannot be ONNX, [`Error::BadRequest`] when the stream fails, and storage errors.
+    /// Whatever was written is removed before returning an error.
+    pub async fn receive_model<S, E>(&mut self, stream: S) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Error>,
+    {
+        if self.received.is_some() {
+            return Err(Error::BadRequest(
+                "the upload has two `model` parts; send one".into(),
+            ));
+        }
+        let mut sink = self.choose_sink().await?;
+        match self.pump(stream, &mut sink).await {
+            Ok((sha256, size, signature)) => {
+                self.received = Some(Received {
+                    sink,
+                    sha256,
+                    size,
+                    signature,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                discard(sink).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn choose_sink(&mut self) -> Result<Sink> {
+        if let Some(key) = &self.idempotency_key
+            && self
+                .store
+                .find_idempotent(&self.model, key)
+                .await?
+                .is_some()
+        {
+            return Ok(Sink::HashOnly);
+        }
+        if let Some(declared) = self.metadata.as_ref().and_then(|m| m.sha256.as_deref()) {
+            if self.blobs.size_of(declared).await?.is_some() {
+                return Ok(Sink::HashOnly);
+            }
+            return Ok(Sink::Direct(self.blobs.write_final(declared).await?));
+        }
+        Ok(Sink::Staged(self.blobs.stage().await?))
+    }
+
+    async fn pump<S, E>(
+        &mut self,
+        mut stream: S,
+        sink: &mut Sink,
+    ) -> Result<(String, u64, ModelSignature)>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: Into<Error>,
+    {
+        let (tx, worker) = spawn_digester();
+        let mut size: u64 = 0;
+        loop {
+            let next = tokio::time::timeout(self.limits.idle_timeout, stream.next())
+                .await
+                .map_err(|_| {
+                    Error::RequestTimeout(format!(
+                        "the client sent no data for {} s in the middle of the upload",
+                        self.limits.idle_timeout.as_secs()
+                    ))
+                })?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(Into::into)?;
+            size += chunk.len() as u64;
+            if size > self.limits.max_model_bytes {
+                return Err(Error::PayloadTooLarge(format!(
+                    "the model is larger than this registry's limit of {} bytes",
+                    self.limits.max_model_bytes
+                )));
+            }
+            if tx.send(chunk.clone()).await.is_err() {
+                // The digester stopped early: the bytes are not ONNX. Its result says why.
+                break;
+            }
+            match sink {
+                Sink::Staged(w) | Sink::Direct(w) => w.put(chunk).await?,
+                Sink::HashOnly => {}
+            }
+        }
+        drop(tx);
+        let digest = worker
+            .await
+            .map_err(|e| Error::Internal(format!("digest thread failed: {e}")))?;
+        let signature = digest.signature.map_err(|e| {
+            Error::Unprocessable(format!("the `model` part is not a valid ONNX model: {e}"))
+        })?;
+        Ok((digest.sha256, digest.size, signature))
+    }
+
+    /// Checks everything, publishes the bytes and records the version.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for a missing model part or a hash mismatch, [`Error::Unprocessable`]
+    /// for missing lineage, [`Error::Conflict`] for a reused idempotency key, storage errors.
+    pub async fn finish(mut self) -> Result<Inserted> {
+        let Some(Received {
+            sink,
+            sha256,
+            size,
+            signature,
+        }) = self.received.take()
+        else {
+            return Err(Error::BadRequest(
+                "the upload has no `model` part; send the .onnx bytes in a multipart part named `model`"
+                    .into(),
+            ));
+        };
+        let (metadata, idempotency) = match self.prepare(&sha256).await {
+            Ok(Prepared::New {
+                metadata,
+                idempotency,
+            }) => (metadata, idempotency),
+            Ok(Prepared::Replay(record)) => {
+                discard(sink).await;
+                return Ok(Inserted::Replayed(record));
+            }
+            Err(e) => {
+                discard(sink).await;
+                return Err(e);
+            }
+        };
+        self.publish(sink, &sha256).await?;
+        // From here a failure leaves a published blob that no version references: harmless
+        // (nothing points at it) and collected by `ferry registry gc`.
+        self.store
+            .insert_version(NewVersion {
+                model: self.model.clone(),
+                sha256,
+                size,
+                signature,
+                metadata,
+                idempotency,
+            })
+            .await
+    }
+
+    /// Validates metadata against the received bytes and resolves the idempotency key.
+    async fn prepare(&mut self, sha256: &str) -> Result<Prepared> {
+        let metadata = self.metadata.take().unwrap_or_default();
+        if self.limits.require_lineage {
+            metadata.require_lineage()?;
+        }
+        if let Some(declared) = &metadata.sha256
+            && declared != sha256
+        {
+            return Err(Error::BadRequest(format!(
+                "metadata says sha256 {declared} but the uploaded bytes hash to {sha256}; the upload was corrupted or the wrong file was sent"
+            )));
+        }
+        let idempotency = self
+            .idempotency_key
+            .clone()
+            .map(|key| (key, fingerprint(sha256, &metadata)));
+        if let Some((key, fingerprint)) = &idempotency
+            && let Some((version, stored)) = self.store.find_idempotent(&self.model, key).await?
+        {
+            if stored.as_deref() != Some(fingerprint.as_str()) {
+                return Err(crate::store::idempotency_conflict(key));
+            }
+            let record = self
+                .store
+                .get_version(&self.model, &crate::names::VersionRef::Number(version))
+                .await?;
+            return Ok(Prepared::Replay(record));
+        }
+        Ok(Prepared::New {
+            metadata,
+            idempotency,
+        })
+    }
+
+    /// Makes the bytes visible at `blobs/sha256/<hex>`.
+    async fn publish(&mut self, sink: Sink, sha256: &str) -> Result<()> {
+        match sink {
+            Sink::HashOnly => Ok(()),
+            Sink::Direct(writer) => {
+                writer.complete().await?;
+                Ok(())
+            }
+            Sink::Staged(writer) => {
+                let staged = writer.complete().await?;
+                if let Err(e) = self.blobs.publish(&staged, sha256).await {
+                    self.blobs.delete_quietly(&staged).await;
+                    return Err(e);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+enum Prepared {
+    New {
+        metadata: VersionMetadata,
+        idempotency: Option<(String, String)>,
+    },
+    Replay(crate::records::VersionRecord),
+}
+
+/// Removes whatever a failed upload wrote.
+async fn discard(sink: Sink) {
+    match sink {
+        Sink::Staged(w) | Sink::Direct(w) => w.abort().await,
+        Sink::HashOnly => {}
+    }
+}
+
+struct DigestOutcome {
+    sha256: String,
+    size: u64,
+    signature: std::result::Result<ModelSignature, OnnxError>,
+}
+
+/// Hashes and parses the bytes on a blocking thread, so a multi-gigabyte upload never holds a
+/// reactor thread for the milliseconds each chunk's SHA-256 takes.
+fn spawn_digester() -> (mpsc::Sender<Bytes>, JoinHandle<DigestOutcome>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(DIGEST_QUEUE);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut scanner = OnnxScanner::new();
+        let mut size = 0u64;
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            if let Err(e) = scanner.feed(&chunk) {
+                return DigestOutcome {
+                    sha256: hex::encode(hasher.finalize()),
+                    size,
+                    signature: Err(e),
+                };
+            }
+        }
+        DigestOutcome {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+            signature: scanner.finish(),
+        }
+    });
+    (tx, handle)
+}
+
+/// What an idempotent retry must match: the bytes and the metadata.
+fn fingerprint(sha256: &str, metadata: &VersionMetadata) -> String {
+    let mut h = Sha256::new();
+    h.update(sha256.as_bytes());
+    h.update(b"\n");
+    // Struct fields serialize in declaration order and maps are BTreeMaps: the JSON is canonical.
+    h.update(serde_json::to_vec(metadata).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+/// True when `text` is a lowercase hex SHA-256.
+pub fn is_sha256(text: &str) -> bool {
+    is_hex_of_len(text, 64)
+}

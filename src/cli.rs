@@ -1,0 +1,312 @@
+//! The command line: every flag, its environment variable and its help.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Ferry: push ONNX models with their lineage, serve them, release new versions safely.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    propagate_version = true,
+    after_help = "Start everything on this machine:  ferry up\n\
+                  Push a model:                      ferry model push model.onnx --name fraud --git auto --data train.csv\n\
+                  Docs: README.md, or `ferry <command> --help`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format: `text` for people, `json` for log collectors; `auto` picks text on a terminal.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_LOG_FORMAT",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole platform in one process on one port: registry (SQLite + a local folder by
+    /// default) with a demo model.
+    Up(UpArgs),
+    /// Run the model registry service, or manage its database.
+    Registry(RegistryCommand),
+    /// Push, list, inspect, alias and download model versions.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Read the registry's event log.
+    Events(EventsArgs),
+}
+
+/// `ferry up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Do not push the demo model into an empty registry.
+    #[arg(long, env = "FERRY_NO_DEMO")]
+    pub no_demo: bool,
+}
+
+/// `ferry registry [serve|migrate]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RegistryCommand {
+    #[command(subcommand)]
+    pub action: Option<RegistryAction>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryAction {
+    /// Serve the registry API (the default when no subcommand is given).
+    Serve(ServerArgs),
+    /// Apply the database migrations this binary carries, then exit.
+    Migrate(ServerArgs),
+}
+
+/// Settings of a server process. Precedence: flags, then `FERRY_*` environment variables, then
+/// the config file, then defaults.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServerArgs {
+    /// TOML config file with any of the settings below (snake_case keys).
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Folder for the embedded database and blobs [default: ./ferry-data].
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://<data-dir>/ferry.db].
+    #[arg(
+        long,
+        env = "FERRY_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Blob store: file:///DIR, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX
+    /// [default: file://<data-dir>/blobs]. Cloud credentials come from the usual AWS_*, GOOGLE_*,
+    /// AZURE_* variables.
+    #[arg(long, env = "FERRY_BLOB_URL", value_name = "URL")]
+    pub blob_url: Option<String>,
+    /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …).
+    #[arg(long, env = "FERRY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "FERRY_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints.
+    #[arg(long, env = "FERRY_S3_ALLOW_HTTP")]
+    pub s3_allow_http: Option<bool>,
+    /// Extra object_store option KEY=VALUE (repeatable), e.g. aws_virtual_hosted_style_request=false.
+    #[arg(long = "blob-option", value_name = "KEY=VALUE")]
+    pub blob_options: Vec<String>,
+    /// Largest model accepted, e.g. 2GiB, 500MiB [default: 2GiB].
+    #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", value_name = "SIZE")]
+    pub max_upload_size: Option<String>,
+    /// Refuse versions without a git commit and at least one hashed dataset.
+    #[arg(long, env = "FERRY_REQUIRE_LINEAGE")]
+    pub require_lineage: Option<bool>,
+    /// API token ROLE:SECRET, role read, write or admin (repeatable; FERRY_TOKENS takes a comma-separated list).
+    #[arg(
+        long = "token",
+        env = "FERRY_TOKENS",
+        value_name = "ROLE:SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+    /// File with one ROLE:SECRET per line.
+    #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Seconds a client may pause mid-upload before it is dropped [default: 60].
+    #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
+    pub upload_idle_timeout: Option<u64>,
+    /// Apply pending migrations at start instead of refusing a database that is behind.
+    #[arg(long, env = "FERRY_AUTO_MIGRATE")]
+    pub auto_migrate: Option<bool>,
+}
+
+/// Where the client commands find the registry.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Registry URL.
+    #[arg(long, env = "FERRY_REGISTRY", default_value = "http://127.0.0.1:8080")]
+    pub registry: String,
+    /// Bearer token.
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format: a table for people, or JSON for scripts.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Push an ONNX file as a new version, with the code and data it came from.
+    #[command(
+        after_help = "Example:\n  ferry model push model.onnx --name fraud --git auto --data data/train.csv --metric auc=0.93 --alias staging"
+    )]
+    Push(PushArgs),
+    /// List models, newest first.
+    List(ListArgs),
+    /// Show a model (`NAME`) or one version (`NAME:V`, `NAME@ALIAS`, `NAME@latest`).
+    Show(ShowArgs),
+    /// Download a version's ONNX file, verifying its SHA-256.
+    Download(DownloadArgs),
+    /// Set or remove aliases (e.g. `production`).
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Archive a version: kept for lineage and rollback, but no alias may point at it.
+    Archive(VersionTarget),
+    /// Restore an archived version.
+    Restore(VersionTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The .onnx file.
+    pub file: PathBuf,
+    /// Model name.
+    #[arg(long, short = 'n')]
+    pub name: String,
+    /// Training code commit: `auto` reads HEAD and the remote of the repository you are in, or a
+    /// full 40-hex SHA.
+    #[arg(long, value_name = "auto|SHA")]
+    pub git: Option<String>,
+    /// Repository URL (with `--git SHA`; `--git auto` finds it).
+    #[arg(long, value_name = "URL")]
+    pub git_repo: Option<String>,
+    /// With `--git auto`, accept uncommitted changes (the commit then does not reproduce the model).
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Training data file or folder to hash (repeatable).
+    #[arg(long = "data", value_name = "PATH")]
+    pub data: Vec<PathBuf>,
+    /// Training data already hashed, as URI=SHA256 (repeatable), e.g. s3://bucket/train.parquet=ab12…
+    #[arg(long = "data-uri", value_name = "URI=SHA256")]
+    pub data_uris: Vec<String>,
+    /// Hyper-parameter KEY=VALUE (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Evaluation metric KEY=NUMBER (repeatable).
+    #[arg(long = "metric", value_name = "KEY=NUMBER")]
+    pub metrics: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Description of the version.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Point this alias at the new version once it is pushed.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Make retries safe: the same key returns the same version [default: a fresh key per run,
+    /// so the CLI's own retries never create two versions].
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Most models to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// `NAME`, `NAME:V`, `NAME@ALIAS`.
+    pub target: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// `NAME` (its newest version), `NAME:V` or `NAME@ALIAS`.
+    pub target: String,
+    /// Where to write the file [default: NAME-vV.onnx]; `-` for standard output.
+    #[arg(long, short = 'O', value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionTarget {
+    /// `NAME:V` or `NAME@ALIAS`.
+    pub target: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point ALIAS at VERSION (a number, or `@other-alias`), creating or moving it atomically.
+    Set {
+        /// Model name.
+        name: String,
+        /// Alias, e.g. `production`.
+        alias: String,
+        /// Version number, or `@alias` to copy another alias.
+        version: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an alias.
+    Rm {
+        /// Model name.
+        name: String,
+        /// Alias.
+        alias: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Show events after this id.
+    #[arg(long, default_value_t = 0)]
+    pub after: i64,
+    /// Most events to show.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Keep waiting for new events (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

@@ -1,0 +1,133 @@
+//! The `ferry` binary: parses flags, builds the services' state and runs them.
+
+mod cli;
+mod commands;
+mod config;
+mod data_hash;
+mod demo;
+mod git;
+mod output;
+mod server;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry_registry::client::ClientError;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat, RegistryAction};
+
+/// Exit codes, documented in the README: scripts can tell a missing model from a refused one.
+mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const NOT_FOUND: u8 = 3;
+    pub const CONFLICT: u8 = 4;
+    pub const DENIED: u8 = 5;
+    pub const REJECTED: u8 = 6;
+    pub const UNAVAILABLE: u8 = 7;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Up(_) | Command::Registry(_)),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => {
+            let settings = config::resolve(&args.server)?;
+            server::run(
+                settings,
+                server::Mode::Up {
+                    demo: !args.no_demo,
+                },
+            )
+            .await
+        }
+        Command::Registry(cmd) => match cmd.action {
+            None => server::run(config::resolve(&cmd.server)?, server::Mode::Registry).await,
+            Some(RegistryAction::Serve(args)) => {
+                server::run(config::resolve(&args)?, server::Mode::Registry).await
+            }
+            Some(RegistryAction::Migrate(args)) => server::migrate(config::resolve(&args)?).await,
+        },
+        Command::Model(cmd) => commands::model::run(cmd).await,
+        Command::Events(args) => commands::events::run(args).await,
+    }
+}
+
+/// Maps the error behind a failure to an exit code.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(client) = cause.downcast_ref::<ClientError>() {
+            return match client {
+                ClientError::Api { status: 404, .. } => exit::NOT_FOUND,
+                ClientError::Api {
+                    status: 409 | 412, ..
+                } => exit::CONFLICT,
+                ClientError::Api {
+                    status: 401 | 403, ..
+                } => exit::DENIED,
+                ClientError::Api { status: 503, .. } | ClientError::Transport { .. } => {
+                    exit::UNAVAILABLE
+                }
+                ClientError::Api { status, .. } if (400..500).contains(status) => exit::REJECTED,
+                _ => exit::FAILURE,
+            };
+        }
+        if let Some(registry) = cause.downcast_ref::<ferry_registry::Error>()
+            && registry.status().is_client_error()
+        {
+            return exit::REJECTED;
+        }
+    }
+    exit::FAILURE
+}
+
+/// Servers log at info by default; client commands only warn, so their output stays clean.
+/// `FERRY_LOG` (or `RUST_LOG`) overrides the filter.
+fn init_logging(format: LogFormat, server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = std::env::var("FERRY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .map(EnvFilter::new)
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
