@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole test suite: fetches ONNX Runtime, starts an S3 server (s3s-fs, which checks SigV4
+# signatures), checks PostgreSQL, then runs every test. With CI=true nothing may skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
+mkdir -p "$CACHE"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# ONNX Runtime (serving tests load the real library).
+./scripts/fetch-ort.sh
+export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
+
+# Python packages used by fixture checks and client tests.
+if ! python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+  log "installing Python test packages"
+  python3 -m pip install --quiet -r scripts/requirements-test.txt
+fi
+
+# PostgreSQL: the registry's tests run against the real server.
+export FERRY_TEST_POSTGRES_URL="${FERRY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! psql "$FERRY_TEST_POSTGRES_URL" -qc 'SELECT 1' >/dev/null 2>&1; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    sleep 2
+  fi
+fi
+if psql "$FERRY_TEST_POSTGRES_URL" -qc 'SELECT 1' >/dev/null 2>&1; then
+  # Databases left by interrupted earlier runs.
+  psql "$FERRY_TEST_POSTGRES_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'ferry\_test\_%' OR datname LIKE 'ferry\_e2e\_%'" |
+    while read -r db; do psql "$FERRY_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
+else
+  log "PostgreSQL is not reachable at $FERRY_TEST_POSTGRES_URL: its tests will skip (fail under CI=true)"
+fi
+
+# S3: s3s-fs on a free port, in a throwaway folder.
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing s3s-fs (S3-compatible test server)"
+  cargo install --locked s3s-fs@0.14.1 --features binary --quiet
+fi
+S3_ROOT=$(mktemp -d)
+S3_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export AWS_ACCESS_KEY_ID=ferrytest AWS_SECRET_ACCESS_KEY=ferrytestsecret
+export FERRY_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" FERRY_TEST_S3_BUCKET=ferry-test
+mkdir -p "$S3_ROOT/$FERRY_TEST_S3_BUCKET"
+s3s-fs --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3_ROOT" \
+  >"$S3_ROOT.log" 2>&1 &
+S3_PID=$!
+cleanup() { kill "$S3_PID" 2>/dev/null || true; rm -rf "$S3_ROOT" "$S3_ROOT.log"; }
+trap cleanup EXIT
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+log "running the tests"
+cargo test --workspace "$@"
