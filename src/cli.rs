@@ -281,7 +281,8 @@ pub enum AliasCommand {
         /// Alias, e.g. `production`.
         alias: String,
         /// Version number, or `@alias` to copy another alias.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        target: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -309,4 +310,14 @@ pub struct EventsArgs {
     pub follow: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

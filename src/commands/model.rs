@@ -36,9 +36,9 @@ pub async fn run(command: ModelCommand) -> Result<()> {
         ModelCommand::Alias(AliasCommand::Set {
             name,
             alias,
-            version,
+            target,
             client,
-        }) => alias_set(&name, &alias, &version, &client).await,
+        }) => alias_set(&name, &alias, &target, &client).await,
         ModelCommand::Alias(AliasCommand::Rm {
             name,
             alias,
