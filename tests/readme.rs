@@ -81,13 +81,23 @@ fn every_console_command_in_the_readme_works_as_shown() {
     let dir = tempfile::tempdir().unwrap();
     let checkout = dir.path().join("ferry");
     let ok = Command::new("git")
-        .args(["clone", "-q", root.to_str().unwrap(), checkout.to_str().unwrap()])
+        .args([
+            "clone",
+            "-q",
+            root.to_str().unwrap(),
+            checkout.to_str().unwrap(),
+        ])
         .status()
         .unwrap()
         .success();
     assert!(ok);
     let ok = Command::new("git")
-        .args(["remote", "set-url", "origin", "https://github.com/ferry-ml/ferry.git"])
+        .args([
+            "remote",
+            "set-url",
+            "origin",
+            "https://github.com/ferry-ml/ferry.git",
+        ])
         .current_dir(&checkout)
         .status()
         .unwrap()
@@ -95,7 +105,11 @@ fn every_console_command_in_the_readme_works_as_shown() {
     assert!(ok);
     let server = Server::start(&checkout, &["up"]);
     let bin_dir = ferry_bin().parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let print = std::env::var("FERRY_README_PRINT").is_ok();
     let checkout_text = checkout.display().to_string();
     let mut failures = Vec::new();

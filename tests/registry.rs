@@ -76,7 +76,10 @@ async fn a_1_gib_upload_keeps_the_registry_memory_flat() {
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let response = reqwest::Client::new()
         .post(format!("{}/api/v1/models/big/versions", server.url()))
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
         .header("content-length", total.to_string())
         .body(body)
         .send()
@@ -131,8 +134,16 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
         leftovers = files_under(&blobs);
     }
-    assert_eq!(leftovers, Vec::<String>::new(), "a partial upload stayed on disk");
-    let list = ferry(dir.path(), &["model", "list", "-o", "json", "--registry", &server.url()], &[]);
+    assert_eq!(
+        leftovers,
+        Vec::<String>::new(),
+        "a partial upload stayed on disk"
+    );
+    let list = ferry(
+        dir.path(),
+        &["model", "list", "-o", "json", "--registry", &server.url()],
+        &[],
+    );
     let page: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(page["items"], serde_json::json!([]));
 }
@@ -158,7 +169,11 @@ fn a_crash_in_the_middle_of_an_upload_leaves_no_partial_model_visible() {
     std::thread::sleep(Duration::from_millis(300));
     server.kill9();
     let server = Server::start(dir.path(), &["up", "--no-demo"]);
-    let show = ferry(dir.path(), &["model", "show", "crash", "--registry", &server.url()], &[]);
+    let show = ferry(
+        dir.path(),
+        &["model", "show", "crash", "--registry", &server.url()],
+        &[],
+    );
     assert_eq!(show.status.code(), Some(3), "{}", text(&show));
     // Nothing at a published key; a staging file may remain for `gc`, but never under blobs/sha256.
     let published = files_under(&dir.path().join("ferry-data/blobs/blobs/sha256"));
@@ -183,7 +198,10 @@ fn the_registry_refuses_to_listen_beyond_loopback_without_tokens() {
     let out = ferry(dir.path(), &["up", "--listen", "0.0.0.0:0"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let msg = text(&out);
-    assert!(msg.contains("refusing to listen on 0.0.0.0:0 without API tokens"), "{msg}");
+    assert!(
+        msg.contains("refusing to listen on 0.0.0.0:0 without API tokens"),
+        "{msg}"
+    );
     // With a token it starts (stopped right away by the test).
     let port = free_port();
     let mut child = std::process::Command::new(ferry_bin())
@@ -213,14 +231,26 @@ fn the_registry_refuses_a_database_that_is_behind_until_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let out = ferry(dir.path(), &["registry", "--listen", "127.0.0.1:0"], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("run `ferry registry migrate`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("run `ferry registry migrate`"),
+        "{}",
+        text(&out)
+    );
     let out = ferry(dir.path(), &["registry", "migrate"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("applied 1 migration(s)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("applied 1 migration(s)"),
+        "{}",
+        text(&out)
+    );
     let out = ferry(dir.path(), &["registry", "migrate"], &[]);
     assert!(text(&out).contains("up to date"), "{}", text(&out));
     let server = Server::start(dir.path(), &["registry"]);
-    let list = ferry(dir.path(), &["model", "list", "--registry", &server.url()], &[]);
+    let list = ferry(
+        dir.path(),
+        &["model", "list", "--registry", &server.url()],
+        &[],
+    );
     assert!(list.status.success(), "{}", text(&list));
 }
 
@@ -228,32 +258,72 @@ fn the_registry_refuses_a_database_that_is_behind_until_migrated() {
 fn the_cli_exit_codes_tell_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let token = "write:ferry-e2e-write-token-1";
-    let server = Server::start_with_env(dir.path(), &["up", "--no-demo"], &[("FERRY_TOKENS", token)]);
+    let server =
+        Server::start_with_env(dir.path(), &["up", "--no-demo"], &[("FERRY_TOKENS", token)]);
     let url = server.url();
-    let good = [("FERRY_TOKEN", "ferry-e2e-write-token-1"), ("FERRY_REGISTRY", url.as_str())];
+    let good = [
+        ("FERRY_TOKEN", "ferry-e2e-write-token-1"),
+        ("FERRY_REGISTRY", url.as_str()),
+    ];
     let mlp = fixture("mlp.onnx");
     let mlp = mlp.to_str().unwrap();
     let out = ferry(dir.path(), &["model", "push", mlp, "--name", "m"], &good);
     assert!(out.status.success(), "{}", text(&out));
     let out = ferry(dir.path(), &["model", "show", "ghost"], &good);
     assert_eq!(out.status.code(), Some(3), "not found: {}", text(&out));
-    let out = ferry(dir.path(), &["model", "show", "m:1"], &[("FERRY_REGISTRY", url.as_str())]);
+    let out = ferry(
+        dir.path(),
+        &["model", "show", "m:1"],
+        &[("FERRY_REGISTRY", url.as_str())],
+    );
     assert_eq!(out.status.code(), Some(5), "no token: {}", text(&out));
-    let out = ferry(dir.path(), &["model", "push", mlp, "--name", "m", "--idempotency-key", "k"], &good);
+    let out = ferry(
+        dir.path(),
+        &[
+            "model",
+            "push",
+            mlp,
+            "--name",
+            "m",
+            "--idempotency-key",
+            "k",
+        ],
+        &good,
+    );
     assert!(out.status.success(), "{}", text(&out));
     let other = fixture("two_inputs.onnx");
     let out = ferry(
         dir.path(),
-        &["model", "push", other.to_str().unwrap(), "--name", "m", "--idempotency-key", "k"],
+        &[
+            "model",
+            "push",
+            other.to_str().unwrap(),
+            "--name",
+            "m",
+            "--idempotency-key",
+            "k",
+        ],
         &good,
     );
     assert_eq!(out.status.code(), Some(4), "conflict: {}", text(&out));
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"not a model").unwrap();
-    let out = ferry(dir.path(), &["model", "push", junk.to_str().unwrap(), "--name", "m"], &good);
+    let out = ferry(
+        dir.path(),
+        &["model", "push", junk.to_str().unwrap(), "--name", "m"],
+        &good,
+    );
     assert_eq!(out.status.code(), Some(6), "rejected: {}", text(&out));
-    assert!(text(&out).contains("not a valid ONNX model"), "{}", text(&out));
-    let out = ferry(dir.path(), &["model", "list"], &[("FERRY_REGISTRY", "http://127.0.0.1:1")]);
+    assert!(
+        text(&out).contains("not a valid ONNX model"),
+        "{}",
+        text(&out)
+    );
+    let out = ferry(
+        dir.path(),
+        &["model", "list"],
+        &[("FERRY_REGISTRY", "http://127.0.0.1:1")],
+    );
     assert_eq!(out.status.code(), Some(7), "unreachable: {}", text(&out));
     let out = ferry(dir.path(), &["model", "push"], &good);
     assert_eq!(out.status.code(), Some(2), "usage: {}", text(&out));
@@ -288,31 +358,78 @@ fn git_auto_records_the_commit_and_refuses_a_dirty_tree() {
     std::fs::write(repo.join("train.csv"), "a,b\n1,2\n").unwrap();
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "train"]);
-    git(&["remote", "add", "origin", "https://example.com/ml/fraud.git"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://example.com/ml/fraud.git",
+    ]);
     let registry = [("FERRY_REGISTRY", server.url())];
     let env: Vec<(&str, &str)> = registry.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mlp = fixture("mlp.onnx");
     let out = ferry(
         &repo,
-        &["model", "push", mlp.to_str().unwrap(), "--name", "fraud", "--git", "auto", "--data", "train.csv", "-o", "json"],
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--git",
+            "auto",
+            "--data",
+            "train.csv",
+            "-o",
+            "json",
+        ],
         &env,
     );
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let head = std::process::Command::new("git").args(["rev-parse", "HEAD"]).current_dir(&repo).output().unwrap();
-    assert_eq!(v["lineage"]["git_commit"], String::from_utf8_lossy(&head.stdout).trim());
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(
+        v["lineage"]["git_commit"],
+        String::from_utf8_lossy(&head.stdout).trim()
+    );
     assert_eq!(v["lineage"]["git_repo"], "https://example.com/ml/fraud.git");
     assert_eq!(
         v["lineage"]["data"][0]["sha256"],
         hex::encode(Sha256::digest(b"a,b\n1,2\n"))
     );
     std::fs::write(repo.join("train.py"), "fit(lr=2)\n").unwrap();
-    let out = ferry(&repo, &["model", "push", mlp.to_str().unwrap(), "--name", "fraud", "--git", "auto"], &env);
+    let out = ferry(
+        &repo,
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--git",
+            "auto",
+        ],
+        &env,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("--allow-dirty"), "{}", text(&out));
     let out = ferry(
         &repo,
-        &["model", "push", mlp.to_str().unwrap(), "--name", "fraud", "--git", "auto", "--allow-dirty", "-o", "json"],
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--git",
+            "auto",
+            "--allow-dirty",
+            "-o",
+            "json",
+        ],
         &env,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -348,13 +465,22 @@ fn the_registry_runs_on_postgresql_and_s3_from_its_flags() {
     let dir = tempfile::tempdir().unwrap();
     let blob_url = format!("s3://{bucket}/e2e-{}", std::process::id());
     let args = [
-        "--database-url", url.as_str(),
-        "--blob-url", blob_url.as_str(),
-        "--s3-endpoint", endpoint.as_str(),
-        "--s3-region", "us-east-1",
-        "--s3-allow-http", "true",
+        "--database-url",
+        url.as_str(),
+        "--blob-url",
+        blob_url.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+        "--s3-region",
+        "us-east-1",
+        "--s3-allow-http",
+        "true",
     ];
-    let migrate: Vec<&str> = ["registry", "migrate"].iter().copied().chain(args).collect();
+    let migrate: Vec<&str> = ["registry", "migrate"]
+        .iter()
+        .copied()
+        .chain(args)
+        .collect();
     let out = ferry(dir.path(), &migrate, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("PostgreSQL"), "{}", text(&out));
@@ -364,11 +490,30 @@ fn the_registry_runs_on_postgresql_and_s3_from_its_flags() {
     let registry = server.url();
     let env = [("FERRY_REGISTRY", registry.as_str())];
     let mlp = fixture("mlp.onnx");
-    let out = ferry(dir.path(), &["model", "push", mlp.to_str().unwrap(), "--name", "pg", "--alias", "production"], &env);
+    let out = ferry(
+        dir.path(),
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "pg",
+            "--alias",
+            "production",
+        ],
+        &env,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    let out = ferry(dir.path(), &["model", "download", "pg@production", "-O", "back.onnx"], &env);
+    let out = ferry(
+        dir.path(),
+        &["model", "download", "pg@production", "-O", "back.onnx"],
+        &env,
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read(dir.path().join("back.onnx")).unwrap(), std::fs::read(&mlp).unwrap());
+    assert_eq!(
+        std::fs::read(dir.path().join("back.onnx")).unwrap(),
+        std::fs::read(&mlp).unwrap()
+    );
     drop(server);
     let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }

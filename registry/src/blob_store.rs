@@ -34,6 +34,8 @@ const READ_CHUNK: usize = 1024 * 1024;
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
+    /// The folder behind a local store: object_store does not fsync, so [`BlobStore::sync`] does.
+    local_dir: Option<std::path::PathBuf>,
     /// The URL without credentials, for logs and `/readyz`.
     display: String,
 }
@@ -88,6 +90,7 @@ impl BlobStore {
                 return Ok(BlobStore {
                     store: Arc::new(local),
                     root: Path::default(),
+                    local_dir: Some(dir),
                     display,
                 });
             }
@@ -146,6 +149,7 @@ impl BlobStore {
         Ok(BlobStore {
             store,
             root,
+            local_dir: None,
             display,
         })
     }
@@ -155,6 +159,7 @@ impl BlobStore {
         BlobStore {
             store: Arc::new(InMemory::new()),
             root: Path::default(),
+            local_dir: None,
             display: "memory://".into(),
         }
     }
@@ -164,6 +169,7 @@ impl BlobStore {
         BlobStore {
             store,
             root: Path::default(),
+            local_dir: None,
             display: display.into(),
         }
     }
@@ -250,6 +256,29 @@ impl BlobStore {
         {
             tracing::warn!(%path, error = %e, "could not delete a staged upload; gc will");
         }
+    }
+
+    /// Makes a published blob durable before the version that references it is acknowledged.
+    /// Object stores are durable once a write returns; a local folder needs the file and its
+    /// directory flushed, which `object_store` does not do.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the flush fails.
+    pub async fn sync(&self, sha256: &str) -> Result<()> {
+        let Some(dir) = &self.local_dir else {
+            return Ok(());
+        };
+        let file = dir.join("blobs").join("sha256").join(sha256);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(parent) = file.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("fsync task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("fsync of blob sha256:{sha256} failed: {e}")))
     }
 
     /// Streams `range` of the blob (the whole blob when `None`).

@@ -31,8 +31,12 @@ pub struct UploadLimits {
     pub require_lineage: bool,
 }
 
-/// Chunks queued for the hashing thread; bounds memory when hashing is slower than the network.
-const DIGEST_QUEUE: usize = 16;
+/// Batches queued for the hashing thread; with [`DIGEST_BATCH`] this bounds the memory held when
+/// hashing is slower than the network (8 × 1 MiB).
+const DIGEST_QUEUE: usize = 8;
+/// Bytes handed to the hashing thread at a time: the network delivers chunks of a few KiB, and
+/// waking the thread for each would cost more in context switches than the hashing itself.
+const DIGEST_BATCH: usize = 1024 * 1024;
 
 /// Where the model bytes go while they arrive.
 enum Sink {
@@ -180,6 +184,8 @@ impl UploadSession {
     {
         let (tx, worker) = spawn_digester();
         let mut size: u64 = 0;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
         loop {
             let next = tokio::time::timeout(self.limits.idle_timeout, stream.next())
                 .await
@@ -198,14 +204,23 @@ impl UploadSession {
                     self.limits.max_model_bytes
                 )));
             }
-            if tx.send(chunk.clone()).await.is_err() {
-                // The digester stopped early: the bytes are not ONNX. Its result says why.
-                break;
+            batch_len += chunk.len();
+            batch.push(chunk.clone());
+            if batch_len >= DIGEST_BATCH {
+                batch_len = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    // The digester stopped early: the bytes are not ONNX. Its result says why.
+                    break;
+                }
             }
             match sink {
                 Sink::Staged(w) | Sink::Direct(w) => w.put(chunk).await?,
                 Sink::HashOnly => {}
             }
+        }
+        if !batch.is_empty() {
+            // An error here means the digester already has its verdict.
+            let _ = tx.send(batch).await;
         }
         drop(tx);
         let digest = worker
@@ -250,6 +265,8 @@ impl UploadSession {
             }
         };
         self.publish(sink, &sha256).await?;
+        // Durable bytes before a durable row: an acknowledged version survives a power cut.
+        self.blobs.sync(&sha256).await?;
         // From here a failure leaves a published blob that no version references: harmless
         // (nothing points at it) and collected by `ferry registry gc`.
         self.store
@@ -343,21 +360,23 @@ struct DigestOutcome {
 
 /// Hashes and parses the bytes on a blocking thread, so a multi-gigabyte upload never holds a
 /// reactor thread for the milliseconds each chunk's SHA-256 takes.
-fn spawn_digester() -> (mpsc::Sender<Bytes>, JoinHandle<DigestOutcome>) {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(DIGEST_QUEUE);
+fn spawn_digester() -> (mpsc::Sender<Vec<Bytes>>, JoinHandle<DigestOutcome>) {
+    let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(DIGEST_QUEUE);
     let handle = tokio::task::spawn_blocking(move || {
         let mut hasher = Sha256::new();
         let mut scanner = OnnxScanner::new();
         let mut size = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            if let Err(e) = scanner.feed(&chunk) {
-                return DigestOutcome {
-                    sha256: hex::encode(hasher.finalize()),
-                    size,
-                    signature: Err(e),
-                };
+        while let Some(batch) = rx.blocking_recv() {
+            for chunk in batch {
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                if let Err(e) = scanner.feed(&chunk) {
+                    return DigestOutcome {
+                        sha256: hex::encode(hasher.finalize()),
+                        size,
+                        signature: Err(e),
+                    };
+                }
             }
         }
         DigestOutcome {

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Upload and download a 500 MiB model through a running registry (SQLite + local folder),
+# next to `cp` of the same file on the same disk. Prints MiB/s, ratios and the registry's RSS.
+#   usage: bench/registry.sh [SIZE_MIB] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB="${1:-500}"
+RUNS="${2:-3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
+cargo build --release --locked --quiet
+FERRY="$CARGO_TARGET_DIR/release/ferry"
+
+work=$(mktemp -d -p "${BENCH_DIR:-/var/tmp}")
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 bench/make_big_model.py "$work/big.onnx" "$SIZE_MIB" 0
+bytes=$(stat -c %s "$work/big.onnx")
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$FERRY" up --no-demo --listen "127.0.0.1:$port" --data-dir "$work/data" --max-upload-size 4GiB \
+  --log-format json 2>"$work/ferry.log" &
+pid=$!
+for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$pid/status"; }
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rate() { python3 -c "print(f'{$bytes/1048576/($2-$1):.0f}')"; }
+
+idle_rss=$(rss_kib)
+ups=(); downs=(); nulls=(); cps=()
+for i in $(seq "$RUNS"); do
+  # A distinct model per run: the registry stores identical bytes once.
+  python3 bench/make_big_model.py "$work/big.onnx" "$SIZE_MIB" "$i"
+  sync
+  t0=$(now)
+  curl -fsS -o "$work/up.json" -F "model=@$work/big.onnx" -F "metadata={\"tags\":{\"run\":\"$i\"}};type=application/json" \
+    "http://127.0.0.1:$port/api/v1/models/bench/versions"
+  t1=$(now); ups+=("$(rate "$t0" "$t1")")
+  version=$(python3 -c "import json; print(json.load(open('$work/up.json'))['version'])")
+  t0=$(now)
+  curl -fsS -o "$work/down.onnx" "http://127.0.0.1:$port/api/v1/models/bench/versions/$version/artifact"
+  t1=$(now); downs+=("$(rate "$t0" "$t1")")
+  cmp -s "$work/big.onnx" "$work/down.onnx" || { echo "downloaded bytes differ" >&2; exit 1; }
+  rm -f "$work/down.onnx"
+  # The registry's own rate, without the client's disk in the way.
+  t0=$(now)
+  curl -fsS -o /dev/null "http://127.0.0.1:$port/api/v1/models/bench/versions/$version/artifact"
+  t1=$(now); nulls+=("$(rate "$t0" "$t1")")
+  t0=$(now); cp "$work/big.onnx" "$work/copy.onnx"; t1=$(now); cps+=("$(rate "$t0" "$t1")")
+  rm -f "$work/copy.onnx"
+done
+peak_hwm=$(hwm_kib)
+up=$(printf '%s\n' "${ups[@]}" | median)
+down=$(printf '%s\n' "${downs[@]}" | median)
+null=$(printf '%s\n' "${nulls[@]}" | median)
+cp_rate=$(printf '%s\n' "${cps[@]}" | median)
+growth=$(( (peak_hwm - idle_rss) / 1024 ))
+cat <<TABLE
+
+Registry throughput, ${SIZE_MIB} MiB model, SQLite + local folder, median of $RUNS runs ($(nproc) cores)
+| operation                  | MiB/s | vs cp | vs MLflow (190 up / 235 down MiB/s) |
+|----------------------------|------:|------:|------------------------------------:|
+| upload (curl -F → ferry)   | $up | $(python3 -c "print(f'{$up/$cp_rate:.2f}')") | $(python3 -c "print(f'{$up/190:.1f}x')") |
+| download (ferry → file)    | $down | $(python3 -c "print(f'{$down/$cp_rate:.2f}')") | $(python3 -c "print(f'{$down/235:.1f}x')") |
+| download (ferry → /dev/null) | $null | $(python3 -c "print(f'{$null/$cp_rate:.2f}')") | $(python3 -c "print(f'{$null/235:.1f}x')") |
+| cp on the same disk        | $cp_rate | 1.00 | |
+
+registry RSS: idle $((idle_rss / 1024)) MiB, peak $((peak_hwm / 1024)) MiB, growth $growth MiB (target < 64 MiB; MLflow idles at ~3.6 GiB)
+command: bench/registry.sh $SIZE_MIB $RUNS
+TABLE

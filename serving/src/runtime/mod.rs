@@ -1,0 +1,58 @@
+//! The inference runtime: ONNX Runtime sessions owned by worker threads, fed by a dynamic
+//! batcher through bounded channels, behind per-model admission control.
+//!
+//! ```text
+//! infer() ─try_acquire─▶ requests (bounded) ─▶ batcher ─▶ batches (rendezvous) ─▶ N workers
+//!    ▲                                                                              │
+//!    └─────────────────────────── oneshot answer ◀──────────────────────────────────┘
+//! ```
+//!
+//! Start with [`library::load`] (find ONNX Runtime), then [`LoadedModel::load`] per model
+//! version, then [`LoadedModel::infer`] per request:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::{Duration, Instant};
+//!
+//! use ferry_serving::runtime::{
+//!     LoadedModel, ModelSource, RuntimeMetrics, RuntimeOptions, Tensor, library,
+//! };
+//!
+//! let onnxruntime = library::load(None)?; // ORT_DYLIB_PATH, else ./.ort/
+//! let metrics = RuntimeMetrics::register(prometheus::default_registry())?;
+//! let bytes = std::fs::read("tests/fixtures/mlp.onnx")?;
+//! let signature = ferry_registry::onnx::inspect(&bytes)?;
+//! let model = LoadedModel::load(
+//!     &onnxruntime,
+//!     ModelSource::from(bytes),
+//!     signature,
+//!     RuntimeOptions::default(),
+//!     metrics.model("mlp", "1"),
+//! )
+//! .await?;
+//! let input = Tensor::new("input", vec![1, 32], vec![0.5_f32; 32])?;
+//! let deadline = Instant::now() + Duration::from_secs(1);
+//! let outputs = model.infer(vec![input], None, deadline).await?;
+//! assert_eq!(outputs[0].shape(), [1, 2]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod batcher;
+mod error;
+mod job;
+pub mod library;
+mod metrics;
+mod model;
+mod options;
+mod session;
+mod tensor;
+mod worker;
+
+pub use error::RuntimeError;
+pub use library::OnnxRuntime;
+pub use metrics::{ModelMetrics, RuntimeMetrics};
+pub use model::ModelSource;
+pub use options::{RuntimeOptions, available_cpus};
+pub use session::LoadedModel;
+pub use tensor::{DataType, Tensor, TensorData, UnknownDataType};

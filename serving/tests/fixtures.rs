@@ -1,0 +1,173 @@
+//! Every fixture model answers what onnxruntime 1.31.1 computed for it
+//! (tests/fixtures/expected.json).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use ferry_serving::runtime::{LoadedModel, ModelMetrics, ModelSource, Tensor, TensorData};
+use serde_json::Value;
+
+fn tensor_from_json(json: &Value) -> Tensor {
+    let name = json["name"].as_str().unwrap();
+    let shape = json["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dim| usize::try_from(dim.as_u64().unwrap()).unwrap())
+        .collect();
+    let data = json["data"].as_array().unwrap();
+    let data: TensorData = match json["datatype"].as_str().unwrap() {
+        // The JSON holds the exact f32 value written as f64; narrowing gets it back.
+        #[allow(clippy::cast_possible_truncation)]
+        "FP32" => data
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect::<Vec<_>>()
+            .into(),
+        "INT64" => data
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect::<Vec<_>>()
+            .into(),
+        other => panic!("expected.json uses an unexpected datatype {other}"),
+    };
+    Tensor::new(name, shape, data).unwrap()
+}
+
+fn assert_close(model: &str, actual: &Tensor, expected: &Tensor) {
+    assert_eq!(actual.name(), expected.name(), "{model}");
+    assert_eq!(
+        actual.shape(),
+        expected.shape(),
+        "{model} {}",
+        actual.name()
+    );
+    match (actual.data(), expected.data()) {
+        (TensorData::F32(actual), TensorData::F32(expected)) => {
+            for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+                assert!(
+                    (a - e).abs() <= 1e-6 + 1e-5 * e.abs(),
+                    "{model} element {i}: {a} vs expected {e}"
+                );
+            }
+        }
+        (actual, expected) => assert_eq!(actual, expected, "{model}"),
+    }
+}
+
+#[tokio::test]
+async fn each_fixture_answers_what_onnxruntime_computed() {
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(common::fixture("expected.json")).unwrap()).unwrap();
+    let models = expected["models"].as_object().unwrap();
+    assert_eq!(models.len(), 4, "one entry per committed fixture");
+    for (file, case) in models {
+        let bytes = std::fs::read(common::fixture(file)).unwrap();
+        let model = LoadedModel::load(
+            &runtime,
+            // In memory, as the registry hands artifacts over.
+            ModelSource::from(bytes.clone()),
+            ferry_registry::onnx::inspect(&bytes).unwrap(),
+            common::options(),
+            ModelMetrics::detached(file, "1").unwrap(),
+        )
+        .await
+        .unwrap();
+        let inputs = case["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(tensor_from_json)
+            .collect();
+        let outputs = model
+            .infer(inputs, None, common::in_a_minute())
+            .await
+            .unwrap();
+        let expected: Vec<Tensor> = case["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(tensor_from_json)
+            .collect();
+        assert_eq!(outputs.len(), expected.len(), "{file}");
+        for (actual, expected) in outputs.iter().zip(&expected) {
+            assert_close(file, actual, expected);
+        }
+    }
+}
+
+#[tokio::test]
+async fn models_load_from_a_file_and_report_their_batching() {
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    assert!(
+        runtime.build_info().starts_with("ORT Build Info"),
+        "{}",
+        runtime.build_info()
+    );
+    assert!(runtime.path().is_absolute());
+
+    let mlp = common::load(&runtime, "mlp.onnx", common::full_batches_only(8)).await;
+    assert!(mlp.is_batching());
+    assert_eq!(mlp.max_batch_size(), 8);
+    assert_eq!(mlp.signature().inputs[0].name, "input");
+
+    let fixed = common::load(&runtime, "fixed_shape.onnx", common::full_batches_only(8)).await;
+    assert!(
+        !fixed.is_batching(),
+        "a fixed first dimension cannot be batched"
+    );
+    assert_eq!(fixed.max_batch_size(), 1);
+}
+
+#[tokio::test]
+async fn the_outputs_filter_returns_only_the_named_outputs() {
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    let model = common::load(&runtime, "mlp.onnx", common::options()).await;
+    let outputs = model
+        .infer(
+            common::mlp_row(1),
+            Some(vec!["probabilities".to_owned()]),
+            common::in_a_minute(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].shape(), [1, 2]);
+    let sum: f32 = common::f32_data(&outputs[0]).iter().sum();
+    assert!(
+        (sum - 1.0).abs() < 1e-5,
+        "softmax rows add up to 1, got {sum}"
+    );
+
+    let err = model
+        .infer(
+            common::mlp_row(1),
+            Some(vec!["logits".to_owned()]),
+            common::in_a_minute(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the model has no output named \"logits\"");
+}
+
+#[tokio::test]
+async fn a_request_with_zero_rows_gets_outputs_with_zero_rows() {
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    let model = common::load(&runtime, "mlp.onnx", common::options()).await;
+    let empty = vec![Tensor::new("input", vec![0, 32], Vec::<f32>::new()).unwrap()];
+    let outputs = model
+        .infer(empty, None, common::in_a_minute())
+        .await
+        .unwrap();
+    assert_eq!(outputs[0].shape(), [0, 2]);
+    assert!(outputs[0].data().is_empty());
+}
