@@ -54,15 +54,14 @@ async fn a_1_gib_upload_keeps_the_registry_memory_flat() {
         let (peak, done, pid) = (peak.clone(), done.clone(), server.pid());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kb) = status
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kb) = status
                         .lines()
                         .find_map(|l| l.strip_prefix("VmRSS:"))
                         .and_then(|v| v.split_whitespace().next())
                         .and_then(|kb| kb.parse::<u64>().ok())
-                    {
-                        peak.fetch_max(kb * 1024, Ordering::Relaxed);
-                    }
+                {
+                    peak.fetch_max(kb * 1024, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -86,10 +86,8 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("ferry exited early with {status}:\n{}", self.logs());
             }
-            if let Ok(r) = reqwest::blocking_get(&format!("{}/readyz", self.url())) {
-                if r == 200 {
-                    return;
-                }
+            if let Ok(200) = reqwest::blocking_get(&format!("{}/readyz", self.url())) {
+                return;
             }
             if Instant::now() > deadline {
                 panic!("ferry did not become ready:\n{}", self.logs());

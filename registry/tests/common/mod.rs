@@ -247,12 +247,12 @@ impl TestApp {
     /// Drops the PostgreSQL database of this test.
     pub async fn cleanup(self) {
         self.state.store.close().await;
-        if let Some((admin, name)) = &self.pg {
-            if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some((admin, name)) = &self.pg
+            && let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(admin).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
