@@ -47,6 +47,11 @@ pub enum Command {
     Up(UpArgs),
     /// Run the model registry service, or manage its database.
     Registry(RegistryCommand),
+    /// Serve ONNX models over the Open Inference Protocol v2, from the registry or from files.
+    #[command(
+        after_help = "Examples:\n  ferry serving --registry http://registry:8080 --model fraud@production --model churn:3\n  ferry serving --model mlp=tests/fixtures/mlp.onnx"
+    )]
+    Serving(ServingCommand),
     /// Push, list, inspect, alias and download model versions.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -59,9 +64,92 @@ pub enum Command {
 pub struct UpArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Do not push the demo model into an empty registry.
     #[arg(long, env = "FERRY_NO_DEMO")]
     pub no_demo: bool,
+    /// Run the registry alone, without serving (no ONNX Runtime needed).
+    #[arg(long, env = "FERRY_NO_SERVING")]
+    pub no_serving: bool,
+}
+
+/// `ferry serving`.
+#[derive(Debug, Args)]
+pub struct ServingCommand {
+    /// A model to serve (repeatable): NAME (its `production` alias, else its newest version),
+    /// NAME@ALIAS or NAME:VERSION from the registry, or NAME=PATH.onnx from a file.
+    #[arg(long = "model", value_name = "SPEC")]
+    pub models: Vec<String>,
+    /// Registry to load models from and follow.
+    #[arg(long, env = "FERRY_REGISTRY", value_name = "URL")]
+    pub registry: Option<String>,
+    /// Bearer token for the registry (the `read` role is enough).
+    #[arg(long, env = "FERRY_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// Where downloaded models are kept, by SHA-256, for restarts without the registry
+    /// [default: ./ferry-cache].
+    #[arg(long, env = "FERRY_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// TOML config file (snake_case keys, as for `ferry up`).
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8081].
+    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// API token ROLE:SECRET clients must present (repeatable; FERRY_TOKENS takes a comma-separated list).
+    #[arg(
+        long = "token",
+        env = "FERRY_TOKENS",
+        value_name = "ROLE:SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+    /// File with one ROLE:SECRET per line.
+    #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// How models run. Each applies to every model; `--model-option` overrides one model.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RuntimeArgs {
+    /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so next to
+    /// the current folder or the binary; `make ort` fetches it].
+    #[arg(long, env = "FERRY_ONNXRUNTIME", value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
+    /// Most rows per run when batching requests; 1 disables dynamic batching [default: 64].
+    #[arg(long, env = "FERRY_MAX_BATCH_SIZE", value_name = "N")]
+    pub max_batch_size: Option<usize>,
+    /// How long a request may wait for others to fill a batch [default: 0: batch only what is
+    /// already waiting].
+    #[arg(long, env = "FERRY_MAX_QUEUE_DELAY_MS", value_name = "MS")]
+    pub max_queue_delay_ms: Option<u64>,
+    /// Requests a model admits (queued or running) before answering 429 [default: 256].
+    #[arg(long, env = "FERRY_QUEUE_CAPACITY", value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Worker threads per model, each with its own session [default: 1].
+    #[arg(long, env = "FERRY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// ONNX Runtime intra-op threads per session [default: the CPUs available].
+    #[arg(long, env = "FERRY_INTRA_OP_THREADS", value_name = "N")]
+    pub intra_op_threads: Option<usize>,
+    /// ONNX Runtime inter-op threads per session [default: 1].
+    #[arg(long, env = "FERRY_INTER_OP_THREADS", value_name = "N")]
+    pub inter_op_threads: Option<usize>,
+    /// Deadline of an inference request, queueing included; past it the answer is 504
+    /// [default: 10000].
+    #[arg(long, env = "FERRY_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Largest inference request body, e.g. 64MiB [default: 64MiB].
+    #[arg(long, env = "FERRY_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    pub max_request_size: Option<String>,
+    /// Per-model override NAME:KEY=VALUE (repeatable), KEY one of max_batch_size,
+    /// max_queue_delay_ms, queue_capacity, workers, intra_op_threads, inter_op_threads.
+    #[arg(long = "model-option", value_name = "NAME:KEY=VALUE")]
+    pub model_options: Vec<String>,
 }
 
 /// `ferry registry [serve|migrate]`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::cli::ServerArgs;
+use crate::cli::{RuntimeArgs, ServerArgs, ServingCommand};
 
 /// The config file: the same settings as the flags, in snake_case.
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +31,46 @@ struct FileConfig {
     tokens_file: Option<PathBuf>,
     upload_idle_timeout: Option<u64>,
     auto_migrate: Option<bool>,
+    // Serving.
+    onnxruntime: Option<PathBuf>,
+    max_batch_size: Option<usize>,
+    max_queue_delay_ms: Option<u64>,
+    queue_capacity: Option<usize>,
+    workers: Option<usize>,
+    intra_op_threads: Option<usize>,
+    inter_op_threads: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    max_request_size: Option<String>,
+    #[serde(default)]
+    model_options: std::collections::BTreeMap<String, ModelOptionsFile>,
+    #[serde(default)]
+    models: Vec<String>,
+    registry: Option<String>,
+    cache_dir: Option<PathBuf>,
+}
+
+/// `[model_options.NAME]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelOptionsFile {
+    max_batch_size: Option<usize>,
+    max_queue_delay_ms: Option<u64>,
+    queue_capacity: Option<usize>,
+    workers: Option<usize>,
+    intra_op_threads: Option<usize>,
+    inter_op_threads: Option<usize>,
+}
+
+fn load_file(path: Option<&Path>) -> Result<FileConfig> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("config file {} is invalid", path.display()))
+        }
+        None => Ok(FileConfig::default()),
+    }
 }
 
 /// Everything a server process needs, resolved and validated.
@@ -38,6 +78,8 @@ struct FileConfig {
 pub struct ServerSettings {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// Folder of the embedded database, blobs and serving cache.
+    pub data_dir: PathBuf,
     /// Metadata database URL.
     pub database_url: String,
     /// Blob store URL.
@@ -55,15 +97,7 @@ pub struct ServerSettings {
 /// # Errors
 /// Names the setting that is invalid and why.
 pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
-    let file = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .with_context(|| format!("config file {} is invalid", path.display()))?
-        }
-        None => FileConfig::default(),
-    };
+    let file = load_file(args.config.as_deref())?;
     let listen = args
         .listen
         .or(file.listen)
@@ -71,27 +105,27 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
     let data_dir = args
         .data_dir
         .clone()
-        .or(file.data_dir)
+        .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("ferry-data"));
-    let database_url = match args.database_url.clone().or(file.database_url) {
+    let database_url = match args.database_url.clone().or(file.database_url.clone()) {
         Some(url) => url,
         None => format!("sqlite://{}", data_dir.join("ferry.db").display()),
     };
-    let blob_url = match args.blob_url.clone().or(file.blob_url) {
+    let blob_url = match args.blob_url.clone().or(file.blob_url.clone()) {
         Some(url) => url,
         None => data_dir.join("blobs").display().to_string(),
     };
-    let mut blob_options: Vec<(String, String)> = file.blob_options.into_iter().collect();
+    let mut blob_options: Vec<(String, String)> = file.blob_options.clone().into_iter().collect();
     for option in &args.blob_options {
         let (k, v) = option
             .split_once('=')
             .with_context(|| format!("--blob-option `{option}` is not KEY=VALUE"))?;
         blob_options.push((k.trim().to_string(), v.trim().to_string()));
     }
-    if let Some(endpoint) = args.s3_endpoint.clone().or(file.s3_endpoint) {
+    if let Some(endpoint) = args.s3_endpoint.clone().or(file.s3_endpoint.clone()) {
         blob_options.push(("aws_endpoint".into(), endpoint));
     }
-    if let Some(region) = args.s3_region.clone().or(file.s3_region) {
+    if let Some(region) = args.s3_region.clone().or(file.s3_region.clone()) {
         blob_options.push(("aws_region".into(), region));
     }
     if let Some(allow) = args.s3_allow_http.or(file.s3_allow_http) {
@@ -99,7 +133,11 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
     }
 
     let mut registry = ferry_registry::Config::default();
-    if let Some(size) = args.max_upload_size.clone().or(file.max_upload_size) {
+    if let Some(size) = args
+        .max_upload_size
+        .clone()
+        .or(file.max_upload_size.clone())
+    {
         registry.upload.max_model_bytes =
             parse_size(&size).with_context(|| format!("max upload size `{size}`"))?;
     }
@@ -113,27 +151,281 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
     }
-    let mut token_specs: Vec<String> = if args.tokens.is_empty() {
-        file.tokens
-    } else {
-        args.tokens.clone()
-    };
-    if let Some(path) = args.tokens_file.clone().or(file.tokens_file) {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read tokens file {}", path.display()))?;
-        token_specs.extend(text.lines().map(str::to_string));
-    }
-    registry.tokens = ferry_registry::Tokens::parse(token_specs.iter().map(String::as_str))
-        .map_err(anyhow::Error::msg)
-        .context("invalid API token configuration")?;
+    registry.tokens = tokens(&args.tokens, args.tokens_file.as_deref(), &file)?;
 
     Ok(ServerSettings {
         listen,
+        data_dir,
         database_url,
         blob_url,
         blob_options,
         auto_migrate: args.auto_migrate.or(file.auto_migrate).unwrap_or(false),
         registry,
+    })
+}
+
+fn tokens(
+    flags: &[String],
+    tokens_file: Option<&Path>,
+    file: &FileConfig,
+) -> Result<ferry_registry::Tokens> {
+    let mut specs: Vec<String> = if flags.is_empty() {
+        file.tokens.clone()
+    } else {
+        flags.to_vec()
+    };
+    if let Some(path) = tokens_file.or(file.tokens_file.as_deref()) {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read tokens file {}", path.display()))?;
+        specs.extend(text.lines().map(str::to_string));
+    }
+    ferry_registry::Tokens::parse(specs.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)
+        .context("invalid API token configuration")
+}
+
+/// How models run, resolved.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Explicit path of the ONNX Runtime library.
+    pub onnxruntime: Option<PathBuf>,
+    /// The serving configuration.
+    pub serving: ferry_serving::ServingConfig,
+}
+
+/// Resolves the runtime flags against the config file and defaults.
+///
+/// # Errors
+/// Names the invalid setting.
+pub fn resolve_runtime(args: &RuntimeArgs, config: Option<&Path>) -> Result<RuntimeSettings> {
+    let file = load_file(config)?;
+    runtime_settings(args, &file)
+}
+
+fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSettings> {
+    let mut serving = ferry_serving::ServingConfig::default();
+    let defaults = &mut serving.runtime;
+    apply(
+        defaults,
+        &ModelOptionsFile {
+            max_batch_size: args.max_batch_size.or(file.max_batch_size),
+            max_queue_delay_ms: args.max_queue_delay_ms.or(file.max_queue_delay_ms),
+            queue_capacity: args.queue_capacity.or(file.queue_capacity),
+            workers: args.workers.or(file.workers),
+            intra_op_threads: args.intra_op_threads.or(file.intra_op_threads),
+            inter_op_threads: args.inter_op_threads.or(file.inter_op_threads),
+        },
+    );
+    defaults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("invalid runtime options")?;
+    if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
+        if ms == 0 {
+            bail!("request timeout must be at least 1 ms");
+        }
+        serving.request_timeout = Duration::from_millis(ms);
+    }
+    if let Some(size) = args
+        .max_request_size
+        .clone()
+        .or(file.max_request_size.clone())
+    {
+        serving.max_request_bytes = usize::try_from(
+            parse_size(&size).with_context(|| format!("max request size `{size}`"))?,
+        )
+        .context("max request size is too large")?;
+    }
+    let mut per_model: std::collections::BTreeMap<String, ModelOptionsFile> =
+        std::collections::BTreeMap::new();
+    for (name, options) in &file.model_options {
+        per_model.insert(
+            name.clone(),
+            ModelOptionsFile {
+                max_batch_size: options.max_batch_size,
+                max_queue_delay_ms: options.max_queue_delay_ms,
+                queue_capacity: options.queue_capacity,
+                workers: options.workers,
+                intra_op_threads: options.intra_op_threads,
+                inter_op_threads: options.inter_op_threads,
+            },
+        );
+    }
+    for spec in &args.model_options {
+        let (name, kv) = spec
+            .split_once(':')
+            .with_context(|| format!("--model-option `{spec}` is not NAME:KEY=VALUE"))?;
+        let (key, value) = kv
+            .split_once('=')
+            .with_context(|| format!("--model-option `{spec}` is not NAME:KEY=VALUE"))?;
+        let entry = per_model.entry(name.to_string()).or_default();
+        let number = |v: &str| -> Result<u64> {
+            v.trim()
+                .parse::<u64>()
+                .with_context(|| format!("--model-option `{spec}`: `{v}` is not a number"))
+        };
+        match key.trim() {
+            "max_batch_size" => entry.max_batch_size = Some(number(value)? as usize),
+            "max_queue_delay_ms" => entry.max_queue_delay_ms = Some(number(value)?),
+            "queue_capacity" => entry.queue_capacity = Some(number(value)? as usize),
+            "workers" => entry.workers = Some(number(value)? as usize),
+            "intra_op_threads" => entry.intra_op_threads = Some(number(value)? as usize),
+            "inter_op_threads" => entry.inter_op_threads = Some(number(value)? as usize),
+            other => bail!(
+                "--model-option `{spec}`: unknown key `{other}`; use max_batch_size, \
+                 max_queue_delay_ms, queue_capacity, workers, intra_op_threads or inter_op_threads"
+            ),
+        }
+    }
+    for (name, overrides) in per_model {
+        let mut options = serving.runtime.clone();
+        apply(&mut options, &overrides);
+        options
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("invalid runtime options for model `{name}`"))?;
+        serving.model_options.insert(name, options);
+    }
+    Ok(RuntimeSettings {
+        onnxruntime: args.onnxruntime.clone().or(file.onnxruntime.clone()),
+        serving,
+    })
+}
+
+fn apply(options: &mut ferry_serving::runtime::RuntimeOptions, o: &ModelOptionsFile) {
+    if let Some(v) = o.max_batch_size {
+        options.max_batch_size = v;
+    }
+    if let Some(v) = o.max_queue_delay_ms {
+        options.max_queue_delay = Duration::from_millis(v);
+    }
+    if let Some(v) = o.queue_capacity {
+        options.queue_capacity = v;
+    }
+    if let Some(v) = o.workers {
+        options.workers = v;
+    }
+    if let Some(v) = o.intra_op_threads {
+        options.intra_op_threads = v;
+    }
+    if let Some(v) = o.inter_op_threads {
+        options.inter_op_threads = v;
+    }
+}
+
+/// One `--model` of `ferry serving`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    /// `NAME=PATH.onnx`.
+    File {
+        /// The served name.
+        name: String,
+        /// The ONNX file.
+        path: PathBuf,
+    },
+    /// `NAME`, `NAME@ALIAS`, `NAME:V`.
+    Registry {
+        /// The model (and served) name.
+        name: String,
+        /// Which version; `None` is the default (production, else latest).
+        reference: Option<ferry_registry::names::VersionRef>,
+    },
+}
+
+/// Parses a `--model` value.
+///
+/// # Errors
+/// A message naming the bad part.
+pub fn parse_model_spec(spec: &str) -> Result<ModelSpec> {
+    if let Some((name, path)) = spec.split_once('=') {
+        ferry_registry::names::validate("model", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(ModelSpec::File {
+            name: name.to_string(),
+            path: PathBuf::from(path),
+        });
+    }
+    let parsed =
+        ferry_registry::names::ModelRef::parse(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let explicit = spec.contains(['@', ':']);
+    Ok(ModelSpec::Registry {
+        name: parsed.name,
+        reference: explicit.then_some(parsed.version),
+    })
+}
+
+/// Everything `ferry serving` needs.
+#[derive(Debug, Clone)]
+pub struct ServingSettings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Tokens clients must present.
+    pub tokens: ferry_registry::Tokens,
+    /// What to serve.
+    pub models: Vec<ModelSpec>,
+    /// The registry, when models come from one.
+    pub registry: Option<String>,
+    /// Its token.
+    pub registry_token: Option<String>,
+    /// The artifact cache.
+    pub cache_dir: PathBuf,
+    /// How models run.
+    pub runtime: RuntimeSettings,
+}
+
+/// Resolves `ferry serving`'s settings.
+///
+/// # Errors
+/// Names the invalid setting.
+pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
+    let file = load_file(cmd.config.as_deref())?;
+    let specs: Vec<String> = if cmd.models.is_empty() {
+        file.models.clone()
+    } else {
+        cmd.models.clone()
+    };
+    let mut models = Vec::new();
+    for spec in &specs {
+        let parsed = parse_model_spec(spec).with_context(|| format!("--model `{spec}`"))?;
+        let name = match &parsed {
+            ModelSpec::File { name, .. } | ModelSpec::Registry { name, .. } => name.clone(),
+        };
+        if models.iter().any(|m: &ModelSpec| match m {
+            ModelSpec::File { name: n, .. } | ModelSpec::Registry { name: n, .. } => *n == name,
+        }) {
+            bail!("model `{name}` is given twice; serve each name once");
+        }
+        models.push(parsed);
+    }
+    if models.is_empty() {
+        bail!(
+            "nothing to serve: pass --model NAME@ALIAS (with --registry URL) or --model NAME=PATH.onnx"
+        );
+    }
+    let registry = cmd.registry.clone().or(file.registry.clone());
+    if registry.is_none()
+        && let Some(ModelSpec::Registry { name, .. }) = models
+            .iter()
+            .find(|m| matches!(m, ModelSpec::Registry { .. }))
+    {
+        bail!(
+            "--model `{name}` comes from a registry: pass --registry URL (or use NAME=PATH.onnx)"
+        );
+    }
+    Ok(ServingSettings {
+        listen: cmd
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
+        tokens: tokens(&cmd.tokens, cmd.tokens_file.as_deref(), &file)?,
+        models,
+        registry,
+        registry_token: cmd.registry_token.clone(),
+        cache_dir: cmd
+            .cache_dir
+            .clone()
+            .or(file.cache_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("ferry-cache")),
+        runtime: runtime_settings(&cmd.runtime, &file)?,
     })
 }
 
@@ -220,6 +512,69 @@ mod tests {
         assert_eq!(settings.registry.upload.max_model_bytes, 1024 * 1024);
         assert!(settings.registry.upload.require_lineage);
         assert!(settings.database_url.starts_with("sqlite://ferry-data"));
+    }
+
+    #[test]
+    fn model_specs_name_files_aliases_versions_and_defaults() {
+        use ferry_registry::names::VersionRef;
+        assert_eq!(
+            parse_model_spec("mlp=tests/fixtures/mlp.onnx").unwrap(),
+            ModelSpec::File {
+                name: "mlp".into(),
+                path: "tests/fixtures/mlp.onnx".into()
+            }
+        );
+        assert_eq!(
+            parse_model_spec("fraud@production").unwrap(),
+            ModelSpec::Registry {
+                name: "fraud".into(),
+                reference: Some(VersionRef::Alias("production".into()))
+            }
+        );
+        assert_eq!(
+            parse_model_spec("fraud:3").unwrap(),
+            ModelSpec::Registry {
+                name: "fraud".into(),
+                reference: Some(VersionRef::Number(3))
+            }
+        );
+        assert_eq!(
+            parse_model_spec("fraud").unwrap(),
+            ModelSpec::Registry {
+                name: "fraud".into(),
+                reference: None
+            }
+        );
+        assert!(parse_model_spec("../x=y").is_err());
+    }
+
+    #[test]
+    fn per_model_options_override_the_defaults() {
+        let args = RuntimeArgs {
+            max_batch_size: Some(32),
+            model_options: vec!["big:max_batch_size=8".into(), "big:workers=2".into()],
+            ..RuntimeArgs::default()
+        };
+        let settings = runtime_settings(&args, &FileConfig::default()).unwrap();
+        assert_eq!(settings.serving.options_for("other").max_batch_size, 32);
+        assert_eq!(settings.serving.options_for("big").max_batch_size, 8);
+        assert_eq!(settings.serving.options_for("big").workers, 2);
+        let bad = RuntimeArgs {
+            model_options: vec!["big:speed=11".into()],
+            ..RuntimeArgs::default()
+        };
+        assert!(
+            format!(
+                "{:#}",
+                runtime_settings(&bad, &FileConfig::default()).unwrap_err()
+            )
+            .contains("unknown key")
+        );
+        let zero = RuntimeArgs {
+            workers: Some(0),
+            ..RuntimeArgs::default()
+        };
+        assert!(runtime_settings(&zero, &FileConfig::default()).is_err());
     }
 
     #[test]

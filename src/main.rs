@@ -32,7 +32,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(
         cli.log_format,
-        matches!(cli.command, Command::Up(_) | Command::Registry(_)),
+        matches!(
+            cli.command,
+            Command::Up(_) | Command::Registry(_) | Command::Serving(_)
+        ),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,18 +60,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => {
             let settings = config::resolve(&args.server)?;
-            server::run(
-                settings,
-                server::Mode::Up {
-                    demo: !args.no_demo,
-                },
-            )
-            .await
+            let serving = if args.no_serving {
+                None
+            } else {
+                Some(config::resolve_runtime(
+                    &args.runtime,
+                    args.server.config.as_deref(),
+                )?)
+            };
+            let mode = server::Mode::Up {
+                demo: !args.no_demo,
+            };
+            server::run(settings, mode, serving).await
         }
+        Command::Serving(cmd) => server::run_serving(config::resolve_serving(&cmd)?).await,
         Command::Registry(cmd) => match cmd.action {
-            None => server::run(config::resolve(&cmd.server)?, server::Mode::Registry).await,
+            None => server::run(config::resolve(&cmd.server)?, server::Mode::Registry, None).await,
             Some(RegistryAction::Serve(args)) => {
-                server::run(config::resolve(&args)?, server::Mode::Registry).await
+                server::run(config::resolve(&args)?, server::Mode::Registry, None).await
             }
             Some(RegistryAction::Migrate(args)) => server::migrate(config::resolve(&args)?).await,
         },

@@ -1,15 +1,24 @@
 //! Starting server processes: `ferry up`, `ferry registry`, `ferry registry migrate`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_registry::metrics::HttpMetrics;
 use ferry_registry::store::SchemaState;
-use ferry_registry::{AppState, BlobStore, MetadataStore};
+use ferry_registry::{AppState, BlobStore, MetadataStore, Tokens};
+use ferry_serving::cache::ArtifactCache;
+use ferry_serving::catalog::Catalog;
+use ferry_serving::follow::{Follower, Loader, Selection};
+use ferry_serving::repository::{ModelRepository, ServedModel};
+use ferry_serving::runtime::{ModelSource, RuntimeMetrics};
+use ferry_serving::{ServingConfig, ServingState};
 use tokio::net::TcpListener;
 
-use crate::config::{ServerSettings, describe_database, is_loopback};
+use crate::config::{
+    ModelSpec, RuntimeSettings, ServerSettings, ServingSettings, describe_database, is_loopback,
+};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -33,15 +42,12 @@ pub enum Mode {
 ///
 /// # Errors
 /// Configuration, connection and bind failures, each naming what failed.
-pub async fn run(settings: ServerSettings, mode: Mode) -> Result<()> {
-    if settings.registry.tokens.is_open() && !is_loopback(&settings.listen) {
-        bail!(
-            "refusing to listen on {} without API tokens: anyone who can reach it could push and \
-             move models. Configure tokens (--token ROLE:SECRET, FERRY_TOKENS or --tokens-file), \
-             or listen on loopback (--listen 127.0.0.1:8080).",
-            settings.listen
-        );
-    }
+pub async fn run(
+    settings: ServerSettings,
+    mode: Mode,
+    serving: Option<RuntimeSettings>,
+) -> Result<()> {
+    refuse_open_network(&settings.registry.tokens, &settings.listen)?;
     let store = connect(&settings).await?;
     match mode {
         Mode::Up { .. } => store
@@ -73,6 +79,33 @@ pub async fn run(settings: ServerSettings, mode: Mode) -> Result<()> {
         crate::demo::seed(&state, DEMO_MODEL).await?;
     }
 
+    let mut app = ferry_registry::api::routes(state.clone());
+    let mut follower = None;
+    if let Some(runtime) = serving {
+        // `ferry up`: serve every model of this registry, read straight from its stores.
+        let (serving_state, loader) =
+            serving_state(&state.prometheus, runtime, settings.registry.tokens.clone())?;
+        let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
+            .context("opening the serving cache")?;
+        let catalog = Catalog::Local {
+            store: store.clone(),
+            blobs: blobs.clone(),
+        };
+        let run = Follower::new(
+            catalog,
+            cache,
+            loader,
+            Selection::All,
+            serving_state.ready.clone(),
+        );
+        follower = Some(tokio::spawn(run.run()));
+        app = app.merge(ferry_serving::routes(serving_state));
+    }
+    let app = ferry_registry::layers::common(
+        app.fallback(ferry_registry::api::not_found),
+        state.http_metrics.clone(),
+    );
+
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -81,19 +114,159 @@ pub async fn run(settings: ServerSettings, mode: Mode) -> Result<()> {
         listen = %local,
         database = %describe_database(&settings.database_url),
         blobs = %blobs.display(),
-        "ferry {} serving the registry API at http://{local}/api/v1",
-        env!("CARGO_PKG_VERSION")
+        "ferry {} serving the registry API at http://{local}/api/v1{}",
+        env!("CARGO_PKG_VERSION"),
+        if follower.is_some() { format!(" and models at http://{local}/v2/models") } else { String::new() }
     );
     if settings.registry.tokens.is_open() {
         tracing::warn!(
             "no API tokens configured: the API is open to anyone on this machine (loopback only)"
         );
     }
-    let app = ferry_registry::router(state);
     serve(listener, app).await?;
+    if let Some(f) = follower {
+        f.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `ferry serving`: models from files and/or a registry, on their own port.
+///
+/// # Errors
+/// Configuration, library, load and bind failures.
+pub async fn run_serving(settings: ServingSettings) -> Result<()> {
+    refuse_open_network(&settings.tokens, &settings.listen)?;
+    let prometheus = Arc::new(prometheus::Registry::new());
+    let http_metrics = HttpMetrics::register(&prometheus).context("registering metrics")?;
+    let (state, loader) = serving_state(
+        &prometheus,
+        settings.runtime.clone(),
+        settings.tokens.clone(),
+    )?;
+
+    // Files first: they load once and are never followed.
+    for spec in &settings.models {
+        if let ModelSpec::File { name, path } = spec {
+            let bytes = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read model file {}", path.display()))?;
+            let signature = ferry_registry::onnx::inspect(&bytes)
+                .with_context(|| format!("{} is not a valid ONNX model", path.display()))?;
+            let version = loader
+                .load(name, "1", ModelSource::from(bytes), signature, None)
+                .await
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("loading {}", path.display()))?;
+            state
+                .repository
+                .install(ServedModel::single(name.clone(), version));
+        }
+    }
+    let targets: Vec<(String, Option<ferry_registry::names::VersionRef>)> = settings
+        .models
+        .iter()
+        .filter_map(|m| match m {
+            ModelSpec::Registry { name, reference } => Some((name.clone(), reference.clone())),
+            ModelSpec::File { .. } => None,
+        })
+        .collect();
+    let mut follower = None;
+    if targets.is_empty() {
+        state.ready.store(true, Ordering::Release);
+    } else {
+        let Some(url) = &settings.registry else {
+            bail!("registry models need --registry URL");
+        };
+        let client =
+            ferry_registry::client::RegistryClient::new(url, settings.registry_token.clone())
+                .context("the registry URL")?;
+        let cache = ArtifactCache::open(&settings.cache_dir)
+            .with_context(|| format!("opening the cache {}", settings.cache_dir.display()))?;
+        let run = Follower::new(
+            Catalog::Remote(client),
+            cache,
+            loader,
+            Selection::Models(targets),
+            state.ready.clone(),
+        );
+        follower = Some(tokio::spawn(run.run()));
+    }
+
+    let ready = state.ready.clone();
+    let system = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.load(Ordering::Acquire) {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(ferry_registry::metrics::expose).with_state(prometheus.clone()),
+        );
+    let app =
+        ferry_registry::layers::common(ferry_serving::routes(state).merge(system), http_metrics);
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(listen = %local, "ferry {} serving models at http://{local}/v2/models", env!("CARGO_PKG_VERSION"));
+    serve(listener, app).await?;
+    if let Some(f) = follower {
+        f.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn refuse_open_network(tokens: &Tokens, listen: &std::net::SocketAddr) -> Result<()> {
+    if tokens.is_open() && !is_loopback(listen) {
+        bail!(
+            "refusing to listen on {listen} without API tokens: anyone who can reach it could use \
+             it. Configure tokens (--token ROLE:SECRET, FERRY_TOKENS or --tokens-file), or listen \
+             on loopback (--listen 127.0.0.1:PORT)."
+        );
+    }
+    Ok(())
+}
+
+/// Loads ONNX Runtime and builds serving's state and loader.
+fn serving_state(
+    prometheus: &prometheus::Registry,
+    runtime: RuntimeSettings,
+    tokens: Tokens,
+) -> Result<(ServingState, Loader)> {
+    let library = ferry_serving::runtime::library::load(runtime.onnxruntime.as_deref())?;
+    tracing::info!(path = %library.path().display(), "ONNX Runtime loaded");
+    let runtime_metrics = RuntimeMetrics::register(prometheus).context("registering metrics")?;
+    let request_metrics =
+        ferry_serving::api::RequestMetrics::register(prometheus).context("registering metrics")?;
+    let config: Arc<ServingConfig> = Arc::new(runtime.serving);
+    let repository = Arc::new(ModelRepository::new());
+    let state = ServingState {
+        repository: repository.clone(),
+        config: config.clone(),
+        metrics: request_metrics,
+        ready: Arc::new(AtomicBool::new(false)),
+        tokens,
+    };
+    let loader = Loader {
+        runtime: library,
+        repository,
+        metrics: runtime_metrics,
+        config,
+    };
+    Ok((state, loader))
 }
 
 /// `ferry registry migrate`.

@@ -203,7 +203,11 @@ fn the_registry_refuses_to_listen_beyond_loopback_without_tokens() {
     );
     // With a token it starts (stopped right away by the test).
     let port = free_port();
-    let mut child = std::process::Command::new(ferry_bin())
+    let mut command = std::process::Command::new(ferry_bin());
+    if let Some(lib) = onnxruntime() {
+        command.env("ORT_DYLIB_PATH", lib);
+    }
+    let mut child = command
         .args(["up", "--no-demo", "--listen", &format!("0.0.0.0:{port}")])
         .env("FERRY_TOKENS", "admin:0123456789abcdef0123")
         .current_dir(dir.path())

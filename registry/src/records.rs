@@ -135,4 +135,7 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// The id to pass as `after` next time (the last event's id, or `after` when empty).
     pub next_after: i64,
+    /// The newest event id in the log when this page was read: a consumer that first reads
+    /// `head`, then the current state, then follows from `head`, misses nothing.
+    pub head: i64,
 }

@@ -476,6 +476,11 @@ async fn aliases_are_set_moved_resolved_and_deleted_with_events(app: &TestApp) {
         last["data"],
         json!({"model": "m", "alias": "staging", "version": 2})
     );
+    assert_eq!(page["head"], 7);
+    // A consumer asks for the head before it reads the state, then follows from there.
+    let (_, empty) = app.get(&format!("/api/v1/events?after={}", i64::MAX)).await;
+    assert_eq!(empty["events"], json!([]));
+    assert_eq!(empty["head"], 7);
     // Alias names that are numbers or `latest` are refused.
     for bad in ["123", "latest", "a%2Fb"] {
         let (status, _p) = app

@@ -1,8 +1,81 @@
-//! Ferry serving: runs ONNX models and answers predictions (see issue 3).
+//! Ferry serving: runs ONNX models and answers predictions over the Open Inference Protocol v2
+//! (KServe V2 / Triton REST), so existing clients work unchanged.
 //!
-//! This crate currently holds the inference [`runtime`]; the Open Inference Protocol HTTP API is
-//! built on top of it.
+//! - [`runtime`]: ONNX Runtime sessions on worker threads, dynamic batching, admission control;
+//! - [`oip`]: the protocol's JSON, decoded straight into tensors and checked against the model's
+//!   signature before anything reaches ONNX Runtime;
+//! - [`repository`]: the table of served models, swapped atomically;
+//! - [`follow`]: keeps that table in step with the registry (or files, for development);
+//! - [`api`]: the HTTP routes. [`routes`] builds them; the `ferry` binary binds them.
 
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod cache;
+pub mod catalog;
+pub mod error;
+pub mod follow;
+pub mod oip;
+pub mod repository;
 pub mod runtime;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+pub use api::routes;
+pub use error::ServingError;
+
+use crate::runtime::RuntimeOptions;
+
+/// Settings of the serving half, validated once at start.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// How long a request may take, queueing included, before it is answered 504.
+    pub request_timeout: Duration,
+    /// Largest request body accepted (413 past it).
+    pub max_request_bytes: usize,
+    /// Runtime options for every model without its own.
+    pub runtime: RuntimeOptions,
+    /// Runtime options per model name.
+    pub model_options: HashMap<String, RuntimeOptions>,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            request_timeout: Duration::from_secs(10),
+            max_request_bytes: 64 * 1024 * 1024,
+            runtime: RuntimeOptions::default(),
+            model_options: HashMap::new(),
+        }
+    }
+}
+
+impl ServingConfig {
+    /// The runtime options for the model `name`.
+    pub fn options_for(&self, name: &str) -> RuntimeOptions {
+        self.model_options
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.runtime.clone())
+    }
+}
+
+/// Everything a serving handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct ServingState {
+    /// The served models.
+    pub repository: Arc<ModelRepository>,
+    /// Settings.
+    pub config: Arc<ServingConfig>,
+    /// Per-model request metrics.
+    pub metrics: api::RequestMetrics,
+    /// Set once the initial models are loaded (`/v2/health/ready`).
+    pub ready: Arc<AtomicBool>,
+    /// Bearer tokens (shared with the registry); none means open.
+    pub tokens: ferry_registry::Tokens,
+}
+
+pub use repository::ModelRepository;

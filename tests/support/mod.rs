@@ -26,6 +26,29 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The ONNX Runtime library for the processes under test: `ORT_DYLIB_PATH`, else the
+/// repository's `.ort/` (fetched by `make ort`).
+pub fn onnxruntime() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Some(PathBuf::from(path));
+    }
+    let local = repo_root().join(".ort/libonnxruntime.so");
+    local.exists().then_some(local)
+}
+
+/// Returns false (and says why) when ONNX Runtime is missing outside CI; fails inside CI.
+pub fn have_onnxruntime() -> bool {
+    if onnxruntime().is_some() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "ONNX Runtime is required when CI=true: run `make ort`"
+    );
+    eprintln!("SKIPPED: no ONNX Runtime (run `make ort`)");
+    false
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,7 +75,11 @@ impl Server {
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = dir.join(format!("ferry-{port}.log"));
-        let child = Command::new(ferry_bin())
+        let mut command = Command::new(ferry_bin());
+        if let Some(lib) = onnxruntime() {
+            command.env("ORT_DYLIB_PATH", lib);
+        }
+        let child = command
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .current_dir(dir)
@@ -145,7 +172,11 @@ impl Drop for Server {
 
 /// Runs `ferry <args>` to completion.
 pub fn ferry(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(ferry_bin())
+    let mut command = Command::new(ferry_bin());
+    if let Some(lib) = onnxruntime() {
+        command.env("ORT_DYLIB_PATH", lib);
+    }
+    command
         .args(args)
         .current_dir(dir)
         .envs(env.iter().copied())

@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
 /// The 404 for paths no route matches.
 pub async fn not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!(
-        "no route for {}; the API lives under /api/v1",
+        "no route for {}",
         crate::names::printable(uri.path())
     ))
 }

@@ -57,7 +57,13 @@ impl MetadataStore {
             let now = tokio::time::Instant::now();
             if !events.is_empty() || now >= deadline {
                 let next_after = events.last().map_or(after, |e| e.id);
-                return Ok(EventPage { events, next_after });
+                let newest_read = events.last().map_or(0, |e| e.id);
+                let head = self.last_event_id().await?.max(newest_read);
+                return Ok(EventPage {
+                    events,
+                    next_after,
+                    head,
+                });
             }
             let nap = POLL_INTERVAL.min(deadline - now);
             // Either this process commits an event, or the poll interval passes.

@@ -1,0 +1,37 @@
+//! Bearer tokens on the inference routes: any valid token (the `read` role) may predict; the
+//! health routes stay open for probes.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use ferry_registry::Tokens;
+
+use crate::error::ServingError;
+
+/// Middleware: 401 `{"error"}` without a valid token, when tokens are configured.
+///
+/// # Errors
+/// [`ServingError::Unauthorized`].
+pub async fn require_token(
+    State(tokens): State<Tokens>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ServingError> {
+    if !tokens.is_open() {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ServingError::Unauthorized)?;
+        tokens
+            .authenticate(presented)
+            .ok_or(ServingError::Unauthorized)?;
+    }
+    Ok(next.run(request).await)
+}

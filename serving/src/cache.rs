@@ -1,0 +1,135 @@
+//! The local copy of what this process serves: artifacts by SHA-256, and a manifest of which
+//! version each model was serving. With both, a restart while the registry is down serves the
+//! same models as before (static stability).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ferry_registry::onnx::ModelSignature;
+use ferry_registry::records::VersionRecord;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, CatalogError};
+
+/// What the manifest remembers of a served model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedModel {
+    /// The registry's version number.
+    pub version: i64,
+    /// SHA-256 of the artifact (its file name in the cache).
+    pub sha256: String,
+    /// The signature, so the model can load without asking the registry.
+    pub signature: ModelSignature,
+}
+
+/// The manifest: served name → what it served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Models by the name they are served under.
+    pub models: BTreeMap<String, CachedModel>,
+}
+
+/// Artifacts in `<dir>/blobs/<sha256>`, the manifest in `<dir>/manifest.json`.
+#[derive(Debug, Clone)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+}
+
+impl ArtifactCache {
+    /// Opens (creating) the cache folder.
+    ///
+    /// # Errors
+    /// When the folder cannot be created.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        Ok(ArtifactCache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Where the artifact with this hash lives.
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.dir.join("blobs").join(sha256)
+    }
+
+    /// The artifact of `record`, downloaded and verified if it is not cached yet.
+    ///
+    /// # Errors
+    /// [`CatalogError`] when the download fails or the bytes do not match.
+    pub async fn ensure(
+        &self,
+        catalog: &Catalog,
+        record: &VersionRecord,
+    ) -> Result<PathBuf, CatalogError> {
+        let path = self.path_of(&record.sha256);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let tmp = self.dir.join("tmp").join(format!(
+            "{}.{}",
+            record.sha256,
+            uuid::Uuid::new_v4().simple()
+        ));
+        catalog.download(record, &tmp).await?;
+        // Verified bytes only ever appear under their hash.
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| {
+            CatalogError::Io(format!("cannot move {} into the cache: {e}", tmp.display()))
+        })?;
+        Ok(path)
+    }
+
+    /// Checks a cached artifact still hashes to its name (after a restart, before serving it).
+    ///
+    /// # Errors
+    /// [`CatalogError::Corrupt`] or [`CatalogError::Io`].
+    pub async fn verify(&self, sha256: &str) -> Result<PathBuf, CatalogError> {
+        let path = self.path_of(sha256);
+        let check = path.clone();
+        let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            let mut file = std::fs::File::open(&check)?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(hex::encode(hasher.finalize()));
+                }
+                hasher.update(&buf[..n]);
+            }
+        })
+        .await
+        .map_err(|e| CatalogError::Io(e.to_string()))?
+        .map_err(|e| CatalogError::Io(format!("reading {}: {e}", path.display())))?;
+        if digest != sha256 {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(CatalogError::Corrupt(format!(
+                "cached artifact {} is corrupt (hashes to {digest}); removed",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
+    /// The manifest written last, or an empty one.
+    pub fn load_manifest(&self) -> Manifest {
+        std::fs::read(self.dir.join("manifest.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the manifest atomically.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn save_manifest(&self, manifest: &Manifest) -> std::io::Result<()> {
+        let tmp = self.dir.join("tmp").join("manifest.json");
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join("manifest.json"))
+    }
+}

@@ -1,0 +1,147 @@
+//! Serving's errors and their one mapping to HTTP. Open Inference Protocol routes answer
+//! `{"error": "…"}`, as the protocol says.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::runtime::RuntimeError;
+
+/// Everything a serving request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    /// The request is malformed or does not fit the model's signature.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such model, version or endpoint is served here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The model exists but is not loaded (yet).
+    #[error("{0}")]
+    NotReady(String),
+    /// Missing or invalid bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The runtime refused or failed the request.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl ServingError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServingError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServingError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServingError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServingError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServingError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ServingError::Runtime(e) => match e {
+                RuntimeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                RuntimeError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                RuntimeError::InvalidInput { .. } | RuntimeError::UnknownOutput { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                RuntimeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// A short label for metrics: `ok` is never an error, so these are the failure classes.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ServingError::BadRequest(_) | ServingError::PayloadTooLarge(_) => "invalid",
+            ServingError::NotFound(_) => "not_found",
+            ServingError::NotReady(_) => "not_ready",
+            ServingError::Unauthorized => "unauthorized",
+            ServingError::Runtime(e) => match e {
+                RuntimeError::Overloaded { .. } => "overloaded",
+                RuntimeError::DeadlineExceeded => "deadline",
+                RuntimeError::InvalidInput { .. } | RuntimeError::UnknownOutput { .. } => "invalid",
+                RuntimeError::ShuttingDown => "not_ready",
+                _ => "model_error",
+            },
+        }
+    }
+}
+
+impl IntoResponse for ServingError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            // ONNX Runtime's messages can carry its source paths; the full cause is logged.
+            tracing::error!(error = %self, "inference failed");
+            "inference failed inside the model runtime for this request; the cause is in the \
+             server's log under this request's x-request-id"
+                .to_string()
+        } else {
+            self.to_string()
+        };
+        let body = serde_json::json!({ "error": message }).to_string();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let ServingError::Runtime(RuntimeError::Overloaded { retry_after }) = &self {
+            let secs = retry_after_seconds(*retry_after);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if matches!(self, ServingError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ferry\""),
+            );
+        }
+        response
+    }
+}
+
+/// `Retry-After` takes whole seconds: round up, at least 1.
+fn retry_after_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.as_secs() == 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_millis(2100)), 3);
+    }
+
+    #[test]
+    fn runtime_errors_map_to_the_statuses_clients_expect() {
+        let cases = [
+            (
+                RuntimeError::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                },
+                429,
+            ),
+            (RuntimeError::DeadlineExceeded, 504),
+            (RuntimeError::UnknownOutput { output: "x".into() }, 400),
+            (RuntimeError::ShuttingDown, 503),
+            (
+                RuntimeError::Inference {
+                    reason: "/onnxruntime_src/x.cc: boom".into(),
+                },
+                500,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(ServingError::Runtime(e).status().as_u16(), status);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Infer responses and error bodies, serialized straight from the runtime's tensors.
+
+use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
+
+use super::Parameters;
+use crate::runtime::{Tensor, TensorData};
+
+/// The body of an infer response: `{"model_name", "model_version", "id"?, "outputs": [{"name",
+/// "datatype", "shape", "data"}]}`, `data` flat and row-major.
+///
+/// Floats are written in their shortest form that reads back to the same value. JSON has no
+/// NaN or infinity, so non-finite floats are written as `null` (numpy reads `null` in a float
+/// array as NaN, and [`decode_infer_request`](super::decode_infer_request) does the same).
+#[must_use]
+pub fn encode_infer_response(
+    model_name: &str,
+    model_version: &str,
+    id: Option<&str>,
+    outputs: &[Tensor],
+) -> Vec<u8> {
+    encode(model_name, model_version, id, outputs, None)
+}
+
+/// [`encode_infer_response`] with response-level `parameters`.
+#[must_use]
+pub fn encode_infer_response_with_parameters(
+    model_name: &str,
+    model_version: &str,
+    id: Option<&str>,
+    outputs: &[Tensor],
+    parameters: &Parameters,
+) -> Vec<u8> {
+    encode(model_name, model_version, id, outputs, Some(parameters))
+}
+
+/// The protocol's error body: `{"error": message}`.
+#[must_use]
+pub fn encode_error(message: &str) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a str,
+    }
+    let mut out = Vec::with_capacity(message.len() + 16);
+    // Writing into a Vec cannot fail, and a struct of strings always serializes.
+    let _ = serde_json::to_writer(&mut out, &ErrorBody { error: message });
+    out
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Parameters>,
+    outputs: Outputs<'a>,
+}
+
+fn encode(
+    model_name: &str,
+    model_version: &str,
+    id: Option<&str>,
+    outputs: &[Tensor],
+    parameters: Option<&Parameters>,
+) -> Vec<u8> {
+    let elements: usize = outputs.iter().map(|tensor| tensor.data().len()).sum();
+    // About 12 bytes per number; a guess that avoids most regrowth.
+    let mut out = Vec::with_capacity(128 + 64 * outputs.len() + 12 * elements);
+    let response = Response {
+        model_name,
+        model_version,
+        id,
+        parameters,
+        outputs: Outputs(outputs),
+    };
+    // Writing into a Vec cannot fail, and every map here has string keys, so serde_json has
+    // no error to report.
+    let _ = serde_json::to_writer(&mut out, &response);
+    out
+}
+
+struct Outputs<'a>(&'a [Tensor]);
+
+impl Serialize for Outputs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for tensor in self.0 {
+            seq.serialize_element(&Output(tensor))?;
+        }
+        seq.end()
+    }
+}
+
+struct Output<'a>(&'a Tensor);
+
+impl Serialize for Output<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tensor = self.0;
+        let mut out = serializer.serialize_struct("Output", 4)?;
+        out.serialize_field("name", tensor.name())?;
+        out.serialize_field("datatype", tensor.datatype().as_oip())?;
+        out.serialize_field("shape", tensor.shape())?;
+        out.serialize_field("data", &Data(tensor.data()))?;
+        out.end()
+    }
+}
+
+struct Data<'a>(&'a TensorData);
+
+impl Serialize for Data<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            TensorData::Bool(v) => v.serialize(serializer),
+            TensorData::U8(v) => v.serialize(serializer),
+            TensorData::U16(v) => v.serialize(serializer),
+            TensorData::U32(v) => v.serialize(serializer),
+            TensorData::U64(v) => v.serialize(serializer),
+            TensorData::I8(v) => v.serialize(serializer),
+            TensorData::I16(v) => v.serialize(serializer),
+            TensorData::I32(v) => v.serialize(serializer),
+            TensorData::I64(v) => v.serialize(serializer),
+            TensorData::F32(v) => v.serialize(serializer),
+            TensorData::F64(v) => v.serialize(serializer),
+            TensorData::String(v) => v.serialize(serializer),
+        }
+    }
+}
