@@ -14,7 +14,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
 
 # Python packages used by fixture checks and client tests.
-if ! python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+if ! python3 -c 'import onnx, onnxruntime, numpy, pytest, tritonclient.http' 2>/dev/null; then
   log "installing Python test packages"
   python3 -m pip install --quiet -r scripts/requirements-test.txt
 fi
@@ -58,3 +58,6 @@ done
 
 log "running the tests"
 cargo test --workspace "$@"
+
+log "running the Python client tests (the official tritonclient against ferry serving)"
+FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry" python3 -m pytest -q tests/python

@@ -255,6 +255,21 @@ fn main() {
         }
     };
     let runtime = library::load(Some(&path)).unwrap();
+    // `FERRY_BENCH_RAW=FILE:WIDTH:BATCH:THREADS` measures only a bare session and prints
+    // `rows_per_sec cpu_us_per_row`, for bench/serving.sh's side-by-side table.
+    if let Ok(spec) = std::env::var("FERRY_BENCH_RAW") {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let model = workspace().join("tests/fixtures").join(parts[0]);
+        let m = raw(
+            &runtime,
+            &model,
+            parts[1].parse().unwrap(),
+            parts[2].parse().unwrap(),
+            parts[3].parse().unwrap(),
+        );
+        println!("{:.0} {:.2}", m.rows_per_sec, m.cpu_us_per_row);
+        return;
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(available_cpus())
         .enable_all()

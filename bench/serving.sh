@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Batch-1 JSON inference through `ferry serving` under wrk, next to raw ONNX Runtime in-process on
+# the same model and threads. Prints req/s, p50/p99, server CPU µs per request and peak RSS.
+#   usage: bench/serving.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN="${1:-15}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
+command -v wrk >/dev/null || { echo "installing wrk (Debian package)" >&2; apt-get install -y -q wrk >/dev/null; }
+./scripts/fetch-ort.sh
+export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so"
+[ -f tests/fixtures/mlp_large.onnx ] || python3 scripts/gen_fixtures.py
+cargo build --release --locked --quiet
+FERRY="$CARGO_TARGET_DIR/release/ferry"
+CPUS=$(nproc)
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$FERRY" serving --listen "127.0.0.1:$port" --log-format json \
+  --model "mlp=tests/fixtures/mlp.onnx" --model "large=tests/fixtures/mlp_large.onnx" 2>"$work/serving.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 600); do curl -fsS "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+
+lua() { # NAME WIDTH
+  python3 - "$1" "$2" >"$work/$1.lua" <<'PY'
+import json, random, sys
+name, width = sys.argv[1], int(sys.argv[2])
+random.seed(1)
+body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, width],
+                               "data": [round(random.uniform(-1, 1), 4) for _ in range(width)]}]})
+print('wrk.method = "POST"')
+print('wrk.headers["Content-Type"] = "application/json"')
+print("wrk.body = " + json.dumps(body))
+PY
+}
+lua mlp 32
+lua large 512
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+run() { # NAME CONCURRENCY → "req/s p50 p99 cpu_us errors"
+  local name=$1 c=$2
+  # Warm up, then measure.
+  wrk -t2 -c"$c" -d2s -s "$work/$name.lua" "http://127.0.0.1:$port/v2/models/$name/infer" >/dev/null
+  local t0; t0=$(cpu_ticks)
+  wrk -t2 -c"$c" -d"${SECONDS_PER_RUN}s" --latency -s "$work/$name.lua" \
+    "http://127.0.0.1:$port/v2/models/$name/infer" >"$work/wrk.txt"
+  local t1; t1=$(cpu_ticks)
+  python3 - "$work/wrk.txt" "$t0" "$t1" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+t0, t1 = int(sys.argv[2]), int(sys.argv[3])
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+total = int(re.search(r"(\d+) requests in", text).group(1))
+def ms(p):
+    m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", text, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+cpu_us = (t1 - t0) * 10_000 / total  # USER_HZ = 100
+print(f"{rps:.0f} {ms(50):.2f} {ms(99):.2f} {cpu_us:.1f} {errors.group(1) if errors else 0}")
+PY
+}
+
+raw() { # FILE:WIDTH:BATCH:THREADS → "rows/s cpu_us_per_row"
+  FERRY_BENCH_RAW="$1" FERRY_BENCH_SECONDS=5 cargo bench --locked --quiet -p ferry-serving --bench throughput 2>/dev/null | tail -n1
+}
+
+read -r mlp16 mlp16p50 mlp16p99 mlp16cpu mlp16err <<<"$(run mlp 16)"
+read -r mlp64 mlp64p50 mlp64p99 mlp64cpu mlp64err <<<"$(run mlp 64)"
+read -r big64 big64p50 big64p99 big64cpu big64err <<<"$(run large 64)"
+peak=$(awk '/^VmHWM/ {print int($2/1024)}' "/proc/$pid/status")
+kill $pid; wait $pid 2>/dev/null || true
+
+read -r raw1 raw1cpu <<<"$(raw "mlp.onnx:32:1:1")"
+read -r raw64 raw64cpu <<<"$(raw "mlp_large.onnx:512:64:$CPUS")"
+
+cat <<TABLE
+
+ferry serving, batch-1 JSON requests from wrk (2 threads), ${SECONDS_PER_RUN}s per run, $CPUS CPUs
+| model | concurrency | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx |
+|---|---:|---:|---:|---:|---:|---:|
+| mlp 32→256→256→2 | 16 | $mlp16 | $mlp16p50 | $mlp16p99 | $mlp16cpu | $mlp16err |
+| mlp 32→256→256→2 | 64 | $mlp64 | $mlp64p50 | $mlp64p99 | $mlp64cpu | $mlp64err |
+| mlp 512→2048→2048→10 | 64 | $big64 | $big64p50 | $big64p99 | $big64cpu | $big64err |
+
+raw ONNX Runtime in-process, same models:
+| run | rows/s | CPU µs/row |
+|---|---:|---:|
+| mlp, batch 1, 1 thread | $raw1 | $raw1cpu |
+| mlp_large, batch 64, $CPUS threads | $raw64 | $raw64cpu |
+
+ratios: mlp server CPU per request vs raw batch-1 inference: $(python3 -c "print(f'{$mlp64cpu/$raw1cpu:.1f}x')") (target: ≤ 40 µs/request);
+        mlp_large rows/s through Ferry at c=64 vs raw batch-64: $(python3 -c "print(f'{100*$big64/$raw64:.0f}%')") (target: ≥ 85%)
+peak RSS of ferry serving: $peak MiB
+command: bench/serving.sh $SECONDS_PER_RUN
+TABLE

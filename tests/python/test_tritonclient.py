@@ -1,0 +1,124 @@
+"""The official Triton HTTP client, unchanged, against `ferry serving`.
+
+Run by scripts/test.sh (pytest); needs FERRY_BIN (the ferry binary) and ONNX Runtime
+(ORT_DYLIB_PATH or .ort/).
+"""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    binary = os.environ.get("FERRY_BIN")
+    if not binary:
+        pytest.fail("FERRY_BIN must name the ferry binary (scripts/test.sh sets it)")
+    port = free_port()
+    env = dict(os.environ)
+    env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort" / "libonnxruntime.so"))
+    log = tmp_path_factory.mktemp("ferry") / "serving.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [binary, "serving", "--listen", f"127.0.0.1:{port}",
+             "--model", f"mlp={FIXTURES / 'mlp.onnx'}",
+             "--model", f"two={FIXTURES / 'two_inputs.onnx'}",
+             "--model", f"fixed={FIXTURES / 'fixed_shape.onnx'}"],
+            stdout=out, stderr=out, env=env)
+    url = f"127.0.0.1:{port}"
+    client = httpclient.InferenceServerClient(url=url)
+    deadline = time.time() + 60
+    while True:
+        try:
+            if client.is_server_ready():
+                break
+        except Exception:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"ferry serving did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    yield client
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def expected(name):
+    return json.loads((FIXTURES / "expected.json").read_text())["models"][name]
+
+
+def test_health_and_server_metadata(server):
+    assert server.is_server_live()
+    assert server.is_server_ready()
+    meta = server.get_server_metadata()
+    assert meta["name"] == "ferry"
+
+
+def test_model_metadata_and_config(server):
+    assert server.is_model_ready("mlp")
+    meta = server.get_model_metadata("mlp")
+    assert meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 32]}
+    config = server.get_model_config("mlp")
+    assert config["max_batch_size"] > 0
+    assert config["input"][0]["name"] == "input"
+    assert config["input"][0]["data_type"] == "TYPE_FP32"
+    assert config["input"][0]["dims"] == [32]
+    index = server.get_model_repository_index()
+    assert sorted(m["name"] for m in index) == ["fixed", "mlp", "two"]
+
+
+def test_infer_matches_onnxruntime(server):
+    case = expected("mlp.onnx")
+    spec = case["inputs"][0]
+    data = np.array(spec["data"], dtype=np.float32).reshape(spec["shape"])
+    inp = httpclient.InferInput("input", list(data.shape), "FP32")
+    inp.set_data_from_numpy(data, binary_data=False)
+    out = httpclient.InferRequestedOutput("probabilities", binary_data=False)
+    result = server.infer("mlp", [inp], outputs=[out], request_id="triton-1")
+    got = result.as_numpy("probabilities")
+    want = np.array(case["outputs"][0]["data"], dtype=np.float32).reshape(case["outputs"][0]["shape"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    response = result.get_response()
+    assert response["id"] == "triton-1"
+    assert response["model_version"] == "1"
+
+
+def test_infer_with_two_inputs_of_different_types(server):
+    case = expected("two_inputs.onnx")
+    inputs = []
+    for spec in case["inputs"]:
+        dtype = {"FP32": np.float32, "INT64": np.int64}[spec["datatype"]]
+        arr = np.array(spec["data"], dtype=dtype).reshape(spec["shape"])
+        i = httpclient.InferInput(spec["name"], list(arr.shape), spec["datatype"])
+        i.set_data_from_numpy(arr, binary_data=False)
+        inputs.append(i)
+    outputs = [httpclient.InferRequestedOutput(o["name"], binary_data=False) for o in case["outputs"]]
+    result = server.infer("two", inputs, outputs=outputs, model_version="1")
+    for o in case["outputs"]:
+        np.testing.assert_allclose(result.as_numpy(o["name"]).reshape(-1), np.array(o["data"], dtype=np.float32), rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_request_is_an_error_that_names_the_input(server):
+    data = np.zeros((1, 31), dtype=np.float32)
+    inp = httpclient.InferInput("input", [1, 31], "FP32")
+    inp.set_data_from_numpy(data, binary_data=False)
+    with pytest.raises(InferenceServerException) as err:
+        server.infer("mlp", [inp])
+    assert "input" in str(err.value)
