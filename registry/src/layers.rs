@@ -7,7 +7,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request, Response, header};
 use axum::middleware::from_fn_with_state;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -59,7 +59,7 @@ pub fn common<S: Clone + Send + Sync + 'static>(
                 }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, crate::request_id::FastUuid))
         .layer(SetSensitiveRequestHeadersLayer::new(once(
             header::AUTHORIZATION,
         )))

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod names;
 pub mod onnx;
 pub mod records;
+pub mod request_id;
 pub mod store;
 pub mod upload;
 
