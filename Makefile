@@ -1,5 +1,9 @@
 # Everyday commands. `make test` is the test command the README and CI use.
-.PHONY: test ort fixtures run bench-registry lint
+.PHONY: up test ort fixtures bench-registry bench-serving lint
+
+up:              ## Fetch ONNX Runtime, build, and run `ferry up` on 127.0.0.1:8080
+	./scripts/fetch-ort.sh
+	cargo run --release -- up
 
 test:            ## Run the whole test suite (fetches ONNX Runtime, starts an S3 server)
 	./scripts/test.sh
@@ -14,8 +18,8 @@ lint:            ## Formatting and clippy, as CI checks them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-run:             ## Run `ferry up` from source
-	cargo run --release -- up
-
 bench-registry:  ## Upload/download a 500 MiB model through the registry vs cp
 	./bench/registry.sh
+
+bench-serving:   ## Batch-1 JSON inference under wrk vs raw ONNX Runtime
+	./bench/serving.sh
