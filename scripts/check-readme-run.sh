@@ -1,32 +1,60 @@
 #!/usr/bin/env bash
-# Exercises the README's commands that are not console walk-through steps:
-# `cargo run --release -- up`, `cargo install --path . --locked`, `ferry up` from the installed
-# binary (through the walk-through test), `make lint`.
+# Exercises the README's commands that are not console walk-through steps: `make up`,
+# `make ort`, `cargo install --path . --locked`, `ferry up` and the walk-through with the
+# installed binary, both `ferry serving` examples, and `make lint`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked --quiet
+wait_ready() { # URL PID LOG
+  for _ in $(seq 1200); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; echo "exited before $1 answered" >&2; return 1; }
+    sleep 0.1
+  done
+  cat "$3"; echo "$1 never answered" >&2; return 1
+}
+stop() { kill -TERM "$1"; wait "$1" || { echo "did not stop cleanly on SIGTERM" >&2; return 1; }; }
+infer() { # URL
+  curl -fsS "$1" -H 'content-type: application/json' -d @tests/fixtures/mlp-request.json | grep -q '"outputs"'
+}
 
 log=$(mktemp)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf ferry-data ferry-cache "$log"' EXIT
+
+make ort
+cargo build --release --locked --quiet
 rm -rf ferry-data
-cargo run --release -- up >"$log" 2>&1 &
+make up >"$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -rf ferry-data "$log"' EXIT
-for _ in $(seq 600); do
-  curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
-  kill -0 $pid 2>/dev/null || { cat "$log"; echo "ferry up exited early" >&2; exit 1; }
-  sleep 0.1
-done
-curl -fsS http://127.0.0.1:8080/api/v1/models/demo/versions/production | grep -q '"name":"demo"' || {
-  cat "$log"; echo "ferry up does not serve the demo model" >&2; exit 1; }
-kill -TERM $pid
-wait $pid || { cat "$log"; echo "ferry up did not stop cleanly on SIGTERM" >&2; exit 1; }
-echo "cargo run --release -- up: OK"
+wait_ready http://127.0.0.1:8080/v2/health/ready $pid "$log"
+infer http://127.0.0.1:8080/v2/models/demo/infer
+# make → cargo → ferry: stop the server itself, then make.
+kill -TERM "$(pgrep -f 'release/ferry up' | head -n1)"
+wait $pid || true
+echo "make up: OK"
 
 cargo install --path . --locked --quiet
-installed="$(cargo_home="${CARGO_HOME:-$HOME/.cargo}"; echo "$cargo_home/bin/ferry")"
-"$installed" --version
-FERRY_BIN="$installed" cargo test --locked --quiet --test readme
-echo "cargo install --path . --locked, and the walk-through with the installed binary: OK"
+ferry="${CARGO_HOME:-$HOME/.cargo}/bin/ferry"
+"$ferry" --version
+FERRY_BIN="$ferry" cargo test --locked --quiet --test readme
+echo "cargo install --path . --locked, ferry up and the walk-through with the installed binary: OK"
+
+rm -rf ferry-data
+"$ferry" up >"$log" 2>&1 &
+up=$!
+wait_ready http://127.0.0.1:8080/readyz $up "$log"
+"$ferry" model push tests/fixtures/mlp.onnx --name fraud --alias production
+"$ferry" serving --registry http://127.0.0.1:8080 --model fraud@production --listen 127.0.0.1:8081 >"$log" 2>&1 &
+serving=$!
+wait_ready http://127.0.0.1:8081/v2/health/ready $serving "$log"
+infer http://127.0.0.1:8081/v2/models/fraud/infer
+stop $serving
+stop $up
+"$ferry" serving --model mlp=tests/fixtures/mlp.onnx >"$log" 2>&1 &
+serving=$!
+wait_ready http://127.0.0.1:8081/v2/health/ready $serving "$log"
+infer http://127.0.0.1:8081/v2/models/mlp/infer
+stop $serving
+echo "ferry serving (registry and file): OK"
 
 make lint

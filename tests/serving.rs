@@ -556,3 +556,30 @@ async fn a_restart_with_the_registry_down_serves_from_the_cache_and_converges_la
     let _ = restarted.kill();
     let _ = restarted.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_finish_before_its_deadline_is_504() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_files(
+        dir.path(),
+        &[
+            "--request-timeout-ms",
+            "1",
+            "--max-batch-size",
+            "1",
+            "--intra-op-threads",
+            "1",
+        ],
+    );
+    let rows = 20_000;
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 32], "data": vec![0.5f32; rows * 32]}]});
+    let (status, answer, _) = post(&format!("{}/v2/models/mlp/infer", server.url()), &body).await;
+    assert_eq!(status, 504, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("deadline"),
+        "{answer}"
+    );
+}

@@ -44,22 +44,27 @@ pub fn common<S: Clone + Send + Sync + 'static>(
                     )
                 })
                 .on_request(())
-                .on_response(|response: &Response<_>, latency: std::time::Duration, _span: &Span| {
-                    // Successes at debug: an inference server answers thousands a second, and a
-                    // log line each would cost more than the inference. Failures stay visible.
-                    let status = response.status().as_u16();
-                    let latency_ms = latency.as_secs_f64() * 1000.0;
-                    if status >= 500 {
-                        tracing::warn!(status, latency_ms, "answered");
-                    } else if status >= 400 {
-                        tracing::info!(status, latency_ms, "answered");
-                    } else {
-                        tracing::debug!(status, latency_ms, "answered");
-                    }
-                }),
+                .on_response(
+                    |response: &Response<_>, latency: std::time::Duration, _span: &Span| {
+                        // Successes at debug: an inference server answers thousands a second, and a
+                        // log line each would cost more than the inference. Failures stay visible.
+                        let status = response.status().as_u16();
+                        let latency_ms = latency.as_secs_f64() * 1000.0;
+                        if status >= 500 {
+                            tracing::warn!(status, latency_ms, "answered");
+                        } else if status >= 400 {
+                            tracing::info!(status, latency_ms, "answered");
+                        } else {
+                            tracing::debug!(status, latency_ms, "answered");
+                        }
+                    },
+                ),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, crate::request_id::FastUuid))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            crate::request_id::FastUuid,
+        ))
         .layer(SetSensitiveRequestHeadersLayer::new(once(
             header::AUTHORIZATION,
         )))

@@ -73,7 +73,7 @@ impl ServingError {
 impl IntoResponse for ServingError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             // ONNX Runtime's messages can carry its source paths; the full cause is logged.
             tracing::error!(error = %self, "inference failed");
             "inference failed inside the model runtime for this request; the cause is in the \
