@@ -91,13 +91,25 @@ pub struct ServingCommand {
     /// [default: ./ferry-cache].
     #[arg(long, env = "FERRY_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// TOML config file (snake_case keys, as for `ferry up`).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What every server process takes: where to listen, who may call it, and a config file.
+/// `--listen` defaults to 127.0.0.1:8080 for `ferry up` and `ferry registry`, 127.0.0.1:8081 for
+/// `ferry serving`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// TOML config file with any of these settings (snake_case keys).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8081].
+    /// Address to listen on [default: 127.0.0.1:8080; 127.0.0.1:8081 for `ferry serving`].
     #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// API token ROLE:SECRET clients must present (repeatable; FERRY_TOKENS takes a comma-separated list).
+    /// API token ROLE:SECRET, role read, write or admin (repeatable; FERRY_TOKENS takes a
+    /// comma-separated list).
     #[arg(
         long = "token",
         env = "FERRY_TOKENS",
@@ -109,8 +121,6 @@ pub struct ServingCommand {
     /// File with one ROLE:SECRET per line.
     #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.
@@ -174,12 +184,8 @@ pub enum RegistryAction {
 /// the config file, then defaults.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ServerArgs {
-    /// TOML config file with any of the settings below (snake_case keys).
-    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Folder for the embedded database and blobs [default: ./ferry-data].
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -214,18 +220,6 @@ pub struct ServerArgs {
     /// Refuse versions without a git commit and at least one hashed dataset.
     #[arg(long, env = "FERRY_REQUIRE_LINEAGE")]
     pub require_lineage: Option<bool>,
-    /// API token ROLE:SECRET, role read, write or admin (repeatable; FERRY_TOKENS takes a comma-separated list).
-    #[arg(
-        long = "token",
-        env = "FERRY_TOKENS",
-        value_name = "ROLE:SECRET",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub tokens: Vec<String>,
-    /// File with one ROLE:SECRET per line.
-    #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
-    pub tokens_file: Option<PathBuf>,
     /// Seconds a client may pause mid-upload before it is dropped [default: 60].
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub upload_idle_timeout: Option<u64>,

@@ -97,8 +97,9 @@ pub struct ServerSettings {
 /// # Errors
 /// Names the setting that is invalid and why.
 pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
-    let file = load_file(args.config.as_deref())?;
+    let file = load_file(args.common.config.as_deref())?;
     let listen = args
+        .common
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
@@ -151,7 +152,11 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
     }
-    registry.tokens = tokens(&args.tokens, args.tokens_file.as_deref(), &file)?;
+    registry.tokens = tokens(
+        &args.common.tokens,
+        args.common.tokens_file.as_deref(),
+        &file,
+    )?;
 
     Ok(ServerSettings {
         listen,
@@ -377,7 +382,7 @@ pub struct ServingSettings {
 /// # Errors
 /// Names the invalid setting.
 pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
-    let file = load_file(cmd.config.as_deref())?;
+    let file = load_file(cmd.common.config.as_deref())?;
     let specs: Vec<String> = if cmd.models.is_empty() {
         file.models.clone()
     } else {
@@ -413,10 +418,11 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
     }
     Ok(ServingSettings {
         listen: cmd
+            .common
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
-        tokens: tokens(&cmd.tokens, cmd.tokens_file.as_deref(), &file)?,
+        tokens: tokens(&cmd.common.tokens, cmd.common.tokens_file.as_deref(), &file)?,
         models,
         registry,
         registry_token: cmd.registry_token.clone(),
@@ -503,8 +509,11 @@ mod tests {
         )
         .unwrap();
         let args = ServerArgs {
-            config: Some(file),
-            listen: Some("127.0.0.1:7777".parse().unwrap()),
+            common: crate::cli::CommonArgs {
+                config: Some(file),
+                listen: Some("127.0.0.1:7777".parse().unwrap()),
+                ..Default::default()
+            },
             ..ServerArgs::default()
         };
         let settings = resolve(&args).unwrap();
@@ -583,7 +592,10 @@ mod tests {
         let file = dir.path().join("ferry.toml");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let args = ServerArgs {
-            config: Some(file),
+            common: crate::cli::CommonArgs {
+                config: Some(file),
+                ..Default::default()
+            },
             ..ServerArgs::default()
         };
         let err = format!("{:#}", resolve(&args).unwrap_err());

@@ -70,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 Some(config::resolve_runtime(
                     &args.runtime,
-                    args.server.config.as_deref(),
+                    args.server.common.config.as_deref(),
                 )?)
             };
             let mode = server::Mode::Up {

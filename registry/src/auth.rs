@@ -140,6 +140,18 @@ impl Tokens {
     }
 }
 
+/// The bearer token of a request's `Authorization` header, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
 /// Middleware: authenticates the bearer token and enforces the method's default role.
 ///
 /// # Errors
@@ -155,16 +167,7 @@ pub async fn require_token(
             label: "open".into(),
         }
     } else {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(Error::Unauthorized)?;
+        let presented = bearer(request.headers()).ok_or(Error::Unauthorized)?;
         tokens.authenticate(presented).ok_or(Error::Unauthorized)?
     };
     let needed = match *request.method() {

@@ -2,7 +2,6 @@
 //! health routes stay open for probes.
 
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_registry::Tokens;
@@ -19,16 +18,8 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ServingError> {
     if !tokens.is_open() {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(ServingError::Unauthorized)?;
+        let presented =
+            ferry_registry::auth::bearer(request.headers()).ok_or(ServingError::Unauthorized)?;
         tokens
             .authenticate(presented)
             .ok_or(ServingError::Unauthorized)?;
