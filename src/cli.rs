@@ -55,6 +55,16 @@ pub enum Command {
     /// Push, list, inspect, alias and download model versions.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Create, change, inspect and remove endpoints: the traffic policy serving follows.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Send one prediction to a served model or endpoint.
+    #[command(
+        after_help = "Examples:\n  ferry predict fraud --input 'input=[[0.1, 0.2, …]]'\n  ferry predict fraud --json request.json"
+    )]
+    Predict(PredictArgs),
+    /// Send business feedback on a prediction (by its id): a reward, a label, or both.
+    Feedback(FeedbackArgs),
     /// Read the registry's event log.
     Events(EventsArgs),
 }
@@ -81,6 +91,12 @@ pub struct ServingCommand {
     /// NAME@ALIAS or NAME:VERSION from the registry, or NAME=PATH.onnx from a file.
     #[arg(long = "model", value_name = "SPEC")]
     pub models: Vec<String>,
+    /// An endpoint to serve by its traffic policy (repeatable): canary split, shadows, feedback.
+    #[arg(long = "endpoint", value_name = "NAME")]
+    pub endpoints: Vec<String>,
+    /// Serve every endpoint of the registry, following new ones as they appear.
+    #[arg(long)]
+    pub all_endpoints: bool,
     /// Registry to load models from and follow.
     #[arg(long, env = "FERRY_REGISTRY", value_name = "URL")]
     pub registry: Option<String>,
@@ -377,6 +393,112 @@ pub enum AliasCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Create or replace an endpoint's policy.
+    #[command(
+        after_help = "Example:\n  ferry endpoint set fraud --model fraud --stable 1 --canary 2 --weight 0.05 --shadow 3:0.5 --sticky-header x-user-id"
+    )]
+    Set(EndpointSetArgs),
+    /// Show an endpoint's policy and its live analysis across serving replicas.
+    Show(EndpointShowArgs),
+    /// List endpoints, newest first.
+    List(ListArgs),
+    /// Remove an endpoint (serving stops routing it).
+    Rm {
+        /// Endpoint name.
+        name: String,
+        /// Only if the endpoint is still at this revision.
+        #[arg(long, value_name = "REVISION")]
+        if_match: Option<i64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointSetArgs {
+    /// Endpoint name (what clients call: /v2/models/NAME/infer).
+    pub name: String,
+    /// The model whose versions it routes between.
+    #[arg(long)]
+    pub model: String,
+    /// The version answering by default.
+    #[arg(long)]
+    pub stable: i64,
+    /// A candidate version answering a share of requests.
+    #[arg(long, requires = "weight")]
+    pub canary: Option<i64>,
+    /// The canary's share of requests, 0 to 1 (e.g. 0.05).
+    #[arg(long, requires = "canary")]
+    pub weight: Option<f64>,
+    /// A shadow version with its sample rate, V or V:RATE (repeatable; rate defaults to 1).
+    #[arg(long = "shadow", value_name = "V[:RATE]")]
+    pub shadows: Vec<String>,
+    /// Route by this request header (the same user always sees the same version).
+    #[arg(long)]
+    pub sticky_header: Option<String>,
+    /// Only if the endpoint is still at this revision (optimistic concurrency).
+    #[arg(long, value_name = "REVISION")]
+    pub if_match: Option<i64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointShowArgs {
+    /// Endpoint name.
+    pub name: String,
+    /// How far back the analysis looks, e.g. 60s, 5m, 1h.
+    #[arg(long, default_value = "5m")]
+    pub window: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The endpoint or model name.
+    pub name: String,
+    /// An input as NAME=JSON array, flat or nested (repeatable); datatype and shape come from
+    /// the model's metadata.
+    #[arg(long = "input", value_name = "NAME=JSON")]
+    pub inputs: Vec<String>,
+    /// A whole Open Inference Protocol request body from a file (`-` for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "inputs")]
+    pub json: Option<PathBuf>,
+    /// Ask this version directly, bypassing the endpoint's split.
+    #[arg(long = "model-version", value_name = "V")]
+    pub model_version: Option<String>,
+    /// A value for the endpoint's sticky header, to see what that user would get.
+    #[arg(long, value_name = "HEADER=VALUE")]
+    pub header: Vec<String>,
+    /// Serving URL.
+    #[arg(long, env = "FERRY_SERVING", default_value = "http://127.0.0.1:8080")]
+    pub serving: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    /// The endpoint or model name.
+    pub name: String,
+    /// The prediction's id: the request's `id`, else the `x-request-id` it was answered with.
+    pub id: String,
+    /// A business reward for the prediction (any number; higher is better).
+    #[arg(long)]
+    pub reward: Option<f64>,
+    /// The true class (for accuracy).
+    #[arg(long)]
+    pub label: Option<i64>,
+    /// Serving URL.
+    #[arg(long, env = "FERRY_SERVING", default_value = "http://127.0.0.1:8080")]
+    pub serving: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -358,6 +358,15 @@ pub fn parse_model_spec(spec: &str) -> Result<ModelSpec> {
     })
 }
 
+/// `--endpoint NAME…` or `--all-endpoints`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointSpec {
+    /// These endpoints (possibly none).
+    Named(Vec<String>),
+    /// Every endpoint of the registry.
+    All,
+}
+
 /// Everything `ferry serving` needs.
 #[derive(Debug, Clone)]
 pub struct ServingSettings {
@@ -367,6 +376,8 @@ pub struct ServingSettings {
     pub tokens: ferry_registry::Tokens,
     /// What to serve.
     pub models: Vec<ModelSpec>,
+    /// Which endpoints to serve.
+    pub endpoints: EndpointSpec,
     /// The registry, when models come from one.
     pub registry: Option<String>,
     /// Its token.
@@ -401,10 +412,24 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
         }
         models.push(parsed);
     }
-    if models.is_empty() {
+    for name in &cmd.endpoints {
+        ferry_registry::names::validate("endpoint", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let endpoints = if cmd.all_endpoints {
+        EndpointSpec::All
+    } else {
+        EndpointSpec::Named(cmd.endpoints.clone())
+    };
+    if models.is_empty() && matches!(&endpoints, EndpointSpec::Named(e) if e.is_empty()) {
         bail!(
-            "nothing to serve: pass --model NAME@ALIAS (with --registry URL) or --model NAME=PATH.onnx"
+            "nothing to serve: pass --model NAME@ALIAS or --endpoint NAME (with --registry URL), or --model NAME=PATH.onnx"
         );
+    }
+    if cmd.registry.is_none()
+        && file.registry.is_none()
+        && !matches!(&endpoints, EndpointSpec::Named(e) if e.is_empty())
+    {
+        bail!("endpoints come from a registry: pass --registry URL");
     }
     let registry = cmd.registry.clone().or(file.registry.clone());
     if registry.is_none()
@@ -424,6 +449,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
         tokens: tokens(&cmd.common.tokens, cmd.common.tokens_file.as_deref(), &file)?,
         models,
+        endpoints,
         registry,
         registry_token: cmd.registry_token.clone(),
         cache_dir: cmd

@@ -87,6 +87,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(RegistryAction::Migrate(args)) => server::migrate(config::resolve(&args)?).await,
         },
         Command::Model(cmd) => commands::model::run(cmd).await,
+        Command::Endpoint(cmd) => commands::endpoint::run(cmd).await,
+        Command::Predict(args) => commands::endpoint::predict(args).await,
+        Command::Feedback(args) => commands::endpoint::feedback(args).await,
         Command::Events(args) => commands::events::run(args).await,
     }
 }

@@ -1,17 +1,43 @@
 //! Printing results: aligned tables for people, JSON for scripts.
+//!
+//! Everything goes through [`write_out`]: when the reader of standard output has gone (`ferry …
+//! | head`), the command ends quietly instead of panicking on a broken pipe.
+
+/// Prints a line on standard output through [`write_out`].
+#[macro_export]
+macro_rules! say {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
 use ferry_registry::onnx::{Dim, TensorSpec};
 use serde::Serialize;
+
+/// Writes to standard output; exits with success when the reader has gone away (the command's
+/// output is no longer wanted, which is not an error of the command).
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
 
 /// Prints `value` as pretty JSON on standard output.
 ///
 /// # Errors
 /// When the value cannot be serialized (never for the API's records).
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -64,7 +90,7 @@ impl Table {
 
     /// Prints the table on standard output.
     pub fn print(&self) {
-        print!("{}", self.render());
+        write_out(format_args!("{}", self.render()));
     }
 }
 

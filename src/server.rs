@@ -10,14 +10,15 @@ use ferry_registry::store::SchemaState;
 use ferry_registry::{AppState, BlobStore, MetadataStore, Tokens};
 use ferry_serving::cache::ArtifactCache;
 use ferry_serving::catalog::Catalog;
-use ferry_serving::follow::{Follower, Loader, Selection};
+use ferry_serving::follow::{Endpoints, Follower, Loader, Models, Selection};
 use ferry_serving::repository::{ModelRepository, ServedModel};
 use ferry_serving::runtime::{ModelSource, RuntimeMetrics};
 use ferry_serving::{ServingConfig, ServingState};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    ModelSpec, RuntimeSettings, ServerSettings, ServingSettings, describe_database, is_loopback,
+    EndpointSpec, ModelSpec, RuntimeSettings, ServerSettings, ServingSettings, describe_database,
+    is_loopback,
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -81,6 +82,7 @@ pub async fn run(
 
     let mut app = ferry_registry::api::routes(state.clone());
     let mut follower = None;
+    let mut reporter = None;
     if let Some(runtime) = serving {
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let (serving_state, loader) =
@@ -91,14 +93,25 @@ pub async fn run(
             store: store.clone(),
             blobs: blobs.clone(),
         };
+        let selection = Selection {
+            models: Models::All,
+            endpoints: Endpoints::All,
+        };
+        let repository = serving_state.repository.clone();
         let run = Follower::new(
-            catalog,
+            catalog.clone(),
             cache,
             loader,
-            Selection::All,
+            selection,
             serving_state.ready.clone(),
         );
         follower = Some(tokio::spawn(run.run()));
+        reporter = Some(tokio::spawn(ferry_serving::report::run(
+            catalog,
+            repository,
+            ferry_serving::report::replica_id(settings.listen.port()),
+            ferry_serving::report::REPORT_INTERVAL,
+        )));
         app = app.merge(ferry_serving::routes(serving_state));
     }
     let app = ferry_registry::layers::common(
@@ -124,8 +137,8 @@ pub async fn run(
         );
     }
     serve(listener, app).await?;
-    if let Some(f) = follower {
-        f.abort();
+    for task in [follower, reporter].into_iter().flatten() {
+        task.abort();
     }
     store.close().await;
     tracing::info!("stopped");
@@ -172,8 +185,14 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
             ModelSpec::File { .. } => None,
         })
         .collect();
+    let endpoints = match &settings.endpoints {
+        EndpointSpec::All => Endpoints::All,
+        EndpointSpec::Named(list) if list.is_empty() => Endpoints::None,
+        EndpointSpec::Named(list) => Endpoints::Named(list.clone()),
+    };
     let mut follower = None;
-    if targets.is_empty() {
+    let mut reporter = None;
+    if targets.is_empty() && matches!(endpoints, Endpoints::None) {
         state.ready.store(true, Ordering::Release);
     } else {
         let Some(url) = &settings.registry else {
@@ -184,14 +203,26 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
                 .context("the registry URL")?;
         let cache = ArtifactCache::open(&settings.cache_dir)
             .with_context(|| format!("opening the cache {}", settings.cache_dir.display()))?;
+        let catalog = Catalog::Remote(client);
+        let models = if targets.is_empty() {
+            Models::None
+        } else {
+            Models::Named(targets)
+        };
         let run = Follower::new(
-            Catalog::Remote(client),
+            catalog.clone(),
             cache,
             loader,
-            Selection::Models(targets),
+            Selection { models, endpoints },
             state.ready.clone(),
         );
         follower = Some(tokio::spawn(run.run()));
+        reporter = Some(tokio::spawn(ferry_serving::report::run(
+            catalog,
+            state.repository.clone(),
+            ferry_serving::report::replica_id(settings.listen.port()),
+            ferry_serving::report::REPORT_INTERVAL,
+        )));
     }
 
     let ready = state.ready.clone();
@@ -222,8 +253,8 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(listen = %local, "ferry {} serving models at http://{local}/v2/models", env!("CARGO_PKG_VERSION"));
     serve(listener, app).await?;
-    if let Some(f) = follower {
-        f.abort();
+    for task in [follower, reporter].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("stopped");
     Ok(())
@@ -282,7 +313,7 @@ pub async fn migrate(settings: ServerSettings) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .context("migrating the database")?;
     match before {
-        SchemaState::Behind(pending) => println!(
+        SchemaState::Behind(pending) => crate::say!(
             "applied {} migration(s) to {}: {}",
             pending.len(),
             describe_database(&settings.database_url),
@@ -292,7 +323,7 @@ pub async fn migrate(settings: ServerSettings) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        _ => println!(
+        _ => crate::say!(
             "{} is up to date",
             describe_database(&settings.database_url)
         ),

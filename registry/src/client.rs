@@ -6,9 +6,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use crate::analysis::{EndpointAnalysis, Report};
 use crate::lineage::VersionMetadata;
 use crate::names::VersionRef;
-use crate::records::{AliasRecord, EventPage, ModelRecord, Page, VersionRecord};
+use crate::records::{
+    AliasRecord, EndpointPolicy, EndpointRecord, EventPage, ModelRecord, Page, VersionRecord,
+};
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +355,139 @@ impl RegistryClient {
         self.send_json(
             self.request(reqwest::Method::GET, url)
                 .timeout(CALL_TIMEOUT + wait),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/endpoints`, newest first.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn list_endpoints(
+        &self,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<EndpointRecord>, ClientError> {
+        let mut url = self.url(&["api", "v1", "endpoints"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        if let Some(t) = page_token {
+            url.query_pairs_mut().append_pair("page_token", t);
+        }
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `GET /api/v1/endpoints/{name}`: the policy with its revision.
+    ///
+    /// # Errors
+    /// [`ClientError`] (404 when there is no such endpoint).
+    pub async fn get_endpoint(&self, name: &str) -> Result<EndpointRecord, ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name]);
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
+    /// `PUT /api/v1/endpoints/{name}`: creates or replaces the policy; with `if_match`, only
+    /// while the endpoint is still at that revision.
+    ///
+    /// # Errors
+    /// [`ClientError`] (412 when `if_match` is stale; 400, 404 or 409 for a policy the registry
+    /// refuses, naming the field).
+    pub async fn put_endpoint(
+        &self,
+        name: &str,
+        policy: &EndpointPolicy,
+        if_match: Option<i64>,
+    ) -> Result<EndpointRecord, ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name]);
+        let mut request = self
+            .request(reqwest::Method::PUT, url)
+            .timeout(CALL_TIMEOUT)
+            .json(policy);
+        if let Some(revision) = if_match {
+            request = request.header(reqwest::header::IF_MATCH, format!("\"{revision}\""));
+        }
+        self.send_json(request).await
+    }
+
+    /// `PUT /api/v1/endpoints/{name}` with `If-None-Match: *`: creates the endpoint, or fails
+    /// with 412 when it already exists.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn create_endpoint(
+        &self,
+        name: &str,
+        policy: &EndpointPolicy,
+    ) -> Result<EndpointRecord, ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name]);
+        self.send_json(
+            self.request(reqwest::Method::PUT, url)
+                .timeout(CALL_TIMEOUT)
+                .header(reqwest::header::IF_NONE_MATCH, "*")
+                .json(policy),
+        )
+        .await
+    }
+
+    /// `DELETE /api/v1/endpoints/{name}`; with `if_match`, only while it is at that revision.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn delete_endpoint(
+        &self,
+        name: &str,
+        if_match: Option<i64>,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name]);
+        let mut request = self
+            .request(reqwest::Method::DELETE, url)
+            .timeout(CALL_TIMEOUT);
+        if let Some(revision) = if_match {
+            request = request.header(reqwest::header::IF_MATCH, format!("\"{revision}\""));
+        }
+        self.send(request).await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/endpoints/{name}/reports`: a serving replica's counters for one interval.
+    ///
+    /// # Errors
+    /// [`ClientError`] (404 for an unknown endpoint, 400 for an invalid report).
+    pub async fn post_report(&self, name: &str, report: &Report) -> Result<(), ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name, "reports"]);
+        self.send(
+            self.request(reqwest::Method::POST, url)
+                .timeout(CALL_TIMEOUT)
+                .json(report),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /api/v1/endpoints/{name}/analysis?window=`: every replica's reports of the last
+    /// `window`, summed per version.
+    ///
+    /// # Errors
+    /// [`ClientError`] (400 when `window` is longer than the registry keeps reports).
+    pub async fn endpoint_analysis(
+        &self,
+        name: &str,
+        window: Duration,
+    ) -> Result<EndpointAnalysis, ClientError> {
+        let mut url = self.url(&["api", "v1", "endpoints", name, "analysis"]);
+        url.query_pairs_mut()
+            .append_pair("window", &window.as_secs_f64().to_string());
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
         )
         .await
     }

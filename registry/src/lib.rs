@@ -2,14 +2,17 @@
 //!
 //! Versions ONNX models together with the git commit and training-data hashes they came from,
 //! stores their bytes content-addressed in object storage, and is the control plane the other
-//! services follow: aliases, and an event outbox every change is recorded in.
+//! services follow: aliases, endpoints (traffic policies) with the analysis of what serving
+//! reports, and an event outbox every change is recorded in.
 //!
 //! [`router`] builds the whole HTTP API; the `ferry` binary only binds it to a socket.
 
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod blob_store;
 pub mod client;
+pub mod endpoints;
 pub mod error;
 pub mod layers;
 pub mod lineage;
@@ -42,6 +45,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Longest `wait` a long-poll of the event log may ask for.
     pub max_event_wait: Duration,
+    /// How long serving replicas' endpoint reports are kept; also the longest analysis window.
+    pub report_retention: Duration,
 }
 
 impl Default for Config {
@@ -56,6 +61,7 @@ impl Default for Config {
             tokens: Tokens::default(),
             request_timeout: Duration::from_secs(30),
             max_event_wait: Duration::from_secs(60),
+            report_retention: Duration::from_secs(3600),
         }
     }
 }

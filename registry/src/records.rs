@@ -139,3 +139,104 @@ pub struct EventPage {
     /// `head`, then the current state, then follows from `head`, misses nothing.
     pub head: i64,
 }
+
+/// The traffic policy of an endpoint: which versions of a model answer, in what proportion, and
+/// which ones only listen in. `PUT /api/v1/endpoints/{name}`; serving follows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPolicy {
+    /// The model whose versions the endpoint routes between.
+    pub model: String,
+    /// The version answering every request not sent to the canary.
+    pub stable: i64,
+    /// A candidate version answering a share of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryPolicy>,
+    /// Versions that receive copies of requests; their answers are compared, never returned.
+    #[serde(default)]
+    pub shadows: Vec<ShadowPolicy>,
+    /// A request header whose value decides the route (the same user always sees the same
+    /// version); without it, each request is routed on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    /// When live inputs count as drifted (see drift monitoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftPolicy>,
+}
+
+/// The canary part of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryPolicy {
+    /// The candidate version.
+    pub version: i64,
+    /// Share of requests it answers, 0 to 1, in steps down to 0.001.
+    pub weight: f64,
+}
+
+/// One shadow of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPolicy {
+    /// The shadow version.
+    pub version: i64,
+    /// Share of requests mirrored to it, 0 to 1.
+    #[serde(default = "one")]
+    pub sample_rate: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Which distance measures drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMetric {
+    /// Population stability index.
+    Psi,
+    /// Kullback–Leibler divergence of live from training.
+    Kl,
+    /// Jensen–Shannon distance.
+    Js,
+}
+
+/// When an endpoint's live inputs count as drifted from the training profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftPolicy {
+    /// The distance.
+    pub metric: DriftMetric,
+    /// Scores above this are drift.
+    pub threshold: f64,
+    /// Fewer live samples than this in a window are not judged.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Windows in a row above the threshold before an incident is raised.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_windows: u32,
+}
+
+fn default_min_samples() -> u64 {
+    100
+}
+
+fn default_consecutive() -> u32 {
+    1
+}
+
+/// An endpoint as stored: its policy and revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// The endpoint's name (what clients call `/v2/models/{name}/infer`).
+    pub name: String,
+    /// Bumped by every write; `If-Match: "<revision>"` makes a write conditional.
+    pub revision: i64,
+    /// The traffic policy.
+    #[serde(flatten)]
+    pub policy: EndpointPolicy,
+    /// When the endpoint was created.
+    pub created_at: DateTime<Utc>,
+    /// When its policy last changed.
+    pub updated_at: DateTime<Utc>,
+}

@@ -24,11 +24,23 @@ pub struct CachedModel {
     pub signature: ModelSignature,
 }
 
+/// What the manifest remembers of a served endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedEndpoint {
+    /// The endpoint's record as last applied.
+    pub record: ferry_registry::records::EndpointRecord,
+    /// Every version it references, by number.
+    pub versions: BTreeMap<i64, CachedModel>,
+}
+
 /// The manifest: served name → what it served.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Models by the name they are served under.
     pub models: BTreeMap<String, CachedModel>,
+    /// Endpoints by name.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, CachedEndpoint>,
 }
 
 /// Artifacts in `<dir>/blobs/<sha256>`, the manifest in `<dir>/manifest.json`.

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use ferry_registry::analysis::Report;
 use ferry_registry::client::{ClientError, RegistryClient};
 use ferry_registry::names::{LATEST, VersionRef};
-use ferry_registry::records::{EventPage, VersionRecord};
+use ferry_registry::records::{EndpointRecord, EventPage, VersionRecord};
 use ferry_registry::{BlobStore, MetadataStore};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -113,6 +114,73 @@ impl Catalog {
                 Some(t) => token = Some(t),
                 None => return Ok(names),
             }
+        }
+    }
+
+    /// The endpoint named `name`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unavailable`].
+    pub async fn endpoint(&self, name: &str) -> Result<Option<EndpointRecord>, CatalogError> {
+        let found = match self {
+            Catalog::Remote(client) => client.get_endpoint(name).await.map_err(client_error),
+            Catalog::Local { store, .. } => store.get_endpoint(name).await.map_err(|e| match e {
+                ferry_registry::Error::NotFound(m) => CatalogError::NotFound(m),
+                other => CatalogError::Unavailable(other.to_string()),
+            }),
+        };
+        match found {
+            Ok(record) => Ok(Some(record)),
+            Err(CatalogError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The names of every endpoint.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unavailable`].
+    pub async fn endpoint_names(&self) -> Result<Vec<String>, CatalogError> {
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page =
+                match self {
+                    Catalog::Remote(client) => client
+                        .list_endpoints(500, token.as_deref())
+                        .await
+                        .map_err(client_error)?,
+                    Catalog::Local { store, .. } => store
+                        .list_endpoints(500, token.as_deref())
+                        .await
+                        .map_err(|e| CatalogError::Unavailable(e.to_string()))?,
+                };
+            names.extend(page.items.into_iter().map(|e| e.name));
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(names),
+            }
+        }
+    }
+
+    /// Sends a replica's counters for an endpoint.
+    ///
+    /// # Errors
+    /// [`CatalogError::NotFound`] when the endpoint is gone, else [`CatalogError::Unavailable`].
+    pub async fn report(&self, endpoint: &str, report: Report) -> Result<(), CatalogError> {
+        match self {
+            Catalog::Remote(client) => client
+                .post_report(endpoint, &report)
+                .await
+                .map_err(client_error),
+            Catalog::Local { store, .. } => store
+                .record_report(endpoint, report)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    ferry_registry::Error::NotFound(m) => CatalogError::NotFound(m),
+                    other => CatalogError::Unavailable(other.to_string()),
+                }),
         }
     }
 

@@ -17,6 +17,9 @@ pub enum ServingError {
     /// No such model, version or endpoint is served here.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with what was already recorded (a second feedback).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -37,6 +40,7 @@ impl ServingError {
         match self {
             ServingError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServingError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServingError::Conflict(_) => StatusCode::CONFLICT,
             ServingError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServingError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServingError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -57,6 +61,7 @@ impl ServingError {
         match self {
             ServingError::BadRequest(_) | ServingError::PayloadTooLarge(_) => "invalid",
             ServingError::NotFound(_) => "not_found",
+            ServingError::Conflict(_) => "conflict",
             ServingError::NotReady(_) => "not_ready",
             ServingError::Unauthorized => "unauthorized",
             ServingError::Runtime(e) => match e {

@@ -1,12 +1,14 @@
-//! Keeping the served models in step with the registry: an initial sync, then the event log.
+//! Keeping the served models and endpoints in step with the registry: an initial sync, then the
+//! event log.
 //!
-//! When an alias a model is served at moves (or a new version becomes its default), the new
-//! version is downloaded into the cache, verified, loaded and warmed up beside the old one, and
-//! only then swapped in; requests in flight finish on the old one. If anything fails, the old
-//! version keeps serving and the reason is recorded. If the registry is down at start, the models
-//! named in the cache's manifest are served from the cache.
+//! When an alias a model is served at moves (or a new version becomes its default), or an
+//! endpoint's policy changes, every version it needs is downloaded into the cache, verified,
+//! loaded and warmed up beside what serves now, and only then is the routing table swapped;
+//! requests in flight finish on what they started with. Versions already loaded are reused. If
+//! anything fails, the last good table keeps serving and the reason is recorded (and reported to
+//! the registry). If the registry is down at start, what the cache's manifest names is served.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,37 +16,69 @@ use std::time::Duration;
 use chrono::Utc;
 use ferry_registry::names::VersionRef;
 use ferry_registry::onnx::ModelSignature;
-use ferry_registry::records::VersionRecord;
+use ferry_registry::records::{EndpointRecord, VersionRecord};
 
 use crate::ServingConfig;
-use crate::cache::{ArtifactCache, CachedModel};
+use crate::cache::{ArtifactCache, CachedEndpoint, CachedModel};
 use crate::catalog::{Catalog, CatalogError};
-use crate::repository::{ModelRepository, ServedModel, ServedVersion};
-use crate::runtime::{LoadedModel, ModelSource, OnnxRuntime, RuntimeMetrics};
+use crate::repository::{EndpointRouting, ModelRepository, ServedModel, ServedVersion};
+use crate::runtime::{LoadedModel, ModelSource, OnnxRuntime, RuntimeMetrics, RuntimeOptions};
+use crate::shadow::ShadowTarget;
 
 /// How long one long-poll of the event log waits.
 const POLL_WAIT: Duration = Duration::from_secs(30);
 /// Longest pause between attempts to reach an unavailable registry.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Which registry models to serve.
+/// Which registry models to serve by name.
 #[derive(Debug, Clone)]
-pub enum Selection {
+pub enum Models {
+    /// None.
+    None,
     /// These models, each at a version number, an alias, or (None) its default: the
     /// `production` alias, else the newest active version.
-    Models(Vec<(String, Option<VersionRef>)>),
+    Named(Vec<(String, Option<VersionRef>)>),
     /// Every model in the registry, each at its default version (`ferry up`).
     All,
 }
 
+/// Which endpoints to serve.
+#[derive(Debug, Clone)]
+pub enum Endpoints {
+    /// None.
+    None,
+    /// These.
+    Named(Vec<String>),
+    /// Every endpoint in the registry.
+    All,
+}
+
+/// What a follower keeps served. An endpoint's name wins over a model of the same name.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Models served at their default (or named) version.
+    pub models: Models,
+    /// Endpoints served by their traffic policy.
+    pub endpoints: Endpoints,
+}
+
 impl Selection {
-    fn reference(&self, name: &str) -> Option<Option<&VersionRef>> {
-        match self {
-            Selection::All => Some(None),
-            Selection::Models(list) => list
+    fn model_reference(&self, name: &str) -> Option<Option<&VersionRef>> {
+        match &self.models {
+            Models::None => None,
+            Models::All => Some(None),
+            Models::Named(list) => list
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, r)| r.as_ref()),
+        }
+    }
+
+    fn wants_endpoint(&self, name: &str) -> bool {
+        match &self.endpoints {
+            Endpoints::None => false,
+            Endpoints::All => true,
+            Endpoints::Named(list) => list.iter().any(|n| n == name),
         }
     }
 }
@@ -63,24 +97,25 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Loads and warms up one version.
+    /// Loads and warms up one version with `options`.
     ///
     /// # Errors
     /// The runtime's load error, as text.
-    pub async fn load(
+    pub async fn load_with(
         &self,
         name: &str,
         version: &str,
         source: ModelSource,
         signature: ModelSignature,
         sha256: Option<String>,
+        options: RuntimeOptions,
     ) -> Result<ServedVersion, String> {
         let started = std::time::Instant::now();
         let model = LoadedModel::load(
             &self.runtime,
             source,
             signature,
-            self.config.options_for(name),
+            options,
             self.metrics.model(name, version),
         )
         .await
@@ -99,15 +134,38 @@ impl Loader {
             loaded_at: Utc::now(),
         })
     }
+
+    /// Loads and warms up one version with the options configured for `name`.
+    ///
+    /// # Errors
+    /// The runtime's load error, as text.
+    pub async fn load(
+        &self,
+        name: &str,
+        version: &str,
+        source: ModelSource,
+        signature: ModelSignature,
+        sha256: Option<String>,
+    ) -> Result<ServedVersion, String> {
+        let options = self.config.options_for(name);
+        self.load_with(name, version, source, signature, sha256, options)
+            .await
+    }
 }
 
-/// Follows the registry for the models of a [`Selection`].
+/// Follows the registry for the models and endpoints of a [`Selection`].
 pub struct Follower {
     catalog: Catalog,
     cache: ArtifactCache,
     loader: Loader,
     selection: Selection,
     ready: Arc<AtomicBool>,
+}
+
+/// Which registry version a served name needs, and how it runs.
+struct Needed {
+    record: VersionRecord,
+    shadow: bool,
 }
 
 impl Follower {
@@ -164,15 +222,25 @@ impl Follower {
             match self.catalog.events(after, POLL_WAIT).await {
                 Ok(page) => {
                     backoff = Duration::from_millis(500);
-                    let touched: BTreeSet<String> = page
-                        .events
-                        .iter()
-                        .filter(|e| is_model_event(&e.kind))
-                        .map(|e| e.subject.clone())
-                        .filter(|name| self.selection.reference(name).is_some())
-                        .collect();
-                    for name in touched {
-                        self.sync(&name).await;
+                    let mut models = BTreeSet::new();
+                    let mut endpoints = BTreeSet::new();
+                    for event in &page.events {
+                        if event.kind.starts_with("endpoint.") {
+                            if matches!(
+                                event.kind.as_str(),
+                                "endpoint.updated" | "endpoint.deleted"
+                            ) {
+                                endpoints.insert(event.subject.clone());
+                            }
+                        } else if is_model_event(&event.kind) {
+                            models.insert(event.subject.clone());
+                        }
+                    }
+                    for name in endpoints {
+                        self.sync_name(&name, true).await;
+                    }
+                    for name in models {
+                        self.sync_name(&name, false).await;
                     }
                     cursor = Some(page.next_after);
                 }
@@ -190,26 +258,84 @@ impl Follower {
     }
 
     async fn sync_all(&self) {
-        let names: Vec<String> = match &self.selection {
-            Selection::Models(list) => list.iter().map(|(n, _)| n.clone()).collect(),
-            Selection::All => match self.catalog.model_names().await {
-                Ok(names) => names,
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        match &self.selection.endpoints {
+            Endpoints::None => {}
+            Endpoints::Named(list) => names.extend(list.iter().cloned()),
+            Endpoints::All => match self.catalog.endpoint_names().await {
+                Ok(list) => names.extend(list),
+                Err(e) => tracing::warn!(error = %e, "cannot list the registry's endpoints"),
+            },
+        }
+        for name in &names {
+            self.sync_name(name, true).await;
+        }
+        let models: Vec<String> = match &self.selection.models {
+            Models::None => Vec::new(),
+            Models::Named(list) => list.iter().map(|(n, _)| n.clone()).collect(),
+            Models::All => match self.catalog.model_names().await {
+                Ok(list) => list,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the registry's models");
-                    return;
+                    Vec::new()
                 }
             },
         };
-        for name in names {
-            self.sync(&name).await;
+        for name in models {
+            if !names.contains(&name) {
+                self.sync_name(&name, false).await;
+            }
+        }
+    }
+
+    /// Brings the served `name` in step: as an endpoint if one exists and is selected, else as
+    /// a model if selected.
+    async fn sync_name(&self, name: &str, endpoint_event: bool) {
+        if self.selection.wants_endpoint(name) {
+            match self.catalog.endpoint(name).await {
+                Ok(Some(record)) => {
+                    self.sync_endpoint(record).await;
+                    return;
+                }
+                Ok(None) => {
+                    let serving_endpoint = self
+                        .loader
+                        .repository
+                        .get(name)
+                        .is_some_and(|m| m.endpoint.is_some());
+                    if serving_endpoint {
+                        tracing::info!(endpoint = name, "endpoint deleted; no longer served");
+                        self.loader.repository.remove(name);
+                        self.forget_endpoint(name);
+                    } else if endpoint_event && self.selection.model_reference(name).is_none() {
+                        self.loader
+                            .repository
+                            .set_failed(name, Some(format!("endpoint `{name}` does not exist")));
+                    }
+                }
+                Err(e) => {
+                    self.record_failure(name, &e.to_string());
+                    return;
+                }
+            }
+        }
+        if self
+            .loader
+            .repository
+            .get(name)
+            .is_some_and(|m| m.endpoint.is_some())
+        {
+            // An endpoint of this name is served; its model's own events do not apply.
+            return;
+        }
+        if let Some(reference) = self.selection.model_reference(name) {
+            let reference = reference.cloned();
+            self.sync_model(name, reference.as_ref()).await;
         }
     }
 
     /// Brings one model to the version its selection names.
-    async fn sync(&self, name: &str) {
-        let Some(reference) = self.selection.reference(name) else {
-            return;
-        };
+    async fn sync_model(&self, name: &str, reference: Option<&VersionRef>) {
         let resolved = match reference {
             Some(r) => self.catalog.resolve(name, r).await,
             None => self.catalog.default_version(name).await,
@@ -223,6 +349,7 @@ impl Follower {
         };
         let repository = &self.loader.repository;
         if let Some(current) = repository.get(name)
+            && current.endpoint.is_none()
             && current.default.sha256.as_deref() == Some(record.sha256.as_str())
             && current.default.version == record.version.to_string()
         {
@@ -231,7 +358,7 @@ impl Follower {
             }
             return;
         }
-        match self.load(&record).await {
+        match self.load(name, &record, false).await {
             Ok(version) => {
                 let previous = repository.get(name);
                 repository.install(ServedModel::single(name, version));
@@ -239,38 +366,179 @@ impl Follower {
                 if let Some(previous) = previous {
                     let old = &previous.default.version;
                     tracing::info!(model = name, from = %old, to = record.version, "swapped the served version");
-                    if *old != record.version.to_string() {
-                        self.loader.metrics.forget(name, old);
-                    }
+                    self.forget_unused(name, &previous);
                 }
-                self.remember(name, &record);
+                self.remember_model(name, &record);
             }
             Err(e) => self.record_failure(name, &e),
         }
     }
 
-    async fn load(&self, record: &VersionRecord) -> Result<ServedVersion, String> {
+    /// Applies an endpoint's policy: every version it names loaded (or reused) first, then one
+    /// atomic swap of the routing table.
+    async fn sync_endpoint(&self, record: EndpointRecord) {
+        let name = record.name.clone();
+        let repository = &self.loader.repository;
+        let current = repository.get(&name);
+        if let Some(c) = &current
+            && let Some(e) = &c.endpoint
+            && e.revision == record.revision
+        {
+            return;
+        }
+        let policy = &record.policy;
+        let mut wanted: Vec<(i64, bool)> = vec![(policy.stable, false)];
+        wanted.extend(policy.canary.iter().map(|c| (c.version, false)));
+        wanted.extend(policy.shadows.iter().map(|s| (s.version, true)));
+        let mut needed: BTreeMap<i64, Needed> = BTreeMap::new();
+        for (version, shadow) in wanted {
+            match self
+                .catalog
+                .resolve(&policy.model, &VersionRef::Number(version))
+                .await
+            {
+                Ok(v) => {
+                    needed.insert(version, Needed { record: v, shadow });
+                }
+                Err(e) => {
+                    self.record_failure(
+                        &name,
+                        &format!("endpoint `{name}` revision {}: {e}", record.revision),
+                    );
+                    return;
+                }
+            }
+        }
+        let mut loaded: BTreeMap<i64, Arc<ServedVersion>> = BTreeMap::new();
+        for (version, need) in &needed {
+            let label = version.to_string();
+            // Reuse what already runs (same bytes, same role), so a weight change reloads nothing.
+            let reusable = current.as_ref().and_then(|c| {
+                let found = if need.shadow {
+                    c.endpoint
+                        .as_ref()?
+                        .shadows
+                        .iter()
+                        .find(|s| s.version == *version)
+                        .map(|s| s.served.clone())
+                } else {
+                    c.versions.get(&label).cloned()
+                };
+                found.filter(|v| v.sha256.as_deref() == Some(need.record.sha256.as_str()))
+            });
+            let served = match reusable {
+                Some(v) => v,
+                None => match self.load(&name, &need.record, need.shadow).await {
+                    Ok(v) => Arc::new(v),
+                    Err(e) => {
+                        self.record_failure(
+                            &name,
+                            &format!(
+                                "endpoint `{name}` revision {}: version {version} failed to load: {e}",
+                                record.revision
+                            ),
+                        );
+                        return;
+                    }
+                },
+            };
+            loaded.insert(*version, served);
+        }
+        let Some(stable) = loaded.get(&policy.stable).cloned() else {
+            return;
+        };
+        let canary = policy
+            .canary
+            .as_ref()
+            .and_then(|c| loaded.get(&c.version).cloned());
+        // Counters survive the swap: the new shadows count into the same traffic record.
+        let traffic = current
+            .as_ref()
+            .map(|c| c.traffic.clone())
+            .unwrap_or_else(|| Arc::new(crate::repository::Traffic::new(&name)));
+        let shadows = policy
+            .shadows
+            .iter()
+            .filter_map(|s| {
+                loaded.get(&s.version).map(|served| {
+                    ShadowTarget::start(s.version, s.sample_rate, served.clone(), traffic.clone())
+                })
+            })
+            .collect();
+        let routing = EndpointRouting {
+            revision: record.revision,
+            policy: policy.clone(),
+            shadows,
+        };
+        let mut model = ServedModel::endpoint(&name, stable, canary, routing);
+        model.traffic = traffic;
+        repository.install(model);
+        repository.set_failed(&name, None);
+        tracing::info!(
+            endpoint = %name,
+            revision = record.revision,
+            stable = policy.stable,
+            canary = ?policy.canary.as_ref().map(|c| (c.version, c.weight)),
+            shadows = policy.shadows.len(),
+            "routing table switched"
+        );
+        if let Some(previous) = current {
+            self.forget_unused(&name, &previous);
+        }
+        self.remember_endpoint(&record, &needed);
+    }
+
+    async fn load(
+        &self,
+        name: &str,
+        record: &VersionRecord,
+        shadow: bool,
+    ) -> Result<ServedVersion, String> {
         let path = self
             .cache
             .ensure(&self.catalog, record)
             .await
             .map_err(|e| e.to_string())?;
+        let options = if shadow {
+            self.loader.config.shadow_options(name)
+        } else {
+            self.loader.config.options_for(name)
+        };
         self.loader
-            .load(
-                &record.name,
+            .load_with(
+                name,
                 &record.version.to_string(),
                 ModelSource::File(path),
                 record.signature.clone(),
                 Some(record.sha256.clone()),
+                options,
             )
             .await
     }
 
+    /// Drops the runtime metrics of versions the new table no longer runs.
+    fn forget_unused(&self, name: &str, previous: &ServedModel) {
+        let Some(now) = self.loader.repository.get(name) else {
+            return;
+        };
+        let labels = |m: &ServedModel| -> BTreeSet<String> {
+            let mut l: BTreeSet<String> = m.versions.keys().cloned().collect();
+            if let Some(e) = &m.endpoint {
+                l.extend(e.shadows.iter().map(|s| s.served.version.clone()));
+            }
+            l
+        };
+        let keep = labels(&now);
+        for old in labels(previous).difference(&keep) {
+            self.loader.metrics.forget(name, old);
+        }
+    }
+
     fn record_failure(&self, name: &str, reason: &str) {
         tracing::warn!(
-            model = name,
+            name,
             error = reason,
-            "cannot update the served model; keeping what is loaded"
+            "cannot update what is served; keeping what is loaded"
         );
         let repository = &self.loader.repository;
         if repository.get(name).is_some() {
@@ -280,54 +548,167 @@ impl Follower {
         }
     }
 
-    fn remember(&self, name: &str, record: &VersionRecord) {
+    fn remember_model(&self, name: &str, record: &VersionRecord) {
         let mut manifest = self.cache.load_manifest();
-        manifest.models.insert(
-            name.to_string(),
-            CachedModel {
-                version: record.version,
-                sha256: record.sha256.clone(),
-                signature: record.signature.clone(),
+        manifest.models.insert(name.to_string(), cached(record));
+        self.save(&manifest);
+    }
+
+    fn remember_endpoint(&self, record: &EndpointRecord, needed: &BTreeMap<i64, Needed>) {
+        let mut manifest = self.cache.load_manifest();
+        manifest.endpoints.insert(
+            record.name.clone(),
+            CachedEndpoint {
+                record: record.clone(),
+                versions: needed
+                    .iter()
+                    .map(|(v, n)| (*v, cached(&n.record)))
+                    .collect(),
             },
         );
-        if let Err(e) = self.cache.save_manifest(&manifest) {
+        self.save(&manifest);
+    }
+
+    fn forget_endpoint(&self, name: &str) {
+        let mut manifest = self.cache.load_manifest();
+        if manifest.endpoints.remove(name).is_some() {
+            self.save(&manifest);
+        }
+    }
+
+    fn save(&self, manifest: &crate::cache::Manifest) {
+        if let Err(e) = self.cache.save_manifest(manifest) {
             tracing::warn!(error = %e, "cannot write the cache manifest; a restart without the registry would not find this model");
         }
     }
 
     async fn serve_from_cache(&self) {
         let manifest = self.cache.load_manifest();
-        for (name, cached) in manifest.models {
-            if self.selection.reference(&name).is_none() {
+        for (name, cached_endpoint) in &manifest.endpoints {
+            if !self.selection.wants_endpoint(name) {
                 continue;
             }
-            let path = match self.cache.verify(&cached.sha256).await {
-                Ok(path) => path,
-                Err(e) => {
-                    self.record_failure(&name, &e.to_string());
-                    continue;
+            let mut versions = BTreeMap::new();
+            for (version, cached) in &cached_endpoint.versions {
+                match self.cached_record(name, *version, cached).await {
+                    Ok(record) => {
+                        let shadow = cached_endpoint
+                            .record
+                            .policy
+                            .shadows
+                            .iter()
+                            .any(|s| s.version == *version);
+                        versions.insert(*version, Needed { record, shadow });
+                    }
+                    Err(e) => self.record_failure(name, &e),
                 }
-            };
-            match self
-                .loader
-                .load(
-                    &name,
-                    &cached.version.to_string(),
-                    ModelSource::File(path),
-                    cached.signature.clone(),
-                    Some(cached.sha256.clone()),
-                )
-                .await
+            }
+            if versions.len() == cached_endpoint.versions.len() {
+                self.install_cached_endpoint(cached_endpoint.record.clone(), versions)
+                    .await;
+            }
+        }
+        for (name, cached) in manifest.models {
+            if self.selection.model_reference(&name).is_none()
+                || self.loader.repository.get(&name).is_some()
             {
-                Ok(version) => {
-                    tracing::info!(model = %name, version = cached.version, "serving from the cache");
-                    self.loader
-                        .repository
-                        .install(ServedModel::single(name, version));
-                }
+                continue;
+            }
+            match self.cached_record(&name, cached.version, &cached).await {
+                Ok(record) => match self.load(&name, &record, false).await {
+                    Ok(version) => {
+                        tracing::info!(model = %name, version = cached.version, "serving from the cache");
+                        self.loader
+                            .repository
+                            .install(ServedModel::single(name, version));
+                    }
+                    Err(e) => self.record_failure(&name, &e),
+                },
                 Err(e) => self.record_failure(&name, &e),
             }
         }
+    }
+
+    /// A version record rebuilt from the manifest, after checking its cached bytes.
+    async fn cached_record(
+        &self,
+        model: &str,
+        version: i64,
+        cached: &CachedModel,
+    ) -> Result<VersionRecord, String> {
+        self.cache
+            .verify(&cached.sha256)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(VersionRecord {
+            name: model.to_string(),
+            version,
+            sha256: cached.sha256.clone(),
+            size: 0,
+            status: ferry_registry::records::VersionStatus::Active,
+            signature: cached.signature.clone(),
+            lineage: Default::default(),
+            params: Default::default(),
+            metrics: Default::default(),
+            tags: Default::default(),
+            description: None,
+            has_profile: false,
+            aliases: Vec::new(),
+            created_at: Utc::now(),
+        })
+    }
+
+    /// Loads a cached endpoint through the same path as a live one (the catalog is not asked:
+    /// the records come from the manifest).
+    async fn install_cached_endpoint(&self, record: EndpointRecord, needed: BTreeMap<i64, Needed>) {
+        let name = record.name.clone();
+        let mut loaded = BTreeMap::new();
+        for (version, need) in &needed {
+            match self.load(&name, &need.record, need.shadow).await {
+                Ok(v) => {
+                    loaded.insert(*version, Arc::new(v));
+                }
+                Err(e) => {
+                    self.record_failure(&name, &e);
+                    return;
+                }
+            }
+        }
+        let policy = &record.policy;
+        let Some(stable) = loaded.get(&policy.stable).cloned() else {
+            return;
+        };
+        let canary = policy
+            .canary
+            .as_ref()
+            .and_then(|c| loaded.get(&c.version).cloned());
+        let traffic = Arc::new(crate::repository::Traffic::new(&name));
+        let shadows = policy
+            .shadows
+            .iter()
+            .filter_map(|s| {
+                loaded.get(&s.version).map(|served| {
+                    ShadowTarget::start(s.version, s.sample_rate, served.clone(), traffic.clone())
+                })
+            })
+            .collect();
+        let routing = EndpointRouting {
+            revision: record.revision,
+            policy: policy.clone(),
+            shadows,
+        };
+        let mut model = ServedModel::endpoint(&name, stable, canary, routing);
+        model.traffic = traffic;
+        self.loader.repository.install(model);
+        tracing::info!(endpoint = %name, revision = record.revision, "serving the endpoint from the cache");
+    }
+}
+
+fn cached(record: &VersionRecord) -> CachedModel {
+    CachedModel {
+        version: record.version,
+        sha256: record.sha256.clone(),
+        signature: record.signature.clone(),
     }
 }
 

@@ -16,8 +16,11 @@ pub mod catalog;
 pub mod error;
 pub mod follow;
 pub mod oip;
+pub mod report;
 pub mod repository;
 pub mod runtime;
+pub mod shadow;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +63,20 @@ impl ServingConfig {
             .get(name)
             .cloned()
             .unwrap_or_else(|| self.runtime.clone())
+    }
+
+    /// The runtime options for a shadow of endpoint `name`: one worker with one thread and a
+    /// short queue, so that a shadow cannot take the CPUs from the versions that answer.
+    pub fn shadow_options(&self, name: &str) -> RuntimeOptions {
+        RuntimeOptions {
+            workers: 1,
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            intra_op_spinning: false,
+            queue_capacity: 64,
+            low_priority: true,
+            ..self.options_for(name)
+        }
     }
 }
 

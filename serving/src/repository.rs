@@ -3,11 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
+use ferry_registry::records::EndpointPolicy;
 
 use crate::runtime::LoadedModel;
+use crate::shadow::ShadowTarget;
+use crate::traffic::{EndpointStats, RecentPredictions};
 
 /// One loaded version of a model.
 #[derive(Clone)]
@@ -22,38 +26,118 @@ pub struct ServedVersion {
     pub loaded_at: DateTime<Utc>,
 }
 
-/// A model as clients address it: `/v2/models/{name}` answers with `default`; `/versions/{v}`
-/// reaches any loaded version.
+/// How many recent predictions each served name remembers for feedback, and for how long.
+pub const PREDICTION_CAPACITY: usize = 100_000;
+/// See [`PREDICTION_CAPACITY`].
+pub const PREDICTION_TTL: Duration = Duration::from_secs(3600);
+/// Resolution and reach of the per-version counters behind `/stats?window=`.
+pub const STATS_SLOT: Duration = Duration::from_secs(1);
+/// See [`STATS_SLOT`].
+pub const STATS_HORIZON: Duration = Duration::from_secs(15 * 60);
+
+/// What is counted about a served name, kept across policy changes and version swaps.
+pub struct Traffic {
+    /// Per-version counters.
+    pub stats: EndpointStats,
+    /// Recent predictions, for joining feedback.
+    pub predictions: RecentPredictions,
+}
+
+impl Traffic {
+    /// Fresh counters for `name`.
+    pub fn new(name: &str) -> Self {
+        Traffic {
+            stats: EndpointStats::new(name, STATS_SLOT, STATS_HORIZON, Instant::now()),
+            predictions: RecentPredictions::new(PREDICTION_CAPACITY, PREDICTION_TTL),
+        }
+    }
+}
+
+/// The routing of an endpoint: its policy, and the shadows listening in.
+pub struct EndpointRouting {
+    /// The policy revision this routing implements.
+    pub revision: i64,
+    /// The policy.
+    pub policy: EndpointPolicy,
+    /// One per policy shadow, each with its own queue.
+    pub shadows: Vec<ShadowTarget>,
+}
+
+/// A model as clients address it: `/v2/models/{name}` answers with `default` (or, for an
+/// endpoint, with the version its policy routes to); `/versions/{v}` reaches any loaded primary
+/// version.
 #[derive(Clone)]
 pub struct ServedModel {
     /// The name clients use.
     pub name: String,
-    /// The version `/v2/models/{name}` uses.
+    /// The version `/v2/models/{name}` uses (an endpoint's stable version).
     pub default: Arc<ServedVersion>,
-    /// Every loaded version by label (the default included).
+    /// Every primary version by label (the default included; an endpoint's canary).
     pub versions: BTreeMap<String, Arc<ServedVersion>>,
     /// Why the last attempt to change this model failed, if it did (shown in the repository
     /// index); the model keeps serving what it had.
     pub last_error: Option<String>,
+    /// Set when the name is an endpoint with a traffic policy.
+    pub endpoint: Option<Arc<EndpointRouting>>,
+    /// Counters and recent predictions; [`ModelRepository::install`] carries them over from the
+    /// entry it replaces.
+    pub traffic: Arc<Traffic>,
 }
 
 impl ServedModel {
     /// A model serving exactly one version.
     pub fn single(name: impl Into<String>, version: ServedVersion) -> Self {
+        let name = name.into();
         let version = Arc::new(version);
         ServedModel {
-            name: name.into(),
+            traffic: Arc::new(Traffic::new(&name)),
+            name,
             default: version.clone(),
             versions: BTreeMap::from([(version.version.clone(), version)]),
             last_error: None,
+            endpoint: None,
         }
     }
 
-    /// The version `label` names, or the default when `None`.
+    /// An endpoint: `stable` answers by default, `canary` a share, `shadows` listen in.
+    pub fn endpoint(
+        name: impl Into<String>,
+        stable: Arc<ServedVersion>,
+        canary: Option<Arc<ServedVersion>>,
+        routing: EndpointRouting,
+    ) -> Self {
+        let name = name.into();
+        let mut versions = BTreeMap::from([(stable.version.clone(), stable.clone())]);
+        if let Some(c) = canary {
+            versions.insert(c.version.clone(), c);
+        }
+        ServedModel {
+            traffic: Arc::new(Traffic::new(&name)),
+            name,
+            default: stable,
+            versions,
+            last_error: None,
+            endpoint: Some(Arc::new(routing)),
+        }
+    }
+
+    /// The loaded version with this label, among primaries and shadows.
+    pub fn loaded(&self, label: &str) -> Option<&Arc<ServedVersion>> {
+        self.versions.get(label).or_else(|| {
+            self.endpoint
+                .as_ref()?
+                .shadows
+                .iter()
+                .find(|s| s.served.version == label)
+                .map(|s| &s.served)
+        })
+    }
+
+    /// The version `label` names (a primary or a shadow), or the default when `None`.
     pub fn version(&self, label: Option<&str>) -> Option<&Arc<ServedVersion>> {
         match label {
             None => Some(&self.default),
-            Some(v) => self.versions.get(v),
+            Some(v) => self.loaded(v),
         }
     }
 }
@@ -87,8 +171,11 @@ impl ModelRepository {
 
     /// Installs (or replaces) a model. Requests already running keep the previous version
     /// until they finish; its workers stop once the last of them lets go.
-    pub fn install(&self, model: ServedModel) {
+    pub fn install(&self, mut model: ServedModel) {
         self.update(|table| {
+            if let Some(previous) = table.get(&model.name) {
+                model.traffic = previous.traffic.clone();
+            }
             table.insert(model.name.clone(), Arc::new(model));
         });
     }

@@ -27,7 +27,7 @@ pub async fn run(args: EventsArgs) -> Result<()> {
         if args.client.output == Output::Json {
             // One event per line when following, so the output can be piped into jq.
             for event in &page.events {
-                println!("{}", serde_json::to_string(event)?);
+                crate::say!("{}", serde_json::to_string(event)?);
             }
         } else if !page.events.is_empty() || first {
             let mut table = Table::new(&["ID", "TYPE", "SUBJECT", "TIME", "DATA"]);
@@ -47,7 +47,7 @@ pub async fn run(args: EventsArgs) -> Result<()> {
             } else {
                 rendered.split_once('\n').map_or("", |(_, rest)| rest)
             };
-            print!("{body}");
+            crate::output::write_out(format_args!("{body}"));
         }
         first = false;
         if !args.follow {

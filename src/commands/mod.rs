@@ -1,4 +1,5 @@
 //! Client commands: each talks to a running registry over HTTP.
 
+pub mod endpoint;
 pub mod events;
 pub mod model;

@@ -51,7 +51,7 @@ pub async fn run(command: ModelCommand) -> Result<()> {
                     &serde_json::json!({ "name": name, "alias": alias, "deleted": true }),
                 )?;
             } else {
-                println!("removed alias {name}@{alias}");
+                crate::say!("removed alias {name}@{alias}");
             }
             Ok(())
         }
@@ -136,7 +136,7 @@ async fn push(args: PushArgs) -> Result<()> {
     if args.client.output == Output::Json {
         output::json(&record)?;
     } else {
-        println!(
+        crate::say!(
             "pushed {}:{}  sha256:{}  {}",
             record.name,
             record.version,
@@ -144,7 +144,7 @@ async fn push(args: PushArgs) -> Result<()> {
             output::bytes(record.size)
         );
         if let Some(alias) = &args.alias {
-            println!("alias {}@{alias} -> {}", record.name, record.version);
+            crate::say!("alias {}@{alias} -> {}", record.name, record.version);
         }
     }
     Ok(())
@@ -288,7 +288,7 @@ async fn list(args: ListArgs) -> Result<()> {
         return output::json(&page);
     }
     if page.items.is_empty() {
-        println!("no models yet; push one with `ferry model push FILE --name NAME`");
+        crate::say!("no models yet; push one with `ferry model push FILE --name NAME`");
         return Ok(());
     }
     let mut table = Table::new(&["NAME", "LATEST", "VERSIONS", "ALIASES", "UPDATED"]);
@@ -328,14 +328,15 @@ async fn show(args: ShowArgs) -> Result<()> {
                 &serde_json::json!({ "model": model, "versions": versions.items }),
             );
         }
-        println!("model:    {}", model.name);
-        println!(
+        crate::say!("model:    {}", model.name);
+        crate::say!(
             "versions: {} (latest {})",
-            model.version_count, model.latest_version
+            model.version_count,
+            model.latest_version
         );
-        println!("aliases:  {}", aliases(&model));
-        println!("created:  {}", output::time(&model.created_at));
-        println!();
+        crate::say!("aliases:  {}", aliases(&model));
+        crate::say!("created:  {}", output::time(&model.created_at));
+        crate::say!();
         let mut table = Table::new(&[
             "VERSION", "STATUS", "SHA256", "SIZE", "GIT", "ALIASES", "CREATED",
         ]);
@@ -374,10 +375,10 @@ fn status(s: VersionStatus) -> &'static str {
 }
 
 fn print_version(v: &VersionRecord) {
-    println!("model:       {}", v.name);
-    println!("version:     {}", v.version);
-    println!("status:      {}", status(v.status));
-    println!(
+    crate::say!("model:       {}", v.name);
+    crate::say!("version:     {}", v.version);
+    crate::say!("status:      {}", status(v.status));
+    crate::say!(
         "aliases:     {}",
         if v.aliases.is_empty() {
             "-".to_string()
@@ -385,26 +386,26 @@ fn print_version(v: &VersionRecord) {
             v.aliases.join(", ")
         }
     );
-    println!("sha256:      {}", v.sha256);
-    println!("size:        {}", output::bytes(v.size));
-    println!("created:     {}", output::time(&v.created_at));
+    crate::say!("sha256:      {}", v.sha256);
+    crate::say!("size:        {}", output::bytes(v.size));
+    crate::say!("created:     {}", output::time(&v.created_at));
     if let Some(d) = &v.description {
-        println!("description: {d}");
+        crate::say!("description: {d}");
     }
-    println!("lineage:");
-    println!(
+    crate::say!("lineage:");
+    crate::say!(
         "  git commit: {}",
         v.lineage.git_commit.as_deref().unwrap_or("-")
     );
-    println!(
+    crate::say!(
         "  git repo:   {}",
         v.lineage.git_repo.as_deref().unwrap_or("-")
     );
     if v.lineage.data.is_empty() {
-        println!("  data:       -");
+        crate::say!("  data:       -");
     }
     for d in &v.lineage.data {
-        println!(
+        crate::say!(
             "  data:       {}  sha256:{}",
             d.uri,
             output::short_hash(&d.sha256)
@@ -425,7 +426,7 @@ fn print_version(v: &VersionRecord) {
     );
     print_map("metrics", v.metrics.iter().map(|(k, m)| (k, m.to_string())));
     print_map("tags", v.tags.iter().map(|(k, t)| (k, t.clone())));
-    println!(
+    crate::say!(
         "signature:   ir {} · opsets {}",
         v.signature.ir_version,
         v.signature
@@ -436,10 +437,10 @@ fn print_version(v: &VersionRecord) {
             .join(",")
     );
     for i in &v.signature.inputs {
-        println!("  input:      {}", output::tensor(i));
+        crate::say!("  input:      {}", output::tensor(i));
     }
     for o in &v.signature.outputs {
-        println!("  output:     {}", output::tensor(o));
+        crate::say!("  output:     {}", output::tensor(o));
     }
 }
 
@@ -448,7 +449,7 @@ fn print_map<'a>(title: &str, entries: impl Iterator<Item = (&'a String, String)
     if entries.is_empty() {
         return;
     }
-    println!(
+    crate::say!(
         "{title}:{}{}",
         " ".repeat(12usize.saturating_sub(title.len() + 1)),
         entries
@@ -470,10 +471,10 @@ async fn alias_set(name: &str, alias: &str, version: &str, client: &ClientArgs) 
     }
     match record.previous {
         Some(prev) if prev != record.version => {
-            println!("moved alias {name}@{alias}: {prev} -> {}", record.version)
+            crate::say!("moved alias {name}@{alias}: {prev} -> {}", record.version)
         }
-        Some(_) => println!("alias {name}@{alias} already points at {}", record.version),
-        None => println!("set alias {name}@{alias} -> {}", record.version),
+        Some(_) => crate::say!("alias {name}@{alias} already points at {}", record.version),
+        None => crate::say!("set alias {name}@{alias} -> {}", record.version),
     }
     Ok(())
 }
@@ -506,7 +507,7 @@ async fn set_status(target: VersionTarget, status: VersionStatus) -> Result<()> 
     if target.client.output == Output::Json {
         return output::json(&record);
     }
-    println!(
+    crate::say!(
         "{}:{} is now {}",
         record.name,
         record.version,
@@ -585,7 +586,7 @@ async fn download(args: DownloadArgs) -> Result<()> {
             "size": record.size, "path": path,
         }));
     }
-    println!(
+    crate::say!(
         "downloaded {}:{} to {} ({}, sha256 verified)",
         record.name,
         record.version,

@@ -1,6 +1,7 @@
 //! The registry's HTTP API (`/api/v1`), health endpoints and metrics, in one router.
 
 mod artifact;
+mod endpoints;
 mod events;
 pub mod extract;
 mod models;
@@ -42,6 +43,21 @@ pub fn routes(state: AppState) -> Router {
             get(models::get_alias)
                 .put(models::set_alias)
                 .delete(models::delete_alias),
+        )
+        .route("/api/v1/endpoints", get(endpoints::list_endpoints))
+        .route(
+            "/api/v1/endpoints/{name}",
+            get(endpoints::get_endpoint)
+                .put(endpoints::put_endpoint)
+                .delete(endpoints::delete_endpoint),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/reports",
+            axum::routing::post(endpoints::post_report),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/analysis",
+            get(endpoints::get_analysis),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TimeoutLayer::with_status_code(

@@ -6,10 +6,13 @@
 //! lost updates of version counters), event ids are handed out in commit order without gaps,
 //! and every change commits together with its event (the transactional outbox).
 
+mod endpoints;
 mod events;
 mod models;
+mod reports;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -21,6 +24,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use crate::error::{Error, Result};
 use crate::records::Event;
 
+pub use endpoints::EndpointWrite;
 pub(crate) use models::idempotency_conflict;
 pub use models::{Inserted, NewVersion};
 
@@ -46,6 +50,8 @@ pub struct MetadataStore {
     write_lock: Option<Arc<Mutex<()>>>,
     /// The id of the last committed event, for long-polls and streams in this process.
     last_event: Arc<watch::Sender<i64>>,
+    /// When this process last started pruning old endpoint reports (Unix milliseconds).
+    reports_pruned_at: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for MetadataStore {
@@ -133,6 +139,7 @@ impl MetadataStore {
             engine,
             write_lock: (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(()))),
             last_event: Arc::new(watch::channel(0).0),
+            reports_pruned_at: Arc::new(AtomicI64::new(0)),
         };
         Ok(store)
     }

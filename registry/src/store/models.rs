@@ -498,10 +498,12 @@ impl MetadataStore {
         })
     }
 
-    /// Archives or restores a version. An aliased version cannot be archived.
+    /// Archives or restores a version. A version an alias points at or an endpoint routes to
+    /// cannot be archived.
     ///
     /// # Errors
-    /// [`Error::NotFound`], or [`Error::Conflict`] naming the aliases that still point at it.
+    /// [`Error::NotFound`], or [`Error::Conflict`] naming the aliases that still point at it or
+    /// the endpoints that still route to it.
     pub async fn set_status(
         &self,
         model: &str,
@@ -536,6 +538,19 @@ impl MetadataStore {
                     return Err(Error::Conflict(format!(
                         "version {version} of `{model}` cannot be archived while aliases point at it: {}",
                         aliases.join(", ")
+                    )));
+                }
+                let endpoints: Vec<String> = sqlx::query_scalar(
+                    "SELECT endpoint FROM endpoint_versions WHERE model = $1 AND version = $2 ORDER BY endpoint",
+                )
+                .bind(model)
+                .bind(version)
+                .fetch_all(&mut *tx.tx)
+                .await?;
+                if !endpoints.is_empty() {
+                    return Err(Error::Conflict(format!(
+                        "version {version} of `{model}` cannot be archived while endpoints route traffic to it: {}",
+                        endpoints.join(", ")
                     )));
                 }
             }

@@ -1,6 +1,7 @@
-//! Per-model request metrics (the runtime exports queue depth, batch sizes and inference time).
+//! Per-endpoint request metrics (the runtime exports queue depth, batch sizes and inference
+//! time per model version).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Latency buckets in seconds, from tens of microseconds to the request timeout.
 const BUCKETS: &[f64] = &[
@@ -8,11 +9,13 @@ const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
-/// Requests and latencies by model and version.
+/// Requests, latencies and feedback by endpoint (the served name), version and route.
 #[derive(Clone)]
 pub struct RequestMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    feedback: IntCounterVec,
+    rewards: GaugeVec,
 }
 
 impl RequestMetrics {
@@ -24,9 +27,9 @@ impl RequestMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "ferry_serving_requests_total",
-                "Inference requests by model, version and outcome (ok, invalid, overloaded, deadline, model_error, …).",
+                "Inference requests by endpoint, version, route (stable, canary, direct) and outcome (ok, invalid, overloaded, deadline, model_error, …).",
             ),
-            &["model", "version", "outcome"],
+            &["endpoint", "version", "route", "outcome"],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -34,22 +37,66 @@ impl RequestMetrics {
                 "Time from receiving an inference request to having its answer, decoding and encoding included.",
             )
             .buckets(BUCKETS.to_vec()),
-            &["model", "version"],
+            &["endpoint", "version", "route"],
+        )?;
+        let feedback = IntCounterVec::new(
+            Opts::new(
+                "ferry_serving_feedback_total",
+                "Feedback joined to predictions, by endpoint, version and kind (reward, correct, incorrect).",
+            ),
+            &["endpoint", "version", "kind"],
+        )?;
+        // A gauge, not a counter: rewards may be negative.
+        let rewards = GaugeVec::new(
+            Opts::new(
+                "ferry_serving_reward_sum",
+                "Sum of the rewards received, by endpoint and version (divide by the reward count for the mean).",
+            ),
+            &["endpoint", "version"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(RequestMetrics { requests, duration })
+        registry.register(Box::new(feedback.clone()))?;
+        registry.register(Box::new(rewards.clone()))?;
+        Ok(RequestMetrics {
+            requests,
+            duration,
+            feedback,
+            rewards,
+        })
     }
 
     /// Records one request.
-    pub fn observe(&self, model: &str, version: &str, outcome: &str, seconds: f64) {
+    pub fn observe(&self, endpoint: &str, version: &str, route: &str, outcome: &str, seconds: f64) {
         self.requests
-            .with_label_values(&[model, version, outcome])
+            .with_label_values(&[endpoint, version, route, outcome])
             .inc();
         if outcome == "ok" {
             self.duration
-                .with_label_values(&[model, version])
+                .with_label_values(&[endpoint, version, route])
                 .observe(seconds);
+        }
+    }
+
+    /// Records one feedback.
+    pub fn feedback(
+        &self,
+        endpoint: &str,
+        version: &str,
+        reward: Option<f64>,
+        correct: Option<bool>,
+    ) {
+        if let Some(r) = reward {
+            self.feedback
+                .with_label_values(&[endpoint, version, "reward"])
+                .inc();
+            self.rewards.with_label_values(&[endpoint, version]).add(r);
+        }
+        if let Some(c) = correct {
+            let kind = if c { "correct" } else { "incorrect" };
+            self.feedback
+                .with_label_values(&[endpoint, version, kind])
+                .inc();
         }
     }
 }

@@ -1,31 +1,25 @@
 //! The Open Inference Protocol v2 routes.
 
 mod auth;
+mod infer;
 mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use metrics::RequestMetrics;
 
+use crate::ServingState;
 use crate::error::ServingError;
 use crate::oip;
 use crate::repository::{ServedModel, ServedVersion};
-use crate::{ServingState, repository};
-
-/// Bodies larger than this are decoded (and responses encoded) on a blocking thread: a few
-/// hundred KiB of JSON take long enough to stall other requests on a reactor thread.
-const INLINE_JSON_LIMIT: usize = 256 * 1024;
 
 /// The `/v2` routes. Health routes are open; the others need a token when tokens are configured.
 pub fn routes(state: ServingState) -> Router {
@@ -35,7 +29,9 @@ pub fn routes(state: ServingState) -> Router {
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/config", get(model_config))
-        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/infer", post(infer::infer))
+        .route("/v2/models/{name}/feedback", post(infer::feedback))
+        .route("/v2/models/{name}/stats", get(infer::stats))
         .route(
             "/v2/models/{name}/versions/{version}",
             get(version_metadata),
@@ -50,7 +46,7 @@ pub fn routes(state: ServingState) -> Router {
         )
         .route(
             "/v2/models/{name}/versions/{version}/infer",
-            post(version_infer),
+            post(infer::version_infer),
         )
         .route("/v2/repository/index", post(repository_index))
         .layer(DefaultBodyLimit::max(limit))
@@ -82,7 +78,10 @@ async fn ready(State(state): State<ServingState>) -> StatusCode {
     }
 }
 
-fn find_model(state: &ServingState, name: &str) -> Result<Arc<ServedModel>, ServingError> {
+pub(crate) fn find_model(
+    state: &ServingState,
+    name: &str,
+) -> Result<Arc<ServedModel>, ServingError> {
     if let Some(model) = state.repository.get(name) {
         return Ok(model);
     }
@@ -102,7 +101,7 @@ fn find_model(state: &ServingState, name: &str) -> Result<Arc<ServedModel>, Serv
     )))
 }
 
-fn find_version(
+pub(crate) fn find_version(
     model: &ServedModel,
     version: Option<&str>,
 ) -> Result<Arc<ServedVersion>, ServingError> {
@@ -234,106 +233,4 @@ async fn repository_index(State(state): State<ServingState>) -> Response {
         }
     }
     axum::Json(entries).into_response()
-}
-
-async fn infer(
-    State(state): State<ServingState>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    run_infer(&state, &name, None, body).await
-}
-
-async fn version_infer(
-    State(state): State<ServingState>,
-    Path((name, version)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    run_infer(&state, &name, Some(&version), body).await
-}
-
-async fn run_infer(
-    state: &ServingState,
-    name: &str,
-    version: Option<&str>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let served = match find_model(state, name).and_then(|m| find_version(&m, version)) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let result = predict(state, name, &served, body, started).await;
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.class(),
-    };
-    state.metrics.observe(
-        name,
-        &served.version,
-        outcome,
-        started.elapsed().as_secs_f64(),
-    );
-    match result {
-        Ok(body) => {
-            let mut response = body.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn predict(
-    state: &ServingState,
-    name: &str,
-    served: &repository::ServedVersion,
-    body: Result<Bytes, BytesRejection>,
-    started: Instant,
-) -> Result<Vec<u8>, ServingError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServingError::PayloadTooLarge(format!(
-                "the request body is larger than {} bytes",
-                state.config.max_request_bytes
-            ))
-        } else {
-            ServingError::BadRequest(format!("cannot read the request body: {}", e.body_text()))
-        }
-    })?;
-    let model = served.model.clone();
-    let decoded = if body.len() <= INLINE_JSON_LIMIT {
-        oip::decode_infer_request(&body, model.signature())
-    } else {
-        let signature = model.signature().clone();
-        tokio::task::spawn_blocking(move || oip::decode_infer_request(&body, &signature))
-            .await
-            .map_err(|e| ServingError::BadRequest(format!("decoding failed: {e}")))?
-    }
-    .map_err(|e| ServingError::BadRequest(e.to_string()))?;
-    let deadline = started + state.config.request_timeout;
-    let outputs = model
-        .infer(decoded.inputs, decoded.outputs, deadline)
-        .await?;
-    let id = decoded.id;
-    let version = served.version.clone();
-    let big = outputs.iter().map(|t| t.data().len()).sum::<usize>() > INLINE_JSON_LIMIT / 8;
-    if big {
-        let name = name.to_string();
-        tokio::task::spawn_blocking(move || {
-            oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
-        })
-        .await
-        .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))
-    } else {
-        Ok(oip::encode_infer_response(
-            name,
-            &version,
-            id.as_deref(),
-            &outputs,
-        ))
-    }
 }

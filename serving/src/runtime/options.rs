@@ -31,6 +31,10 @@ pub struct RuntimeOptions {
     /// Requests admitted (queued or running) before new ones are refused with
     /// [`RuntimeError::Overloaded`]. Bounds the memory a model's queue can hold. At least 1.
     pub queue_capacity: usize,
+    /// Run the workers with the idle scheduling policy (`SCHED_IDLE` on Linux): they only get a
+    /// CPU nothing else wants. For shadow versions, which must never slow the versions that
+    /// answer. Only the worker threads are affected, so combine it with one intra-op thread.
+    pub low_priority: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -50,6 +54,7 @@ impl Default for RuntimeOptions {
             max_batch_size: 64,
             max_queue_delay: Duration::ZERO,
             queue_capacity: 256,
+            low_priority: false,
         }
     }
 }

@@ -43,6 +43,9 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(format!("infer {} #{}", setup.model.label, setup.index))
         .spawn(move || {
+            if setup.options.low_priority {
+                lower_priority(&setup.model.label);
+            }
             let batches = setup.batches.clone();
             let mut worker = match Worker::start(setup) {
                 Ok(worker) => worker,
@@ -59,6 +62,19 @@ pub(crate) fn spawn(
                 worker.execute(batch);
             }
         })
+}
+
+/// Moves the calling thread to the idle scheduling class; failing that, it runs at normal
+/// priority, which is slower for the others but not wrong.
+fn lower_priority(label: &str) {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::warn!(model = label, error = ?e, "cannot lower the worker's priority");
+    }
 }
 
 struct Worker {

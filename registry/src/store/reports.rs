@@ -1,0 +1,249 @@
+//! Reports of serving replicas: stored as they arrive, summed per window on demand, pruned by
+//! age in the background.
+//!
+//! A report is not a change of registry state, so it emits no event of its own (replicas report
+//! every few seconds and would flood the log). A change of a replica's load error is one:
+//! `endpoint.degraded` when it reports a new error, `endpoint.recovered` when it reports none
+//! after one.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+
+use super::endpoints::to_json;
+use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
+use crate::analysis::{EndpointAnalysis, Report};
+use crate::endpoints::{ReceivedReport, analyze, validate_report};
+use crate::error::{Error, Result};
+use crate::names;
+use crate::records::Event;
+
+/// Reports deleted per transaction when pruning, so that no prune holds the writer lock long.
+const PRUNE_BATCH: i64 = 500;
+
+/// Least time between two background prunes started by one process.
+const PRUNE_EVERY: TimeDelta = TimeDelta::seconds(60);
+
+impl MetadataStore {
+    /// Stores a replica's report for endpoint `name`, received now, and emits
+    /// `endpoint.degraded` / `endpoint.recovered` when the replica's load error changed.
+    /// Returns those events (usually none).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an invalid report, [`Error::NotFound`] for an unknown endpoint.
+    pub async fn record_report(&self, name: &str, report: Report) -> Result<Vec<Event>> {
+        self.insert_report(name, report, None).await
+    }
+
+    /// Like [`MetadataStore::record_report`], as if received at `received_at`: for tests and
+    /// for replaying reports collected elsewhere.
+    ///
+    /// # Errors
+    /// As [`MetadataStore::record_report`].
+    pub async fn record_report_at(
+        &self,
+        name: &str,
+        report: Report,
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<Event>> {
+        self.insert_report(name, report, Some(received_at)).await
+    }
+
+    async fn insert_report(
+        &self,
+        name: &str,
+        report: Report,
+        received_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>> {
+        names::validate("endpoint", name)?;
+        let report = validate_report(report)?;
+        let body = to_json(&report)?;
+        let mut tx = self.begin_write().await?;
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM endpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("endpoint `{name}` does not exist")));
+        }
+        let at = timestamp(received_at.unwrap_or(tx.now));
+        sqlx::query(
+            "INSERT INTO endpoint_reports (id, endpoint, replica, received_at, report) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(name)
+        .bind(&report.replica)
+        .bind(&at)
+        .bind(&body)
+        .execute(&mut *tx.tx)
+        .await?;
+
+        // Writers are serialized, so two reports of one replica cannot both see the old error
+        // and both emit.
+        let previous: Option<String> = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT load_error FROM endpoint_replicas WHERE endpoint = $1 AND replica = $2",
+        )
+        .bind(name)
+        .bind(&report.replica)
+        .fetch_optional(&mut *tx.tx)
+        .await?
+        .flatten();
+        match (&previous, &report.load_error) {
+            (previous, Some(error)) if previous.as_ref() != Some(error) => {
+                tx.emit(
+                    "endpoint.degraded",
+                    name,
+                    json!({ "endpoint": name, "replica": report.replica, "error": error, "revision": report.revision }),
+                )
+                .await?;
+            }
+            (Some(previous), None) => {
+                tx.emit(
+                    "endpoint.recovered",
+                    name,
+                    json!({ "endpoint": name, "replica": report.replica, "previous_error": previous, "revision": report.revision }),
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        sqlx::query(
+            "INSERT INTO endpoint_replicas (endpoint, replica, load_error, last_report_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (endpoint, replica) DO UPDATE \
+             SET load_error = excluded.load_error, last_report_at = excluded.last_report_at",
+        )
+        .bind(name)
+        .bind(&report.replica)
+        .bind(report.load_error.as_deref())
+        .bind(&at)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit(self).await
+    }
+
+    /// Deletes reports received before `before`, and forgets replicas that have not reported
+    /// since, in batches of a few hundred rows per transaction. Returns how many reports went.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub async fn prune_reports(&self, before: DateTime<Utc>) -> Result<u64> {
+        let cutoff = timestamp(before);
+        let mut total = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            // `IN (SELECT … LIMIT)`: neither engine shares a `DELETE … LIMIT` syntax.
+            let deleted = sqlx::query(
+                "DELETE FROM endpoint_reports WHERE id IN \
+                 (SELECT id FROM endpoint_reports WHERE received_at < $1 LIMIT $2)",
+            )
+            .bind(&cutoff)
+            .bind(PRUNE_BATCH)
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
+            let done = deleted < PRUNE_BATCH as u64;
+            if done {
+                sqlx::query("DELETE FROM endpoint_replicas WHERE last_report_at < $1")
+                    .bind(&cutoff)
+                    .execute(&mut *tx.tx)
+                    .await?;
+            }
+            tx.commit(self).await?;
+            total += deleted;
+            if done {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Starts [`MetadataStore::prune_reports`] of reports older than `retention` on a background
+    /// task, unless this store started one less than a minute ago; says whether it started one.
+    /// Cheap enough to call on every report; never waits for the prune. Must be called inside a
+    /// Tokio runtime.
+    pub fn prune_reports_soon(&self, retention: Duration) -> bool {
+        let now = Utc::now();
+        let last = self.reports_pruned_at.load(Ordering::Relaxed);
+        if now.timestamp_millis() - last < PRUNE_EVERY.num_milliseconds() {
+            return false;
+        }
+        // One caller wins the slot; the others see it taken and go on.
+        if self
+            .reports_pruned_at
+            .compare_exchange(
+                last,
+                now.timestamp_millis(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let Some(cutoff) = TimeDelta::from_std(retention)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+        else {
+            return false;
+        };
+        let store = self.clone();
+        tokio::spawn(async move {
+            match store.prune_reports(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(reports = n, "pruned old endpoint reports"),
+                Err(e) => tracing::warn!(error = %e, "pruning old endpoint reports failed"),
+            }
+        });
+        true
+    }
+
+    /// Sums the reports endpoint `name` received in the last `window`, per version, labelled
+    /// with their roles in the current policy.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an invalid name, [`Error::NotFound`] for an unknown endpoint.
+    pub async fn endpoint_analysis(
+        &self,
+        name: &str,
+        window: Duration,
+    ) -> Result<EndpointAnalysis> {
+        let endpoint = self.get_endpoint(name).await?;
+        let since = TimeDelta::from_std(window)
+            .ok()
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .ok_or_else(|| Error::BadRequest(format!("window of {window:?} is too long")))?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT received_at, report FROM endpoint_reports \
+             WHERE endpoint = $1 AND received_at >= $2 ORDER BY received_at, id",
+        )
+        .bind(name)
+        .bind(timestamp(since))
+        .fetch_all(self.pool())
+        .await?;
+        // Parsing and summing an hour of reports from many replicas is CPU work: keep it off
+        // the reactor.
+        tokio::task::spawn_blocking(move || {
+            let reports = rows
+                .iter()
+                .map(|(at, body)| {
+                    Ok(ReceivedReport {
+                        received_at: parse_timestamp(at)?,
+                        report: parse_json("endpoint report", body)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(analyze(
+                &endpoint.name,
+                window.as_secs_f64(),
+                &endpoint.policy,
+                &reports,
+            ))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("analysis task failed: {e}")))?
+    }
+}

@@ -1,0 +1,92 @@
+//! Pushing this replica's per-version counters to the registry every few seconds, where the
+//! counters of every replica add up into the analysis rollouts are judged on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_registry::analysis::{Report, VersionCounters};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::repository::ModelRepository;
+
+/// How often counters are pushed.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Counters that could not be sent yet, per endpoint; merged into the next report so nothing is
+/// counted twice or lost while the registry is away.
+#[derive(Default)]
+struct Pending {
+    versions: BTreeMap<i64, VersionCounters>,
+    elapsed: Duration,
+}
+
+/// Sends every endpoint's counters every `interval`, until the task is dropped.
+pub async fn run(
+    catalog: Catalog,
+    repository: Arc<ModelRepository>,
+    replica: String,
+    interval: Duration,
+) {
+    let mut pending: HashMap<String, Pending> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let snapshot = repository.snapshot();
+        for (name, model) in snapshot.iter() {
+            let Some(endpoint) = &model.endpoint else {
+                continue;
+            };
+            let taken = model.traffic.stats.take_report(Instant::now());
+            let entry = pending.entry(name.clone()).or_default();
+            entry.elapsed += taken.elapsed;
+            for (version, counters) in taken.versions {
+                entry.versions.entry(version).or_default().merge(&counters);
+            }
+            let report = Report {
+                replica: replica.clone(),
+                interval_seconds: entry.elapsed.as_secs_f64().max(0.001),
+                revision: Some(endpoint.revision),
+                versions: entry.versions.clone(),
+                load_error: model.last_error.clone(),
+            };
+            match catalog.report(name, report).await {
+                Ok(()) => {
+                    pending.remove(name);
+                }
+                // The endpoint was deleted: its counters have nowhere to go.
+                Err(CatalogError::NotFound(_)) => {
+                    pending.remove(name);
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %name, error = %e, "report not delivered; will retry with the next one");
+                }
+            }
+        }
+        // Endpoints no longer served take their unsent counters with them.
+        pending.retain(|name, _| snapshot.get(name).is_some_and(|m| m.endpoint.is_some()));
+    }
+}
+
+/// A replica id that is stable for the life of the process and distinct between replicas:
+/// `FERRY_REPLICA_ID`, else the pod or host name and the port.
+pub fn replica_id(port: u16) -> String {
+    if let Ok(id) = std::env::var("FERRY_REPLICA_ID")
+        && !id.trim().is_empty()
+    {
+        return id;
+    }
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}:{port}")
+}
