@@ -122,6 +122,25 @@ def fixed_shape() -> onnx.ModelProto:
     return model(graph)
 
 
+def unloadable() -> onnx.ModelProto:
+    """A well-formed ONNX graph (the registry accepts it) that ONNX Runtime cannot load: its only
+    node is an operator from a domain no runtime implements. Tests use it for failed loads."""
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["input"], ["probabilities"], name="missing", domain="ai.ferry.test")],
+        "unloadable",
+        [tensor("input", TensorProto.FLOAT, [BATCH, 32])],
+        [tensor("probabilities", TensorProto.FLOAT, [BATCH, 2])],
+    )
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.ferry.test", 1)],
+        producer_name="ferry-fixtures",
+        producer_version="1",
+    )
+    m.ir_version = 8
+    return m
+
+
 def spec(vi: onnx.ValueInfoProto) -> dict:
     t = vi.type.tensor_type
     dims = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
@@ -191,6 +210,7 @@ def generate(out: Path, large: bool) -> None:
         "models": results,
     }
     (out / "expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out / "unloadable.onnx").write_bytes(unloadable().SerializeToString(deterministic=True))
     if large:
         big = mlp("mlp_large", [512, 2048, 2048, 10], seed=11)
         (out / "mlp_large.onnx").write_bytes(big.SerializeToString(deterministic=True))

@@ -172,6 +172,13 @@ pub struct RuntimeArgs {
     /// Largest inference request body, e.g. 64MiB [default: 64MiB].
     #[arg(long, env = "FERRY_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub max_request_size: Option<String>,
+    /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
+    /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
+    #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
+    pub prediction_log: Option<String>,
+    /// Log the request bodies (model inputs) too, not only the answers.
+    #[arg(long, env = "FERRY_LOG_INPUTS")]
+    pub log_inputs: bool,
     /// Per-model override NAME:KEY=VALUE (repeatable), KEY one of max_batch_size,
     /// max_queue_delay_ms, queue_capacity, workers, intra_op_threads, inter_op_threads.
     #[arg(long = "model-option", value_name = "NAME:KEY=VALUE")]

@@ -47,6 +47,8 @@ struct FileConfig {
     models: Vec<String>,
     registry: Option<String>,
     cache_dir: Option<PathBuf>,
+    prediction_log: Option<String>,
+    log_inputs: Option<bool>,
 }
 
 /// `[model_options.NAME]` in the config file.
@@ -196,6 +198,10 @@ pub struct RuntimeSettings {
     pub onnxruntime: Option<PathBuf>,
     /// The serving configuration.
     pub serving: ferry_serving::ServingConfig,
+    /// Object store URL of the prediction log, when enabled.
+    pub prediction_log: Option<String>,
+    /// Log request bodies too.
+    pub log_inputs: bool,
 }
 
 /// Resolves the runtime flags against the config file and defaults.
@@ -294,6 +300,8 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
     Ok(RuntimeSettings {
         onnxruntime: args.onnxruntime.clone().or(file.onnxruntime.clone()),
         serving,
+        prediction_log: args.prediction_log.clone().or(file.prediction_log.clone()),
+        log_inputs: args.log_inputs || file.log_inputs.unwrap_or(false),
     })
 }
 

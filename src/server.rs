@@ -85,8 +85,13 @@ pub async fn run(
     let mut reporter = None;
     if let Some(runtime) = serving {
         // `ferry up`: serve every model of this registry, read straight from its stores.
-        let (serving_state, loader) =
-            serving_state(&state.prometheus, runtime, settings.registry.tokens.clone())?;
+        let replica = ferry_serving::report::replica_id(settings.listen.port());
+        let (serving_state, loader) = serving_state(
+            &state.prometheus,
+            runtime,
+            settings.registry.tokens.clone(),
+            &replica,
+        )?;
         let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
             .context("opening the serving cache")?;
         let catalog = Catalog::Local {
@@ -109,7 +114,7 @@ pub async fn run(
         reporter = Some(tokio::spawn(ferry_serving::report::run(
             catalog,
             repository,
-            ferry_serving::report::replica_id(settings.listen.port()),
+            replica.clone(),
             ferry_serving::report::REPORT_INTERVAL,
         )));
         app = app.merge(ferry_serving::routes(serving_state));
@@ -153,10 +158,12 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
     refuse_open_network(&settings.tokens, &settings.listen)?;
     let prometheus = Arc::new(prometheus::Registry::new());
     let http_metrics = HttpMetrics::register(&prometheus).context("registering metrics")?;
+    let replica = ferry_serving::report::replica_id(settings.listen.port());
     let (state, loader) = serving_state(
         &prometheus,
         settings.runtime.clone(),
         settings.tokens.clone(),
+        &replica,
     )?;
 
     // Files first: they load once and are never followed.
@@ -220,7 +227,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         reporter = Some(tokio::spawn(ferry_serving::report::run(
             catalog,
             state.repository.clone(),
-            ferry_serving::report::replica_id(settings.listen.port()),
+            replica.clone(),
             ferry_serving::report::REPORT_INTERVAL,
         )));
     }
@@ -276,12 +283,31 @@ fn serving_state(
     prometheus: &prometheus::Registry,
     runtime: RuntimeSettings,
     tokens: Tokens,
+    replica: &str,
 ) -> Result<(ServingState, Loader)> {
     let library = ferry_serving::runtime::library::load(runtime.onnxruntime.as_deref())?;
     tracing::info!(path = %library.path().display(), "ONNX Runtime loaded");
     let runtime_metrics = RuntimeMetrics::register(prometheus).context("registering metrics")?;
     let request_metrics =
         ferry_serving::api::RequestMetrics::register(prometheus).context("registering metrics")?;
+    let prediction_log = match &runtime.prediction_log {
+        Some(url) => {
+            let store = BlobStore::open(url, &[])
+                .map_err(anyhow::Error::msg)
+                .context("opening the prediction log's store")?;
+            tracing::info!(store = %store.display(), inputs = runtime.log_inputs, "logging predictions");
+            Some(
+                ferry_serving::prediction_log::PredictionLog::start(
+                    store,
+                    replica.to_string(),
+                    runtime.log_inputs,
+                    prometheus,
+                )
+                .context("registering metrics")?,
+            )
+        }
+        None => None,
+    };
     let config: Arc<ServingConfig> = Arc::new(runtime.serving);
     let repository = Arc::new(ModelRepository::new());
     let state = ServingState {
@@ -290,6 +316,7 @@ fn serving_state(
         metrics: request_metrics,
         ready: Arc::new(AtomicBool::new(false)),
         tokens,
+        prediction_log,
     };
     let loader = Loader {
         runtime: library,

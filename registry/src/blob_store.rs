@@ -324,6 +324,30 @@ impl BlobStore {
         Ok(self.store.list(Some(prefix)).try_collect().await?)
     }
 
+    /// Writes a small object whole (e.g. a batch of the prediction log) at `parts` under the
+    /// root; it becomes visible atomically.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`].
+    pub async fn put(&self, parts: &[&str], bytes: Bytes) -> Result<Path> {
+        let mut path = self.root.clone();
+        for part in parts {
+            path = path.child(*part);
+        }
+        self.store
+            .put(&path, object_store::PutPayload::from(bytes))
+            .await?;
+        Ok(path)
+    }
+
+    /// Reads a small object whole.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`].
+    pub async fn get_all(&self, path: &Path) -> Result<Bytes> {
+        Ok(self.store.get(path).await?.bytes().await?)
+    }
+
     /// Deletes an object.
     ///
     /// # Errors

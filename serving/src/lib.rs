@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod error;
 pub mod follow;
 pub mod oip;
+pub mod prediction_log;
 pub mod report;
 pub mod repository;
 pub mod runtime;
@@ -93,6 +94,8 @@ pub struct ServingState {
     pub ready: Arc<AtomicBool>,
     /// Bearer tokens (shared with the registry); none means open.
     pub tokens: ferry_registry::Tokens,
+    /// Where answered predictions are appended, when enabled.
+    pub prediction_log: Option<prediction_log::PredictionLog>,
 }
 
 pub use repository::ModelRepository;

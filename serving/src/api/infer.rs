@@ -19,6 +19,7 @@ use super::{find_model, find_version};
 use crate::ServingState;
 use crate::error::ServingError;
 use crate::oip;
+use crate::prediction_log::PredictionRecord;
 use crate::repository::{ServedModel, ServedVersion};
 use crate::runtime::Tensor;
 use crate::shadow::ShadowJob;
@@ -145,8 +146,20 @@ async fn run(
         }
     }
     match result {
-        Ok(body) => {
-            let mut response = body.into_response();
+        Ok(answer) => {
+            if let Some(log) = &state.prediction_log {
+                log.record(PredictionRecord {
+                    endpoint: name.to_string(),
+                    version: label.clone(),
+                    route,
+                    id: answer.prediction_id,
+                    at: chrono::Utc::now(),
+                    latency_ms: elapsed.as_secs_f64() * 1000.0,
+                    response: answer.body.clone(),
+                    request: log.log_inputs.then_some(answer.request),
+                });
+            }
+            let mut response = answer.body.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -173,7 +186,7 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
     started: Instant,
     request_id: &str,
-) -> Result<Vec<u8>, ServingError> {
+) -> Result<Answer, ServingError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServingError::PayloadTooLarge(format!(
@@ -185,6 +198,7 @@ async fn predict(
         }
     })?;
     let runtime = choice.served.model.clone();
+    let request_body = body.clone();
     let decoded = if body.len() <= INLINE_JSON_LIMIT {
         oip::decode_infer_request(&body, runtime.signature())
     } else {
@@ -259,20 +273,27 @@ async fn predict(
     let version = choice.served.version.clone();
     let name = model.name.clone();
     let big = outputs.iter().map(|t| t.data().len()).sum::<usize>() > INLINE_JSON_LIMIT / 8;
-    if big {
+    let body = if big {
         tokio::task::spawn_blocking(move || {
             oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
         })
         .await
-        .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))
+        .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))?
     } else {
-        Ok(oip::encode_infer_response(
-            &name,
-            &version,
-            id.as_deref(),
-            &outputs,
-        ))
-    }
+        oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
+    };
+    Ok(Answer {
+        body: Bytes::from(body),
+        prediction_id,
+        request: request_body,
+    })
+}
+
+/// A successful prediction: the response body, and what the prediction log needs.
+struct Answer {
+    body: Bytes,
+    prediction_id: String,
+    request: Bytes,
 }
 
 /// Body of `POST /v2/models/{name}/feedback`.
