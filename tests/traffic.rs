@@ -105,7 +105,7 @@ async fn wait_until<F: Fn(&Value) -> bool>(url: &str, what: &str, check: F) -> V
     }
 }
 
-fn version_of<'a>(analysis: &'a Value, v: i64) -> &'a Value {
+fn version_of(analysis: &Value, v: i64) -> &Value {
     analysis["versions"]
         .as_array()
         .unwrap()
