@@ -132,6 +132,7 @@ fn every_console_command_in_the_readme_works_as_shown() {
             .current_dir(&checkout)
             .env("PATH", &path)
             .env("FERRY_REGISTRY", server.url())
+            .env("FERRY_SERVING", server.url())
             .env_remove("FERRY_TOKEN")
             .output()
             .unwrap();

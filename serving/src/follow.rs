@@ -454,6 +454,7 @@ impl Follower {
         // Counters survive the swap: the new shadows count into the same traffic record.
         let traffic = current
             .as_ref()
+            .filter(|c| c.endpoint.is_some())
             .map(|c| c.traffic.clone())
             .unwrap_or_else(|| Arc::new(crate::repository::Traffic::new(&name)));
         let shadows = policy

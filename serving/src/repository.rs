@@ -80,7 +80,7 @@ pub struct ServedModel {
     /// Set when the name is an endpoint with a traffic policy.
     pub endpoint: Option<Arc<EndpointRouting>>,
     /// Counters and recent predictions; [`ModelRepository::install`] carries them over from the
-    /// entry it replaces.
+    /// entry it replaces when both are endpoints or both plain models.
     pub traffic: Arc<Traffic>,
 }
 
@@ -173,7 +173,11 @@ impl ModelRepository {
     /// until they finish; its workers stop once the last of them lets go.
     pub fn install(&self, mut model: ServedModel) {
         self.update(|table| {
-            if let Some(previous) = table.get(&model.name) {
+            // Counters carry over a swap of versions or of policy, but an endpoint that takes
+            // over a plain model's name starts afresh: its reports describe the endpoint only.
+            if let Some(previous) = table.get(&model.name)
+                && previous.endpoint.is_some() == model.endpoint.is_some()
+            {
                 model.traffic = previous.traffic.clone();
             }
             table.insert(model.name.clone(), Arc::new(model));
