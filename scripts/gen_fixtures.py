@@ -214,6 +214,9 @@ def generate(out: Path, large: bool) -> None:
     if large:
         big = mlp("mlp_large", [512, 2048, 2048, 10], seed=11)
         (out / "mlp_large.onnx").write_bytes(big.SerializeToString(deterministic=True))
+        # Same signature as mlp.onnx, about ten times the work: a slow shadow for bench/shadow.sh.
+        slow = mlp("mlp_slow", [32, 896, 896, 2], seed=13)
+        (out / "mlp_slow.onnx").write_bytes(slow.SerializeToString(deterministic=True))
 
 
 def main() -> None:
