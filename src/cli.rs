@@ -246,6 +246,10 @@ pub struct ServerArgs {
     /// Seconds a client may pause mid-upload before it is dropped [default: 60].
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub upload_idle_timeout: Option<u64>,
+    /// How long serving replicas' reports are kept, e.g. 1h; also the longest analysis window
+    /// [default: 1h].
+    #[arg(long, env = "FERRY_REPORT_RETENTION", value_name = "DURATION")]
+    pub report_retention: Option<String>,
     /// Apply pending migrations at start instead of refusing a database that is behind.
     #[arg(long, env = "FERRY_AUTO_MIGRATE")]
     pub auto_migrate: Option<bool>,

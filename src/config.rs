@@ -31,6 +31,7 @@ struct FileConfig {
     tokens_file: Option<PathBuf>,
     upload_idle_timeout: Option<u64>,
     auto_migrate: Option<bool>,
+    report_retention: Option<String>,
     // Serving.
     onnxruntime: Option<PathBuf>,
     max_batch_size: Option<usize>,
@@ -153,6 +154,10 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             bail!("upload idle timeout must be at least 1 second");
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(text) = args.report_retention.clone().or(file.report_retention.clone()) {
+        registry.report_retention =
+            parse_duration(&text).with_context(|| format!("report retention `{text}`"))?;
     }
     registry.tokens = tokens(
         &args.common.tokens,
@@ -469,6 +474,30 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
     })
 }
 
+/// Parses durations like `90s`, `15m`, `1h`, `2d`, or plain seconds.
+///
+/// # Errors
+/// When the text is not a positive number with an optional unit.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("`{text}` must be like 90s, 15m, 1h or 2d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("`{text}` must be like 90s, 15m, 1h or 2d"),
+    };
+    if secs == 0 {
+        bail!("`{text}` must be longer than zero");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// Parses sizes like `2GiB`, `500MiB`, `1.5GB`, `1048576`.
 ///
 /// # Errors
@@ -555,6 +584,15 @@ mod tests {
         assert_eq!(settings.registry.upload.max_model_bytes, 1024 * 1024);
         assert!(settings.registry.upload.require_lineage);
         assert!(settings.database_url.starts_with("sqlite://ferry-data"));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]
