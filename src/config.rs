@@ -155,7 +155,11 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
     }
-    if let Some(text) = args.report_retention.clone().or(file.report_retention.clone()) {
+    if let Some(text) = args
+        .report_retention
+        .clone()
+        .or(file.report_retention.clone())
+    {
         registry.report_retention =
             parse_duration(&text).with_context(|| format!("report retention `{text}`"))?;
     }

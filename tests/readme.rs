@@ -54,7 +54,6 @@ fn normalize(text: &str, checkout: &str, port: u16) -> Vec<String> {
     let mut lines: Vec<String> = text
         .replace('\r', "")
         .replace(checkout, "/home/you/ferry")
-
         .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:8080")
         .lines()
         .map(|l| {

@@ -226,7 +226,7 @@ pub fn print_analysis(a: &EndpointAnalysis) {
                 None => "-".into(),
             },
             match v.shadow_mean_abs_diff {
-                Some(d) if d == 0.0 => "0".into(),
+                Some(0.0) => "0".into(),
                 Some(d) => format!("{d:.2e}"),
                 None => "-".into(),
             },
