@@ -30,7 +30,8 @@ fn multipart_tail() -> Vec<u8> {
 async fn a_1_gib_upload_keeps_the_registry_memory_flat() {
     const WEIGHTS: usize = 1024 * 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["up", "--no-demo"]);
+    // The registry alone: `ferry up`'s serving half would (rightly) download and load the model.
+    let server = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
     let (prefix, suffix) = onnx_bytes::identity_model_parts(WEIGHTS);
     let head = multipart_head();
     let tail = multipart_tail();
