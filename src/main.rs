@@ -18,11 +18,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat, RegistryAction};
 
-/// mimalloc instead of glibc's allocator: the request path allocates small buffers on several
-/// threads, where glibc's arenas cost several percent of server CPU (measured with `perf`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes, documented in the README: scripts can tell a missing model from a refused one.
 mod exit {
     pub const FAILURE: u8 = 1;

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::profile::{InputProfile, Profile, bucket};
+use crate::drift::{DriftAnalysis, analyze_drift};
+
 /// Upper bounds of the latency buckets, in microseconds: 10 µs to ~100 s, each 25% wider than
 /// the one before, so a percentile read from them is within 12.5% of the truth.
 pub fn latency_bounds_us() -> &'static [f64] {
@@ -167,6 +170,132 @@ impl FeedbackCounters {
     }
 }
 
+/// A value a live histogram can count: the element types of tabular model inputs.
+pub trait DriftValue: Copy {
+    /// The value on the profile's axis.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! drift_value {
+    ($($t:ty),*) => {
+        $(impl DriftValue for $t {
+            #[inline]
+            fn to_f64(self) -> f64 {
+                f64::from(self)
+            }
+        })*
+    };
+}
+
+drift_value!(f32, f64, i8, i16, i32, u8, u16, u32, bool);
+
+impl DriftValue for i64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        // Precision beyond f64's 53 bits does not matter for binning.
+        self as f64
+    }
+}
+
+impl DriftValue for u64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+/// Live input histograms of one version, on the bin edges of its training profile: what drift
+/// is scored on. Serving fills them with [`DriftCounters::record_rows`]; they merge by addition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftCounters {
+    /// Rows recorded, added up over inputs (a model with two profiled inputs counts each request
+    /// row twice); drift is judged on [`DriftAnalysis::samples`] instead, the per-feature count.
+    pub samples: u64,
+    /// Per input name: per feature, in the order of the profile's `features`, the counts per
+    /// bucket (underflow, bins, overflow: `edges.len() + 1` entries; see
+    /// [`crate::drift::bucket`]).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Vec<Vec<u64>>>,
+}
+
+impl DriftCounters {
+    /// Counts the rows of a tabular input into its features' histograms and returns how many
+    /// rows were counted. `values` is the input's data in row-major order, `row_width` values
+    /// per row (the `F` of an `[N, F]` input); a trailing partial row is ignored. Each feature
+    /// reads its `column` of the row; a feature whose column is outside the row is skipped, so
+    /// check [`InputProfile::min_row_width`] once when loading the version.
+    ///
+    /// Cheap on the request path: one binary search over at most a few dozen edges per value,
+    /// and no allocation once the input's histograms exist (the first call sizes them).
+    pub fn record_rows<T: DriftValue>(
+        &mut self,
+        profile: &InputProfile,
+        values: &[T],
+        row_width: usize,
+    ) -> u64 {
+        if profile.features.is_empty() || row_width == 0 {
+            return 0;
+        }
+        // Look up before inserting: `entry` would allocate the key on every call.
+        if !self.inputs.contains_key(profile.input.as_str()) {
+            self.inputs.insert(profile.input.clone(), Vec::new());
+        }
+        let Some(histograms) = self.inputs.get_mut(profile.input.as_str()) else {
+            return 0;
+        };
+        if histograms.len() != profile.features.len() {
+            histograms.resize(profile.features.len(), Vec::new());
+        }
+        for (h, f) in histograms.iter_mut().zip(&profile.features) {
+            if h.len() != f.edges.len() + 1 {
+                h.resize(f.edges.len() + 1, 0);
+            }
+        }
+        let mut rows = 0;
+        for row in values.chunks_exact(row_width) {
+            for (h, f) in histograms.iter_mut().zip(&profile.features) {
+                if let Some(x) = row.get(f.column)
+                    && let Some(count) = h.get_mut(bucket(&f.edges, x.to_f64()))
+                {
+                    *count += 1;
+                }
+            }
+            rows += 1;
+        }
+        self.samples += rows;
+        rows
+    }
+
+    /// Adds another's counts, bucket by bucket.
+    pub fn merge(&mut self, o: &DriftCounters) {
+        self.samples += o.samples;
+        for (input, theirs) in &o.inputs {
+            let ours = self.inputs.entry(input.clone()).or_default();
+            if ours.len() < theirs.len() {
+                ours.resize(theirs.len(), Vec::new());
+            }
+            for (a, b) in ours.iter_mut().zip(theirs) {
+                if a.len() < b.len() {
+                    a.resize(b.len(), 0);
+                }
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+            }
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+            && self
+                .inputs
+                .values()
+                .flatten()
+                .all(|h| h.iter().all(|c| *c == 0))
+    }
+}
+
 /// Everything counted for one model version over an interval, on one replica.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionCounters {
@@ -184,6 +313,9 @@ pub struct VersionCounters {
     /// Business feedback on its predictions.
     #[serde(default)]
     pub feedback: FeedbackCounters,
+    /// Live input histograms, when the version has a training profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftCounters>,
 }
 
 impl VersionCounters {
@@ -200,6 +332,11 @@ impl VersionCounters {
             _ => {}
         }
         self.feedback.merge(&o.feedback);
+        match (&mut self.drift, &o.drift) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.drift = Some(b.clone()),
+            _ => {}
+        }
     }
 
     /// Errors of every class.
@@ -216,6 +353,7 @@ impl VersionCounters {
                 .as_ref()
                 .is_none_or(|s| s.compared + s.dropped + s.errors == 0)
             && self.feedback.rewards + self.feedback.labels == 0
+            && self.drift.as_ref().is_none_or(DriftCounters::is_empty)
     }
 }
 
@@ -277,6 +415,10 @@ pub struct VersionAnalysis {
     pub accuracy: Option<f64>,
     /// Number of labels.
     pub label_count: u64,
+    /// How far its live inputs drifted from its training profile; absent for a version without
+    /// a profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftAnalysis>,
 }
 
 impl VersionAnalysis {
@@ -308,7 +450,24 @@ impl VersionAnalysis {
             accuracy: (c.feedback.labels > 0)
                 .then(|| c.feedback.correct as f64 / c.feedback.labels as f64),
             label_count: c.feedback.labels,
+            drift: None,
         }
+    }
+
+    /// Like [`VersionAnalysis::from_counters`], with the drift of the live inputs from
+    /// `profile` when the version has one (no live histograms then score as no samples).
+    pub fn from_counters_with_profile(
+        version: i64,
+        role: &str,
+        c: &VersionCounters,
+        profile: Option<&Profile>,
+    ) -> Self {
+        let mut analysis = Self::from_counters(version, role, c);
+        analysis.drift = profile.map(|p| match &c.drift {
+            Some(drift) => analyze_drift(p, drift),
+            None => analyze_drift(p, &DriftCounters::default()),
+        });
+        analysis
     }
 }
 
@@ -382,6 +541,100 @@ mod tests {
         assert_eq!(analysis.shadow_agreement, Some(0.75));
         assert_eq!(analysis.reward_mean, Some(0.75));
         assert_eq!(analysis.accuracy, None);
+    }
+
+    fn input_profile() -> InputProfile {
+        use crate::drift::profile::{FeatureProfile, Summary};
+        let summary = Summary {
+            count: 1,
+            mean: 0.0,
+            std: 0.0,
+            min: 0.0,
+            max: 0.0,
+            non_finite: 0,
+        };
+        InputProfile {
+            input: "x".into(),
+            features: vec![
+                FeatureProfile {
+                    name: "a".into(),
+                    column: 0,
+                    edges: vec![0.0, 1.0, 2.0],
+                    counts: vec![0, 1, 0, 0],
+                    summary,
+                },
+                FeatureProfile {
+                    name: "c".into(),
+                    column: 2,
+                    edges: vec![10.0],
+                    counts: vec![0, 1],
+                    summary,
+                },
+            ],
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn live_rows_are_counted_on_the_profile_edges_without_reallocating() {
+        let profile = input_profile();
+        let mut drift = DriftCounters::default();
+        // Rows of width 3; column 1 is not profiled. The trailing 7.0 is a partial row.
+        let values: [f32; 10] = [
+            -1.0,
+            0.0,
+            10.0, // a underflows; c = 10 sits on its edge: bucket 1
+            1.0,
+            0.0,
+            9.0, // a = 1 on an edge: bucket 2; c underflows
+            f32::NAN,
+            0.0,
+            11.0, // NaN overflows
+            7.0,
+        ];
+        assert_eq!(drift.record_rows(&profile, &values, 3), 3);
+        assert_eq!(drift.samples, 3);
+        assert_eq!(drift.inputs["x"], vec![vec![1, 0, 1, 1], vec![1, 2]]);
+        let buffer = drift.inputs["x"][0].as_ptr();
+        assert_eq!(drift.record_rows(&profile, &[0.5f64, 0.0, 20.0], 3), 1);
+        assert_eq!(drift.inputs["x"], vec![vec![1, 1, 1, 1], vec![1, 3]]);
+        assert_eq!(drift.inputs["x"][0].as_ptr(), buffer);
+        // Rows too narrow for column 2: only `a` is counted.
+        assert_eq!(drift.record_rows(&profile, &[1i64, 1], 2), 1);
+        assert_eq!(drift.inputs["x"], vec![vec![1, 1, 2, 1], vec![1, 3]]);
+        assert_eq!(drift.record_rows(&profile, &[1.0f32], 0), 0);
+    }
+
+    #[test]
+    fn drift_counters_merge_by_adding_and_count_as_traffic() {
+        let profile = input_profile();
+        let mut a = VersionCounters::default();
+        let mut live = DriftCounters::default();
+        live.record_rows(&profile, &[0.5f32, 0.0, 10.0], 3);
+        a.drift = Some(live);
+        assert!(!a.is_empty());
+        let b = a.clone();
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let drift = ab.drift.as_ref().unwrap();
+        assert_eq!(drift.samples, 2);
+        assert_eq!(drift.inputs["x"], vec![vec![0, 2, 0, 0], vec![0, 2]]);
+        let mut none = VersionCounters::default();
+        none.merge(&a);
+        assert_eq!(none.drift, a.drift);
+        assert!(
+            VersionCounters {
+                drift: Some(DriftCounters::default()),
+                ..VersionCounters::default()
+            }
+            .is_empty()
+        );
+        // Absent drift stays absent on the wire.
+        let json = serde_json::to_value(VersionCounters::default()).unwrap();
+        assert!(json.get("drift").is_none(), "{json}");
+        let back: VersionCounters =
+            serde_json::from_value(serde_json::to_value(&ab).unwrap()).unwrap();
+        assert_eq!(back, ab);
     }
 
     #[test]

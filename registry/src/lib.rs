@@ -12,6 +12,8 @@ pub mod api;
 pub mod auth;
 pub mod blob_store;
 pub mod client;
+mod client_webhooks;
+pub mod drift;
 pub mod endpoints;
 pub mod error;
 pub mod layers;
@@ -20,9 +22,11 @@ pub mod metrics;
 pub mod names;
 pub mod onnx;
 pub mod records;
+pub mod relay;
 pub mod request_id;
 pub mod store;
 pub mod upload;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +51,13 @@ pub struct Config {
     pub max_event_wait: Duration,
     /// How long serving replicas' endpoint reports are kept; also the longest analysis window.
     pub report_retention: Duration,
+    /// How often the drift monitor (`drift::spawn_drift_monitor`) judges endpoints, and the
+    /// length of the window it judges.
+    pub drift_interval: Duration,
+    /// Webhook delivery (`webhooks::spawn_webhooks`).
+    pub webhooks: webhooks::WebhookConfig,
+    /// The RabbitMQ relay of every event (`relay::spawn_relay`), when `--amqp-url` is given.
+    pub relay: Option<relay::RelayConfig>,
 }
 
 impl Default for Config {
@@ -62,6 +73,9 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             max_event_wait: Duration::from_secs(60),
             report_retention: Duration::from_secs(3600),
+            drift_interval: drift::monitor::DEFAULT_INTERVAL,
+            webhooks: webhooks::WebhookConfig::default(),
+            relay: None,
         }
     }
 }

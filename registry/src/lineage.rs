@@ -68,7 +68,8 @@ pub struct VersionMetadata {
     /// A human description of the version.
     #[serde(default)]
     pub description: Option<String>,
-    /// The training-data profile used for drift monitoring (any JSON object; see drift).
+    /// The training-data profile used for drift monitoring: a [`crate::drift::Profile`] as JSON,
+    /// checked by [`VersionMetadata::validate`] and stored as sent.
     #[serde(default)]
     pub profile: Option<serde_json::Map<String, serde_json::Value>>,
     /// The SHA-256 the client computed for the model bytes; when given before the `model` part it
@@ -196,6 +197,9 @@ impl VersionMetadata {
                 crate::names::printable(sha)
             )));
         }
+        if let Some(profile) = &self.profile {
+            crate::drift::Profile::from_metadata(&serde_json::Value::Object(profile.clone()))?;
+        }
         Ok(())
     }
 
@@ -308,6 +312,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("git_commit") && err.contains("data"), "{err}");
+    }
+
+    #[test]
+    fn a_profile_is_optional_but_a_malformed_one_is_named() {
+        VersionMetadata::from_json(br#"{"description":"no profile"}"#).unwrap();
+        let ok = br#"{"profile":{"format":1,"inputs":[{"input":"x","features":[{"name":"a","column":0,
+            "edges":[0.0,1.0],"counts":[0,2,0],"summary":{"count":2,"mean":0.5,"std":0.5,"min":0.0,"max":1.0}}]}]}}"#;
+        assert!(VersionMetadata::from_json(ok).unwrap().profile.is_some());
+        let bad = br#"{"profile":{"format":1,"inputs":[{"input":"x","features":[{"name":"a","column":0,
+            "edges":[1.0,0.0],"counts":[0,2,0],"summary":{"count":2,"mean":0.5,"std":0.5,"min":0.0,"max":1.0}}]}]}}"#;
+        let err = VersionMetadata::from_json(bad).unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)));
+        assert!(
+            err.to_string()
+                .contains("`profile.inputs[0].features[0].edges` must be strictly increasing"),
+            "{err}"
+        );
+        let err = VersionMetadata::from_json(br#"{"profile":{"features":[]}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata field `profile"), "{err}");
     }
 
     #[test]

@@ -878,7 +878,10 @@ async fn a_declared_sha256_that_does_not_match_the_bytes_is_refused(app: &TestAp
 }
 
 async fn a_profile_is_stored_with_its_version(app: &TestApp) {
-    let profile = json!({"features": [{"name": "f0", "edges": [0.0, 1.0], "counts": [1, 2, 3]}]});
+    let profile = json!({"format": 1, "inputs": [{"input": "input", "features": [
+        {"name": "f0", "column": 0, "edges": [0.0, 1.0], "counts": [1, 2, 3],
+         "summary": {"count": 6, "mean": 0.5, "std": 0.5, "min": -1.0, "max": 2.0}}
+    ]}]});
     let (status, v) = app
         .upload("m", MLP, Some(json!({"profile": profile})), None)
         .await;

@@ -6,6 +6,7 @@ mod events;
 pub mod extract;
 mod models;
 mod system;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -59,6 +60,7 @@ pub fn routes(state: AppState) -> Router {
             "/api/v1/endpoints/{name}/analysis",
             get(endpoints::get_analysis),
         )
+        .merge(webhooks::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::policy::referenced_versions;
 use crate::analysis::{EndpointAnalysis, Report, VersionAnalysis, VersionCounters};
+use crate::drift::Profile;
 use crate::records::EndpointPolicy;
 
 /// What a version does in an endpoint's current policy.
@@ -52,6 +53,19 @@ pub fn analyze(
     policy: &EndpointPolicy,
     reports: &[ReceivedReport],
 ) -> EndpointAnalysis {
+    analyze_with_profiles(endpoint, window_seconds, policy, reports, &BTreeMap::new())
+}
+
+/// Like [`analyze`], and scores the drift of every version of the policy that has a training
+/// profile in `profiles` (by version number) from its summed live histograms. Retired versions
+/// are not scored: their numbers may belong to the model the endpoint served before.
+pub fn analyze_with_profiles(
+    endpoint: &str,
+    window_seconds: f64,
+    policy: &EndpointPolicy,
+    reports: &[ReceivedReport],
+    profiles: &BTreeMap<i64, Profile>,
+) -> EndpointAnalysis {
     let mut replicas = BTreeSet::new();
     let mut sums: BTreeMap<i64, VersionCounters> = BTreeMap::new();
     let mut newest_error: Option<(DateTime<Utc>, &str)> = None;
@@ -70,10 +84,11 @@ pub fn analyze(
     let mut versions = Vec::with_capacity(sums.len() + 2);
     for used in referenced_versions(policy) {
         let counters = sums.remove(&used.version).unwrap_or_default();
-        versions.push(VersionAnalysis::from_counters(
+        versions.push(VersionAnalysis::from_counters_with_profile(
             used.version,
             used.role.as_str(),
             &counters,
+            profiles.get(&used.version),
         ));
     }
     for (version, counters) in &sums {

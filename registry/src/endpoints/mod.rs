@@ -11,7 +11,7 @@ mod policy;
 mod preconditions;
 mod report;
 
-pub use analyze::{ReceivedReport, TrafficRole, analyze};
+pub use analyze::{ReceivedReport, TrafficRole, analyze, analyze_with_profiles};
 pub use policy::{MAX_SHADOWS, VersionUse, referenced_versions, validate_policy};
 pub use preconditions::{Preconditions, Tags, etag};
 pub use report::{

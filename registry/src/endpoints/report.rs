@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::analysis::{Report, latency_bounds_us};
+use crate::drift::profile::{MAX_EDGES, MAX_FEATURES, MAX_INPUTS, MAX_NAME_LEN};
 use crate::error::{Error, Result};
 use crate::names;
 
@@ -114,6 +115,35 @@ pub fn validate_report(mut report: Report) -> Result<Report> {
                     "{at}.shadow.abs_diff_buckets: at most {DIFF_BUCKETS} buckets, got {}",
                     s.abs_diff_buckets.len()
                 ));
+            }
+        }
+        if let Some(d) = &c.drift {
+            if d.inputs.len() > MAX_INPUTS {
+                problems.push(format!(
+                    "{at}.drift.inputs: at most {MAX_INPUTS} inputs, got {}",
+                    d.inputs.len()
+                ));
+            }
+            for (input, features) in &d.inputs {
+                if input.is_empty() || input.len() > MAX_NAME_LEN {
+                    problems.push(format!(
+                        "{at}.drift.inputs: input name {} must be 1 to {MAX_NAME_LEN} bytes long",
+                        names::printable(input)
+                    ));
+                }
+                if features.len() > MAX_FEATURES {
+                    problems.push(format!(
+                        "{at}.drift.inputs.{input}: at most {MAX_FEATURES} features, got {}",
+                        features.len()
+                    ));
+                }
+                if let Some(i) = features.iter().position(|h| h.len() > MAX_EDGES + 1) {
+                    problems.push(format!(
+                        "{at}.drift.inputs.{input}[{i}]: at most {} buckets, got {}",
+                        MAX_EDGES + 1,
+                        features[i].len()
+                    ));
+                }
             }
         }
         let f = &c.feedback;
@@ -288,6 +318,33 @@ mod tests {
         ] {
             assert!(err.contains(says), "{says}: {err}");
         }
+    }
+
+    #[test]
+    fn oversized_drift_counters_are_refused_naming_the_input() {
+        use crate::analysis::DriftCounters;
+        let mut r = report();
+        let c = r.versions.get_mut(&1).unwrap();
+        let mut drift = DriftCounters::default();
+        drift
+            .inputs
+            .insert("x".into(), vec![vec![0; 12], vec![0; 300]]);
+        drift.inputs.insert(String::new(), vec![]);
+        c.drift = Some(drift);
+        let err = problem(r);
+        assert!(
+            err.contains("versions.1.drift.inputs.x[1]: at most 257 buckets, got 300"),
+            "{err}"
+        );
+        assert!(
+            err.contains("versions.1.drift.inputs: input name `` must be 1 to 256"),
+            "{err}"
+        );
+        let mut r = report();
+        let mut drift = DriftCounters::default();
+        drift.inputs.insert("x".into(), vec![vec![0; 12]; 3]);
+        r.versions.get_mut(&1).unwrap().drift = Some(drift);
+        validate_report(r).unwrap();
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! lost updates of version counters), event ids are handed out in commit order without gaps,
 //! and every change commits together with its event (the transactional outbox).
 
+mod drift;
 mod endpoints;
 mod events;
 mod models;
@@ -52,6 +53,8 @@ pub struct MetadataStore {
     last_event: Arc<watch::Sender<i64>>,
     /// When this process last started pruning old endpoint reports (Unix milliseconds).
     reports_pruned_at: Arc<AtomicI64>,
+    /// The URL it was opened with, for [`MetadataStore::reopen`]; never shown.
+    url: Arc<str>,
 }
 
 impl std::fmt::Debug for MetadataStore {
@@ -103,6 +106,7 @@ impl MetadataStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create folder {}: {e}", parent.display()))?;
         }
+        let opened_with: Arc<str> = Arc::from(url.as_str());
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e| format!("database URL `{}`: {e}", redact_url(&url)))?;
@@ -140,7 +144,23 @@ impl MetadataStore {
             write_lock: (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(()))),
             last_event: Arc::new(watch::channel(0).0),
             reports_pruned_at: Arc::new(AtomicI64::new(0)),
+            url: opened_with,
         };
+        Ok(store)
+    }
+
+    /// Opens a second, independent store on the same database (its own pool, its own writer
+    /// queue), as a restarted registry or another replica would: for tests of what survives a
+    /// restart and of several replicas sharing a database.
+    ///
+    /// # Errors
+    /// As [`MetadataStore::connect`].
+    pub async fn reopen(&self, max_connections: u32) -> Result<Self, String> {
+        let store = Self::connect(&self.url, max_connections).await?;
+        store
+            .refresh_last_event()
+            .await
+            .map_err(|e| format!("reading the event counter failed: {e}"))?;
         Ok(store)
     }
 

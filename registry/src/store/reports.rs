@@ -15,7 +15,9 @@ use serde_json::json;
 use super::endpoints::to_json;
 use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
 use crate::analysis::{EndpointAnalysis, Report};
-use crate::endpoints::{ReceivedReport, analyze, validate_report};
+use crate::endpoints::{
+    ReceivedReport, analyze_with_profiles, referenced_versions, validate_report,
+};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::records::Event;
@@ -202,7 +204,8 @@ impl MetadataStore {
     }
 
     /// Sums the reports endpoint `name` received in the last `window`, per version, labelled
-    /// with their roles in the current policy.
+    /// with their roles in the current policy, and scores the drift of every version of the
+    /// policy that has a training profile (each profile loaded once).
     ///
     /// # Errors
     /// [`Error::BadRequest`] for an invalid name, [`Error::NotFound`] for an unknown endpoint.
@@ -224,6 +227,13 @@ impl MetadataStore {
         .bind(timestamp(since))
         .fetch_all(self.pool())
         .await?;
+        let versions: Vec<i64> = referenced_versions(&endpoint.policy)
+            .iter()
+            .map(|used| used.version)
+            .collect();
+        let profiles = self
+            .version_profiles(&endpoint.policy.model, &versions)
+            .await?;
         // Parsing and summing an hour of reports from many replicas is CPU work: keep it off
         // the reactor.
         tokio::task::spawn_blocking(move || {
@@ -236,11 +246,12 @@ impl MetadataStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(analyze(
+            Ok(analyze_with_profiles(
                 &endpoint.name,
                 window.as_secs_f64(),
                 &endpoint.policy,
                 &reports,
+                &profiles,
             ))
         })
         .await

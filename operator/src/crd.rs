@@ -1,0 +1,810 @@
+//! The `ModelDeployment` custom resource (`ferry.dev/v1alpha1`, short name `md`).
+//!
+//! ```yaml
+//! apiVersion: ferry.dev/v1alpha1
+//! kind: ModelDeployment
+//! metadata: {name: iris}
+//! spec:
+//!   model: iris
+//!   alias: production          # or `version: 3`
+//!   registry: {url: "http://ferry-registry:8080", tokenSecret: {name: ferry-token, key: token}}
+//! ```
+//!
+//! Everything else has a default meant for a first rollout: 1 replica, no shadow stage, canary
+//! steps 1% → 10% → 50% → 100% held one minute each, judged every minute on at least 50
+//! requests (error rate ≤ 1%, p99 ≤ 1000 ms, reward ≥ 95% of the stable version's when there is
+//! feedback, drift ≤ 0.25 when there is a score). The API server fills these defaults in, so
+//! `kubectl get md NAME -o yaml` shows the strategy in force.
+//!
+//! Manual controls are spec fields (`paused`, `abort`, `promoteNow`) or, equivalently, the
+//! annotations [`ANNOTATION_PAUSED`], [`ANNOTATION_ABORT`] and [`ANNOTATION_PROMOTE_NOW`] set to
+//! `"true"` (handy with `kubectl annotate`, and they do not bump the generation); either one set
+//! turns the control on. See [`crate::rollout`] for what each does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::Thresholds;
+use crate::duration::{DURATION_PATTERN, parse_duration};
+use crate::rollout::{Controls, Phase, RolloutConfig, RolloutState, ShadowConfig, StepConfig};
+
+/// `ferry.dev/paused: "true"` pauses like `spec.paused`.
+pub const ANNOTATION_PAUSED: &str = "ferry.dev/paused";
+/// `ferry.dev/abort: "true"` aborts like `spec.abort`.
+pub const ANNOTATION_ABORT: &str = "ferry.dev/abort";
+/// `ferry.dev/promote-now: "true"` promotes like `spec.promoteNow`.
+pub const ANNOTATION_PROMOTE_NOW: &str = "ferry.dev/promote-now";
+
+/// The serving image when `spec.image` is not set.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/ferry-ml/ferry:", env!("CARGO_PKG_VERSION"));
+
+/// A model served on Kubernetes and rolled out progressively: the operator runs the serving
+/// pods, keeps the registry endpoint of the same name, and moves traffic to each new version
+/// step by step, rolling back on its own when the new version is worse.
+// The printcolumns repeat `type_ = "integer"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    namespaced,
+    shortname = "md",
+    category = "ferry",
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A model served by Ferry and rolled out progressively (shadow, canary steps, promote) with automatic rollback.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Stable",
+        type_ = "integer",
+        json_path = ".status.stableVersion"
+    ),
+    printcolumn(
+        name = "Candidate",
+        type_ = "integer",
+        json_path = ".status.candidateVersion"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "number",
+        description = "Percent of requests the candidate answers",
+        json_path = ".status.currentWeight"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// The registry model to serve.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// Serve this version number. Set this or `alias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub version: Option<i64>,
+    /// Track this alias (`production` or `@production`): every move of the alias in the
+    /// registry starts a rollout. Set this or `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Serving pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// CPU and memory of each serving pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The serving image (the `ferry` image); defaults to the operator's own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Where the registry is, and the token to call it with.
+    pub registry: RegistrySpec,
+    /// How a new version is rolled out.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Freeze the rollout where it is (the traffic split stays; nothing is judged or started).
+    #[serde(default)]
+    pub paused: bool,
+    /// Roll the current rollout back now, and start none while set.
+    #[serde(default)]
+    pub abort: bool,
+    /// Promote the candidate now, skipping the rest of the analysis.
+    #[serde(default)]
+    pub promote_now: bool,
+}
+
+/// The registry the serving pods and the operator talk to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Base URL, e.g. `http://ferry-registry.ferry.svc:8080`.
+    #[schemars(length(min = 1))]
+    pub url: String,
+    /// A Secret key holding the bearer token (role `write`: the operator sets the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key inside it.
+    #[serde(default = "default_token_key")]
+    pub key: String,
+}
+
+/// How a new version is rolled out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// An optional first stage in which the candidate only receives copies of requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStrategy>,
+    /// The canary steps and how each is judged.
+    #[serde(default)]
+    pub canary: CanaryStrategy,
+}
+
+/// The shadow stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStrategy {
+    /// How long the candidate shadows before it is judged (`30s`, `5m`, `1h`).
+    #[serde(default = "default_shadow_duration")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+    /// Share of requests mirrored to the candidate, 0..1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_rate: f64,
+}
+
+impl Default for ShadowStrategy {
+    fn default() -> Self {
+        ShadowStrategy {
+            duration: default_shadow_duration(),
+            sample_rate: one(),
+        }
+    }
+}
+
+/// The canary steps and their analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// Steps with increasing weights; the candidate is promoted after the last one passes.
+    #[serde(default = "default_steps")]
+    #[schemars(length(min = 1))]
+    pub steps: Vec<CanaryStep>,
+    /// How each step is judged.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+}
+
+impl Default for CanaryStrategy {
+    fn default() -> Self {
+        CanaryStrategy {
+            steps: default_steps(),
+            analysis: AnalysisSpec::default(),
+        }
+    }
+}
+
+/// One canary step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Percent of requests the candidate answers (0.1 to 100).
+    #[schemars(range(min = 0.1, max = 100.0))]
+    pub weight: f64,
+    /// How long the step is held before its final judgement (`30s`, `1m`, `1h`).
+    #[serde(default = "default_pause")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub pause: String,
+}
+
+/// How a step is judged. Checks run business first (reward), then technical (errors, latency),
+/// then model signals (shadow agreement, drift); the first failure rolls back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// How often the candidate is judged during a step, and the window each judgement covers.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+    /// Fewer candidate requests (or shadow comparisons) in a window is inconclusive: wait.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: u32,
+    /// The reward check applies once both versions have this many rewards in a window.
+    #[serde(default = "default_min_rewards")]
+    #[schemars(range(min = 1))]
+    pub min_rewards: u32,
+    /// Highest acceptable candidate error rate, 0..1.
+    #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+    /// Highest acceptable candidate p99 latency, in milliseconds.
+    #[serde(default = "default_max_latency_p99_ms")]
+    #[schemars(range(min = 0.0))]
+    pub max_latency_p99_ms: f64,
+    /// Lowest acceptable share of shadow comparisons agreeing with the stable version, 0..1.
+    #[serde(default = "default_min_shadow_agreement")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_shadow_agreement: f64,
+    /// Lowest acceptable candidate/stable mean-reward ratio.
+    #[serde(default = "default_min_reward_ratio")]
+    #[schemars(range(min = 0.0))]
+    pub min_reward_ratio: f64,
+    /// Highest acceptable drift score of live inputs from the candidate's training profile.
+    #[serde(default = "default_max_drift")]
+    #[schemars(range(min = 0.0))]
+    pub max_drift: f64,
+    /// Inconclusive judgements after a step's hold before the rollout fails; 0 waits forever.
+    #[serde(default = "default_max_inconclusive")]
+    pub max_inconclusive: u32,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        AnalysisSpec {
+            interval: default_interval(),
+            min_requests: default_min_requests(),
+            min_rewards: default_min_rewards(),
+            max_error_rate: default_max_error_rate(),
+            max_latency_p99_ms: default_max_latency_p99_ms(),
+            min_shadow_agreement: default_min_shadow_agreement(),
+            min_reward_ratio: default_min_reward_ratio(),
+            max_drift: default_max_drift(),
+            max_inconclusive: default_max_inconclusive(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_token_key() -> String {
+    "token".into()
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_shadow_duration() -> String {
+    "5m".into()
+}
+fn default_pause() -> String {
+    "1m".into()
+}
+fn default_steps() -> Vec<CanaryStep> {
+    [1.0, 10.0, 50.0, 100.0]
+        .into_iter()
+        .map(|weight| CanaryStep {
+            weight,
+            pause: default_pause(),
+        })
+        .collect()
+}
+fn default_interval() -> String {
+    "1m".into()
+}
+fn default_min_requests() -> u32 {
+    50
+}
+fn default_min_rewards() -> u32 {
+    20
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_max_latency_p99_ms() -> f64 {
+    1000.0
+}
+fn default_min_shadow_agreement() -> f64 {
+    0.9
+}
+fn default_min_reward_ratio() -> f64 {
+    0.95
+}
+fn default_max_drift() -> f64 {
+    0.25
+}
+fn default_max_inconclusive() -> u32 {
+    10
+}
+
+/// What the operator reports. The rollout's whole state is here (flattened
+/// [`RolloutState`]), so a restarted operator resumes where the last one stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// Phase, versions, step, weight, timestamps, last analysis, reason and message.
+    #[serde(flatten)]
+    pub rollout: RolloutState,
+    /// `Ready` (a stable version serves), `Progressing` (a rollout is moving), `Degraded` (the
+    /// last rollout was rolled back by its analysis or failed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Which version the spec asks for, before it is resolved against the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetRef {
+    /// A version number.
+    Version(i64),
+    /// An alias to follow (without the `@`).
+    Alias(String),
+}
+
+/// A spec the operator cannot act on, with every problem listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ModelDeployment spec: {}", .problems.join("; "))]
+pub struct SpecError {
+    /// Each problem, naming its field.
+    pub problems: Vec<String>,
+}
+
+impl ModelDeploymentSpec {
+    /// The version or alias to serve.
+    ///
+    /// # Errors
+    /// [`SpecError`] when neither or both of `version` and `alias` are set, or the alias is
+    /// empty.
+    pub fn target(&self) -> Result<TargetRef, SpecError> {
+        let alias = self
+            .alias
+            .as_deref()
+            .map(|a| a.trim().trim_start_matches('@'));
+        let problem = |p: &str| SpecError {
+            problems: vec![p.to_string()],
+        };
+        match (self.version, alias) {
+            (Some(v), None) => Ok(TargetRef::Version(v)),
+            (None, Some(a)) if !a.is_empty() => Ok(TargetRef::Alias(a.to_string())),
+            (None, Some(_)) => Err(problem("alias: must name an alias, e.g. production")),
+            (Some(_), Some(_)) => Err(problem("set either version or alias, not both")),
+            (None, None) => Err(problem(
+                "set version (a number) or alias (e.g. production) to say what to serve",
+            )),
+        }
+    }
+
+    /// The rollout configuration, validated: durations parse, weights increase within
+    /// (0, 100], thresholds are in range, and the target is well formed.
+    ///
+    /// # Errors
+    /// [`SpecError`] listing every problem.
+    pub fn rollout_config(&self) -> Result<RolloutConfig, SpecError> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.target() {
+            problems.extend(e.problems);
+        }
+        if self.model.trim().is_empty() {
+            problems.push("model: must not be empty".into());
+        }
+        if self.replicas < 0 {
+            problems.push(format!(
+                "replicas: must be 0 or more, got {}",
+                self.replicas
+            ));
+        }
+        let mut duration = |field: &str, text: &str| match parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("{field}: {e}"));
+                Duration::ZERO
+            }
+        };
+        let shadow = self.strategy.shadow.as_ref().map(|s| ShadowConfig {
+            duration: duration("strategy.shadow.duration", &s.duration),
+            sample_rate: s.sample_rate,
+        });
+        let canary = &self.strategy.canary;
+        let steps: Vec<StepConfig> = canary
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StepConfig {
+                weight: s.weight,
+                pause: duration(&format!("strategy.canary.steps[{i}].pause"), &s.pause),
+            })
+            .collect();
+        let a = &canary.analysis;
+        let interval = duration("strategy.canary.analysis.interval", &a.interval);
+        if interval.is_zero() && parse_duration(&a.interval).is_ok() {
+            problems.push("strategy.canary.analysis.interval: must be longer than 0s".into());
+        }
+        if let Some(s) = &shadow
+            && !(s.sample_rate > 0.0 && s.sample_rate <= 1.0)
+        {
+            problems.push(format!(
+                "strategy.shadow.sampleRate: must be in (0, 1], got {}",
+                s.sample_rate
+            ));
+        }
+        if steps.is_empty() {
+            problems.push("strategy.canary.steps: at least one step is needed".into());
+        }
+        let mut previous = 0.0;
+        for (i, step) in steps.iter().enumerate() {
+            if !(step.weight >= 0.1 && step.weight <= 100.0) {
+                problems.push(format!(
+                    "strategy.canary.steps[{i}].weight: must be between 0.1 and 100 (percent), got {}",
+                    step.weight
+                ));
+            } else if step.weight <= previous {
+                problems.push(format!(
+                    "strategy.canary.steps[{i}].weight: weights must increase, {} follows {previous}",
+                    step.weight
+                ));
+            }
+            previous = step.weight;
+        }
+        for (field, value, lo, hi) in [
+            ("maxErrorRate", a.max_error_rate, 0.0, 1.0),
+            ("minShadowAgreement", a.min_shadow_agreement, 0.0, 1.0),
+            ("maxLatencyP99Ms", a.max_latency_p99_ms, 0.0, f64::MAX),
+            ("minRewardRatio", a.min_reward_ratio, 0.0, f64::MAX),
+            ("maxDrift", a.max_drift, 0.0, f64::MAX),
+        ] {
+            if !(value >= lo && value <= hi) {
+                problems.push(format!(
+                    "strategy.canary.analysis.{field}: must be between {lo} and {hi}, got {value}"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(SpecError { problems });
+        }
+        Ok(RolloutConfig {
+            model: self.model.trim().to_string(),
+            shadow,
+            steps,
+            interval,
+            max_inconclusive: a.max_inconclusive,
+            thresholds: Thresholds {
+                min_requests: u64::from(a.min_requests),
+                min_rewards: u64::from(a.min_rewards),
+                max_error_rate: a.max_error_rate,
+                max_latency_p99_ms: a.max_latency_p99_ms,
+                min_shadow_agreement: a.min_shadow_agreement,
+                min_reward_ratio: a.min_reward_ratio,
+                max_drift: a.max_drift,
+            },
+        })
+    }
+
+    /// The serving image to run.
+    pub fn image_or_default(&self) -> &str {
+        self.image.as_deref().unwrap_or(DEFAULT_IMAGE)
+    }
+}
+
+impl ModelDeployment {
+    /// The manual controls: each spec field or its annotation.
+    pub fn controls(&self) -> Controls {
+        let annotated = |key: &str| {
+            self.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        Controls {
+            paused: self.spec.paused || annotated(ANNOTATION_PAUSED),
+            abort: self.spec.abort || annotated(ANNOTATION_ABORT),
+            promote_now: self.spec.promote_now || annotated(ANNOTATION_PROMOTE_NOW),
+        }
+    }
+
+    /// The rollout state from the status (the empty state for a new resource).
+    pub fn rollout_state(&self) -> RolloutState {
+        self.status
+            .as_ref()
+            .map(|s| s.rollout.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A condition's desired status, type, reason and message, before transition times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionSummary {
+    /// `Ready`, `Progressing` or `Degraded`.
+    pub type_: &'static str,
+    /// Whether it holds.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// For humans.
+    pub message: String,
+}
+
+/// `Ready`, `Progressing` and `Degraded` as `state` implies them.
+pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
+    let reason = state.reason.clone().unwrap_or_else(|| "Pending".into());
+    let message = state.message.clone().unwrap_or_default();
+    let ready = match state.stable_version {
+        Some(v) => ConditionSummary {
+            type_: "Ready",
+            status: true,
+            reason: "StableServing".into(),
+            message: format!("version {v} serves traffic"),
+        },
+        None => ConditionSummary {
+            type_: "Ready",
+            status: false,
+            reason: reason.clone(),
+            message: if message.is_empty() {
+                "no version deployed yet".into()
+            } else {
+                message.clone()
+            },
+        },
+    };
+    let moving = matches!(state.phase, Phase::Shadowing | Phase::Progressing);
+    let progressing = ConditionSummary {
+        type_: "Progressing",
+        status: moving,
+        reason: if state.phase == Phase::Paused {
+            "Paused".into()
+        } else {
+            reason.clone()
+        },
+        message: message.clone(),
+    };
+    let degraded_phase = matches!(state.phase, Phase::RolledBack | Phase::Failed)
+        && !matches!(
+            state.reason.as_deref(),
+            Some(crate::rollout::REASON_ABORTED | crate::rollout::REASON_WITHDRAWN)
+        );
+    let degraded = ConditionSummary {
+        type_: "Degraded",
+        status: degraded_phase,
+        reason: if degraded_phase {
+            reason
+        } else {
+            "Healthy".into()
+        },
+        message: if degraded_phase {
+            message
+        } else {
+            String::new()
+        },
+    };
+    [ready, progressing, degraded]
+}
+
+/// The status to write for `state`: conditions keep their `lastTransitionTime` while their
+/// status does not change.
+pub fn status_for(
+    state: RolloutState,
+    previous: Option<&ModelDeploymentStatus>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> ModelDeploymentStatus {
+    let previous_conditions: BTreeMap<&str, &Condition> = previous
+        .map(|p| p.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
+        .unwrap_or_default();
+    let conditions = condition_summaries(&state)
+        .into_iter()
+        .map(|summary| {
+            let status = if summary.status { "True" } else { "False" };
+            let since = previous_conditions
+                .get(summary.type_)
+                .filter(|c| c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| k8s_time(now));
+            Condition {
+                type_: summary.type_.into(),
+                status: status.into(),
+                reason: summary.reason,
+                message: summary.message,
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect();
+    ModelDeploymentStatus {
+        rollout: state,
+        conditions,
+        observed_generation: generation,
+    }
+}
+
+/// A Kubernetes timestamp (whole seconds, as `metav1.Time` is written).
+fn k8s_time(at: DateTime<Utc>) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(at.timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ModelDeploymentSpec {
+        serde_json::from_value(serde_json::json!({
+            "model": "iris",
+            "alias": "@production",
+            "registry": {"url": "http://registry:8080"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_first_user_defaults() {
+        let spec = spec();
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(
+            spec.target().unwrap(),
+            TargetRef::Alias("production".into())
+        );
+        let config = spec.rollout_config().unwrap();
+        let weights: Vec<f64> = config.steps.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, vec![1.0, 10.0, 50.0, 100.0]);
+        assert!(
+            config
+                .steps
+                .iter()
+                .all(|s| s.pause == Duration::from_secs(60))
+        );
+        assert_eq!(config.interval, Duration::from_secs(60));
+        assert_eq!(config.shadow, None);
+        assert_eq!(config.thresholds.min_requests, 50);
+        assert_eq!(config.thresholds.max_error_rate, 0.01);
+        assert_eq!(config.max_inconclusive, 10);
+        assert_eq!(spec.image_or_default(), DEFAULT_IMAGE);
+    }
+
+    #[test]
+    fn an_invalid_spec_lists_every_problem_with_its_field() {
+        let mut spec = spec();
+        spec.version = Some(3);
+        spec.strategy.shadow = Some(ShadowStrategy {
+            duration: "5 minutes".into(),
+            sample_rate: 0.0,
+        });
+        spec.strategy.canary.steps = vec![
+            CanaryStep {
+                weight: 50.0,
+                pause: "1m".into(),
+            },
+            CanaryStep {
+                weight: 10.0,
+                pause: "1x".into(),
+            },
+            CanaryStep {
+                weight: 200.0,
+                pause: "1m".into(),
+            },
+        ];
+        spec.strategy.canary.analysis.max_error_rate = 2.0;
+        let err = spec.rollout_config().unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "either version or alias",
+            "strategy.shadow.duration",
+            "strategy.shadow.sampleRate",
+            "steps[1].weight: weights must increase",
+            "steps[1].pause",
+            "steps[2].weight: must be between 0.1 and 100",
+            "maxErrorRate",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn neither_version_nor_alias_is_refused() {
+        let mut spec = spec();
+        spec.alias = None;
+        assert!(
+            spec.target()
+                .unwrap_err()
+                .to_string()
+                .contains("set version")
+        );
+        spec.version = Some(4);
+        assert_eq!(spec.target().unwrap(), TargetRef::Version(4));
+    }
+
+    #[test]
+    fn controls_come_from_spec_fields_or_annotations() {
+        let mut md = ModelDeployment::new("iris", spec());
+        assert_eq!(md.controls(), Controls::default());
+        md.metadata.annotations = Some(BTreeMap::from([
+            (ANNOTATION_PAUSED.to_string(), "True".to_string()),
+            (ANNOTATION_ABORT.to_string(), "no".to_string()),
+        ]));
+        md.spec.promote_now = true;
+        assert_eq!(
+            md.controls(),
+            Controls {
+                paused: true,
+                abort: false,
+                promote_now: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_status_flattens_the_rollout_state_and_reads_back_the_same() {
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            stable_version: Some(1),
+            candidate_version: Some(2),
+            current_step: Some(2),
+            current_weight: 10.0,
+            step_started_at: Some(DateTime::from_timestamp(1_700_000_000, 0).unwrap()),
+            ..RolloutState::default()
+        };
+        let now = DateTime::from_timestamp(1_700_000_100, 0).unwrap();
+        let status = status_for(state.clone(), None, Some(3), now);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["phase"], "Progressing");
+        assert_eq!(json["stableVersion"], 1);
+        assert_eq!(json["candidateVersion"], 2);
+        assert_eq!(json["currentStep"], 2);
+        assert_eq!(json["currentWeight"], 10.0);
+        assert_eq!(json["stepStartedAt"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["observedGeneration"], 3);
+        let back: ModelDeploymentStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.rollout, state);
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_until_their_status_changes() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let t1 = DateTime::from_timestamp(1_700_000_600, 0).unwrap();
+        let rolling = RolloutState {
+            phase: Phase::Progressing,
+            stable_version: Some(1),
+            candidate_version: Some(2),
+            current_step: Some(1),
+            current_weight: 1.0,
+            ..RolloutState::default()
+        };
+        let first = status_for(rolling.clone(), None, Some(1), t0);
+        let by_type = |s: &ModelDeploymentStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).unwrap().clone()
+        };
+        assert_eq!(by_type(&first, "Ready").status, "True");
+        assert_eq!(by_type(&first, "Progressing").status, "True");
+        assert_eq!(by_type(&first, "Degraded").status, "False");
+
+        let mut rolled_back = rolling;
+        rolled_back.phase = Phase::RolledBack;
+        rolled_back.reason = Some("ErrorRateTooHigh".into());
+        let second = status_for(rolled_back, Some(&first), Some(1), t1);
+        assert_eq!(
+            by_type(&second, "Ready").last_transition_time,
+            by_type(&first, "Ready").last_transition_time
+        );
+        assert_eq!(by_type(&second, "Degraded").status, "True");
+        assert_eq!(by_type(&second, "Degraded").reason, "ErrorRateTooHigh");
+        assert_eq!(
+            by_type(&second, "Degraded").last_transition_time,
+            k8s_time(t1)
+        );
+        assert_eq!(by_type(&second, "Progressing").status, "False");
+    }
+}
