@@ -172,6 +172,12 @@ pub struct RuntimeArgs {
     /// Largest inference request body, e.g. 64MiB [default: 64MiB].
     #[arg(long, env = "FERRY_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub max_request_size: Option<String>,
+    /// Predictions remembered per endpoint for joining feedback [default: 100000].
+    #[arg(long, env = "FERRY_FEEDBACK_CAPACITY", value_name = "N")]
+    pub feedback_capacity: Option<usize>,
+    /// How long a prediction accepts feedback, e.g. 1h, 30m [default: 1h].
+    #[arg(long, env = "FERRY_FEEDBACK_TTL", value_name = "DURATION")]
+    pub feedback_ttl: Option<String>,
     /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
     /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
     #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]

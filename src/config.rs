@@ -50,6 +50,8 @@ struct FileConfig {
     cache_dir: Option<PathBuf>,
     prediction_log: Option<String>,
     log_inputs: Option<bool>,
+    feedback_capacity: Option<usize>,
+    feedback_ttl: Option<String>,
 }
 
 /// `[model_options.NAME]` in the config file.
@@ -255,6 +257,13 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
             parse_size(&size).with_context(|| format!("max request size `{size}`"))?,
         )
         .context("max request size is too large")?;
+    }
+    if let Some(n) = args.feedback_capacity.or(file.feedback_capacity) {
+        serving.feedback_capacity = n;
+    }
+    if let Some(text) = args.feedback_ttl.clone().or(file.feedback_ttl.clone()) {
+        serving.feedback_ttl =
+            parse_duration(&text).with_context(|| format!("feedback TTL `{text}`"))?;
     }
     let mut per_model: std::collections::BTreeMap<String, ModelOptionsFile> =
         std::collections::BTreeMap::new();

@@ -179,9 +179,10 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
                 .await
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("loading {}", path.display()))?;
+            let traffic = state.repository.traffic_for(name, false);
             state
                 .repository
-                .install(ServedModel::single(name.clone(), version));
+                .install(ServedModel::single(name.clone(), version, traffic));
         }
     }
     let targets: Vec<(String, Option<ferry_registry::names::VersionRef>)> = settings
@@ -309,7 +310,10 @@ fn serving_state(
         None => None,
     };
     let config: Arc<ServingConfig> = Arc::new(runtime.serving);
-    let repository = Arc::new(ModelRepository::new());
+    let repository = Arc::new(ModelRepository::new(
+        config.feedback_capacity,
+        config.feedback_ttl,
+    ));
     let state = ServingState {
         repository: repository.clone(),
         config: config.clone(),

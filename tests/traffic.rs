@@ -549,3 +549,40 @@ async fn two_serving_replicas_add_up_in_the_registrys_analysis() {
     assert!(version_of(&analysis, v1)["requests"].as_u64().unwrap() > 0);
     assert!(version_of(&analysis, v2)["requests"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_is_ready_only_once_its_endpoints_stable_version_is_loaded() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
+    let reg = registry.url();
+    let cache = dir.path().join("cache");
+    let serving = Server::spawn(
+        dir.path(),
+        &["serving", "--registry", &reg, "--endpoint", "fraud", "--cache-dir", cache.to_str().unwrap()],
+        &[],
+    );
+    let ready = format!("{}/v2/health/ready", serving.url());
+    // Up, but the endpoint does not exist yet: not ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(&ready).await {
+            assert_eq!(r.status(), 503, "ready before its endpoint exists");
+            break;
+        }
+        assert!(Instant::now() < deadline, "serving never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v1 = push(dir.path(), &reg, "mlp.onnx");
+    endpoint_set(dir.path(), &reg, &["--stable", &v1.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::get(&ready).await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "serving never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::new();
+    let a = infer(&client, &format!("{}/v2/models/fraud/infer", serving.url()), &[]).await;
+    assert_eq!((a.status, a.route.as_str()), (200, "stable"));
+}

@@ -200,9 +200,10 @@ impl Follower {
                 None
             }
         };
-        self.ready.store(true, Ordering::Release);
+        self.ready.store(self.all_present(), Ordering::Release);
         let mut backoff = Duration::from_millis(500);
         loop {
+            let ready = self.ready.load(Ordering::Acquire);
             let Some(after) = cursor else {
                 // Started from the cache: catch up as soon as the registry answers.
                 match self.head().await {
@@ -219,7 +220,13 @@ impl Follower {
                 }
                 continue;
             };
-            match self.catalog.events(after, POLL_WAIT).await {
+            // Until everything named is served, poll briefly and retry what failed.
+            let wait = if ready {
+                POLL_WAIT
+            } else {
+                Duration::from_secs(2)
+            };
+            match self.catalog.events(after, wait).await {
                 Ok(page) => {
                     backoff = Duration::from_millis(500);
                     let mut models = BTreeSet::new();
@@ -243,6 +250,12 @@ impl Follower {
                         self.sync_name(&name, false).await;
                     }
                     cursor = Some(page.next_after);
+                    if !ready {
+                        if !self.all_present() {
+                            self.sync_all().await;
+                        }
+                        self.ready.store(self.all_present(), Ordering::Release);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot read the registry's event log; still serving the loaded models");
@@ -251,6 +264,23 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// Whether every model and endpoint named in the selection is served (always true for
+    /// "every model" and "every endpoint": those are ready after the first sync).
+    fn all_present(&self) -> bool {
+        let repository = &self.loader.repository;
+        let models = match &self.selection.models {
+            Models::Named(list) => list.iter().all(|(n, _)| repository.get(n).is_some()),
+            Models::None | Models::All => true,
+        };
+        let endpoints = match &self.selection.endpoints {
+            Endpoints::Named(list) => list
+                .iter()
+                .all(|n| repository.get(n).is_some_and(|m| m.endpoint.is_some())),
+            Endpoints::None | Endpoints::All => true,
+        };
+        models && endpoints
     }
 
     async fn head(&self) -> Result<i64, CatalogError> {
@@ -361,7 +391,8 @@ impl Follower {
         match self.load(name, &record, false).await {
             Ok(version) => {
                 let previous = repository.get(name);
-                repository.install(ServedModel::single(name, version));
+                let traffic = repository.traffic_for(name, false);
+                repository.install(ServedModel::single(name, version, traffic));
                 repository.set_failed(name, None);
                 if let Some(previous) = previous {
                     let old = &previous.default.version;
@@ -452,11 +483,7 @@ impl Follower {
             .as_ref()
             .and_then(|c| loaded.get(&c.version).cloned());
         // Counters survive the swap: the new shadows count into the same traffic record.
-        let traffic = current
-            .as_ref()
-            .filter(|c| c.endpoint.is_some())
-            .map(|c| c.traffic.clone())
-            .unwrap_or_else(|| Arc::new(crate::repository::Traffic::new(&name)));
+        let traffic = repository.traffic_for(&name, true);
         let shadows = policy
             .shadows
             .iter()
@@ -471,9 +498,9 @@ impl Follower {
             policy: policy.clone(),
             shadows,
         };
-        let mut model = ServedModel::endpoint(&name, stable, canary, routing);
-        model.traffic = traffic;
-        repository.install(model);
+        repository.install(ServedModel::endpoint(
+            &name, stable, canary, routing, traffic,
+        ));
         repository.set_failed(&name, None);
         tracing::info!(
             endpoint = %name,
@@ -619,9 +646,9 @@ impl Follower {
                 Ok(record) => match self.load(&name, &record, false).await {
                     Ok(version) => {
                         tracing::info!(model = %name, version = cached.version, "serving from the cache");
-                        self.loader
-                            .repository
-                            .install(ServedModel::single(name, version));
+                        let repository = &self.loader.repository;
+                        let traffic = repository.traffic_for(&name, false);
+                        repository.install(ServedModel::single(name, version, traffic));
                     }
                     Err(e) => self.record_failure(&name, &e),
                 },
@@ -683,7 +710,7 @@ impl Follower {
             .canary
             .as_ref()
             .and_then(|c| loaded.get(&c.version).cloned());
-        let traffic = Arc::new(crate::repository::Traffic::new(&name));
+        let traffic = self.loader.repository.traffic_for(&name, true);
         let shadows = policy
             .shadows
             .iter()
@@ -698,9 +725,9 @@ impl Follower {
             policy: policy.clone(),
             shadows,
         };
-        let mut model = ServedModel::endpoint(&name, stable, canary, routing);
-        model.traffic = traffic;
-        self.loader.repository.install(model);
+        self.loader.repository.install(ServedModel::endpoint(
+            &name, stable, canary, routing, traffic,
+        ));
         tracing::info!(endpoint = %name, revision = record.revision, "serving the endpoint from the cache");
     }
 }

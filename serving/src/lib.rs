@@ -44,6 +44,10 @@ pub struct ServingConfig {
     pub runtime: RuntimeOptions,
     /// Runtime options per model name.
     pub model_options: HashMap<String, RuntimeOptions>,
+    /// Predictions remembered per served name for joining feedback.
+    pub feedback_capacity: usize,
+    /// How long after a prediction its feedback is accepted.
+    pub feedback_ttl: Duration,
 }
 
 impl Default for ServingConfig {
@@ -53,6 +57,8 @@ impl Default for ServingConfig {
             max_request_bytes: 64 * 1024 * 1024,
             runtime: RuntimeOptions::default(),
             model_options: HashMap::new(),
+            feedback_capacity: repository::PREDICTION_CAPACITY,
+            feedback_ttl: repository::PREDICTION_TTL,
         }
     }
 }

@@ -26,9 +26,9 @@ pub struct ServedVersion {
     pub loaded_at: DateTime<Utc>,
 }
 
-/// How many recent predictions each served name remembers for feedback, and for how long.
+/// How many recent predictions each served name remembers for feedback, by default.
 pub const PREDICTION_CAPACITY: usize = 100_000;
-/// See [`PREDICTION_CAPACITY`].
+/// How long a prediction can receive feedback, by default.
 pub const PREDICTION_TTL: Duration = Duration::from_secs(3600);
 /// Resolution and reach of the per-version counters behind `/stats?window=`.
 pub const STATS_SLOT: Duration = Duration::from_secs(1);
@@ -44,11 +44,11 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Fresh counters for `name`.
-    pub fn new(name: &str) -> Self {
+    /// Fresh counters for `name`, remembering up to `capacity` predictions for `ttl`.
+    pub fn new(name: &str, capacity: usize, ttl: Duration) -> Self {
         Traffic {
             stats: EndpointStats::new(name, STATS_SLOT, STATS_HORIZON, Instant::now()),
-            predictions: RecentPredictions::new(PREDICTION_CAPACITY, PREDICTION_TTL),
+            predictions: RecentPredictions::new(capacity, ttl),
         }
     }
 }
@@ -85,12 +85,12 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// A model serving exactly one version.
-    pub fn single(name: impl Into<String>, version: ServedVersion) -> Self {
+    /// A model serving exactly one version, counting into `traffic`.
+    pub fn single(name: impl Into<String>, version: ServedVersion, traffic: Arc<Traffic>) -> Self {
         let name = name.into();
         let version = Arc::new(version);
         ServedModel {
-            traffic: Arc::new(Traffic::new(&name)),
+            traffic,
             name,
             default: version.clone(),
             versions: BTreeMap::from([(version.version.clone(), version)]),
@@ -99,12 +99,14 @@ impl ServedModel {
         }
     }
 
-    /// An endpoint: `stable` answers by default, `canary` a share, `shadows` listen in.
+    /// An endpoint: `stable` answers by default, `canary` a share, `shadows` listen in (counting
+    /// into the same `traffic` as the endpoint).
     pub fn endpoint(
         name: impl Into<String>,
         stable: Arc<ServedVersion>,
         canary: Option<Arc<ServedVersion>>,
         routing: EndpointRouting,
+        traffic: Arc<Traffic>,
     ) -> Self {
         let name = name.into();
         let mut versions = BTreeMap::from([(stable.version.clone(), stable.clone())]);
@@ -112,7 +114,7 @@ impl ServedModel {
             versions.insert(c.version.clone(), c);
         }
         ServedModel {
-            traffic: Arc::new(Traffic::new(&name)),
+            traffic,
             name,
             default: stable,
             versions,
@@ -143,8 +145,10 @@ impl ServedModel {
 }
 
 /// The table of served models.
-#[derive(Default)]
 pub struct ModelRepository {
+    /// Feedback store size and time-to-live for new served names.
+    prediction_capacity: usize,
+    prediction_ttl: Duration,
     models: ArcSwap<HashMap<String, Arc<ServedModel>>>,
     /// Writers copy the table; one at a time, so that no update is lost.
     write: std::sync::Mutex<()>,
@@ -154,9 +158,29 @@ pub struct ModelRepository {
 }
 
 impl ModelRepository {
-    /// An empty repository.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty repository whose served names remember `prediction_capacity` predictions for
+    /// `prediction_ttl` each, for feedback.
+    pub fn new(prediction_capacity: usize, prediction_ttl: Duration) -> Self {
+        ModelRepository {
+            prediction_capacity,
+            prediction_ttl,
+            models: ArcSwap::default(),
+            write: std::sync::Mutex::default(),
+            failed: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The counters `name` should use now: those of what serves it, when it is the same kind
+    /// (endpoint or plain model), else fresh ones.
+    pub fn traffic_for(&self, name: &str, endpoint: bool) -> Arc<Traffic> {
+        match self.get(name) {
+            Some(current) if current.endpoint.is_some() == endpoint => current.traffic.clone(),
+            _ => Arc::new(Traffic::new(
+                name,
+                self.prediction_capacity,
+                self.prediction_ttl,
+            )),
+        }
     }
 
     /// The model named `name`, as of now.
@@ -171,15 +195,12 @@ impl ModelRepository {
 
     /// Installs (or replaces) a model. Requests already running keep the previous version
     /// until they finish; its workers stop once the last of them lets go.
-    pub fn install(&self, mut model: ServedModel) {
+    ///
+    /// Build `model` with [`ModelRepository::traffic_for`], so counters carry over a swap of
+    /// versions or of policy, while an endpoint that takes over a plain model's name starts
+    /// afresh (its reports describe the endpoint only).
+    pub fn install(&self, model: ServedModel) {
         self.update(|table| {
-            // Counters carry over a swap of versions or of policy, but an endpoint that takes
-            // over a plain model's name starts afresh: its reports describe the endpoint only.
-            if let Some(previous) = table.get(&model.name)
-                && previous.endpoint.is_some() == model.endpoint.is_some()
-            {
-                model.traffic = previous.traffic.clone();
-            }
             table.insert(model.name.clone(), Arc::new(model));
         });
     }

@@ -73,6 +73,13 @@ impl Server {
     }
 
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut server = Self::spawn(dir, args, env);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts the process without waiting for it to be ready.
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
         let log = dir.join(format!("ferry-{port}.log"));
         let mut command = Command::new(ferry_bin());
@@ -89,14 +96,12 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut server = Server {
+        Server {
             child,
             port,
             dir: dir.to_path_buf(),
             log,
-        };
-        server.wait_ready();
-        server
+        }
     }
 
     pub fn url(&self) -> String {

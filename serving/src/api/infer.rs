@@ -350,8 +350,8 @@ pub(super) async fn feedback(
             other => ServingError::NotFound(format!(
                 "{other}: `{}` (predictions are kept for {} s, the newest {})",
                 feedback.id,
-                crate::repository::PREDICTION_TTL.as_secs(),
-                crate::repository::PREDICTION_CAPACITY
+                state.config.feedback_ttl.as_secs(),
+                state.config.feedback_capacity
             )),
         })?;
     let correct = match (&feedback.label, &entry.classes) {
