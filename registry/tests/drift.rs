@@ -14,7 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
 use ferry_registry::MetadataStore;
 use ferry_registry::analysis::{DriftCounters, EndpointAnalysis, Report, VersionCounters};
-use ferry_registry::drift::{CsvOptions, Profile, evaluate_once, profile_csv_file};
+use ferry_registry::drift::{
+    CsvOptions, Profile, evaluate_once, profile_csv_file, spawn_drift_monitor,
+};
 use ferry_registry::records::Event;
 use serde_json::{Value, json};
 
@@ -23,6 +25,7 @@ on_every_backend!(
     two_registry_replicas_judging_the_same_window_raise_one_incident,
     the_analysis_scores_the_drift_of_versions_with_a_profile,
     an_upload_with_a_malformed_profile_is_a_400_naming_the_field,
+    the_background_monitor_judges_reports_posted_over_http,
 );
 
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -469,4 +472,41 @@ async fn an_upload_with_a_malformed_profile_is_a_400_naming_the_field(app: &Test
     let (status, v) = app.upload("fraud", MLP, None, None).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(v["has_profile"], false);
+}
+
+async fn the_background_monitor_judges_reports_posted_over_http(app: &TestApp) {
+    let profile = build_profile(app.dir.path());
+    upload_with_profile(app, &profile).await;
+    put_endpoint(
+        app,
+        "fraud-api",
+        json!({"model": "fraud", "stable": 1, "drift": {"metric": "kl", "threshold": 0.5}}),
+    )
+    .await;
+    let store = app.state.store.clone();
+    let start = store.last_event_id().await.unwrap();
+    let body = serde_json::to_value(report(
+        "serving-0",
+        vec![(1, 1000, live(&profile, 1000, 41, 25.0))],
+    ))
+    .unwrap();
+    let (status, problem) = app
+        .json_request("POST", "/api/v1/endpoints/fraud-api/reports", body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{problem}");
+    // The first evaluation runs at once and judges the last interval, this report included.
+    let monitor = spawn_drift_monitor(store.clone(), INTERVAL);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = drift_events(&store, start).await;
+        if !events.is_empty() || tokio::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    monitor.abort();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, "drift.detected");
+    assert_eq!(events[0].data["metric"], "kl");
+    assert_eq!(events[0].data["features"][0]["name"], "income");
 }

@@ -450,15 +450,21 @@ fn recovered_event(
     })
 }
 
-/// Profiles by version, for the versions whose stored profile reads as the current format
-/// (profiles stored before validation existed may not: those versions are not judged).
+/// Profiles by version, for the versions whose stored profile is a valid one of the current
+/// format (profiles stored before uploads were validated may not be: those versions are not
+/// scored).
 pub(crate) fn parse_profiles(rows: Vec<(i64, String)>) -> BTreeMap<i64, Profile> {
     rows.into_iter()
-        .filter_map(|(version, text)| match serde_json::from_str::<Profile>(&text) {
-            Ok(profile) => Some((version, profile)),
-            Err(e) => {
-                tracing::debug!(version, error = %e, "stored profile is not in the current format; drift is not scored");
-                None
+        .filter_map(|(version, text)| {
+            let parsed = serde_json::from_str::<Profile>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|p| p.validate().map(|()| p).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(profile) => Some((version, profile)),
+                Err(e) => {
+                    tracing::debug!(version, error = %e, "stored profile is not a valid current one; drift is not scored");
+                    None
+                }
             }
         })
         .collect()
@@ -592,6 +598,20 @@ mod tests {
             assert_eq!(t, want, "{score} × {samples}");
             s = next;
         }
+    }
+
+    #[test]
+    fn stored_profiles_that_are_not_valid_current_ones_are_skipped() {
+        let valid = r#"{"format":1,"inputs":[{"input":"x","features":[{"name":"a","column":0,
+            "edges":[0.0,1.0],"counts":[0,2,0],"summary":{"count":2,"mean":0.5,"std":0.5,"min":0.0,"max":1.0}}]}]}"#;
+        let legacy = r#"{"features":[{"name":"f0","edges":[0.0,1.0],"counts":[1,2,3]}]}"#;
+        let inconsistent = valid.replace("[0,2,0]", "[0,2]");
+        let parsed = parse_profiles(vec![
+            (1, valid.to_string()),
+            (2, legacy.to_string()),
+            (3, inconsistent),
+        ]);
+        assert_eq!(parsed.keys().copied().collect::<Vec<_>>(), [1]);
     }
 
     #[test]

@@ -1128,7 +1128,8 @@ mod tests {
     #[test]
     fn malformed_profiles_are_refused_naming_the_field() {
         let f = "/inputs/0/features/0";
-        let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+        type Patch = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(Patch, &str)> = vec![
             (
                 Box::new(|v| v["format"] = json!(2)),
                 "`profile.format` is 2; this registry reads profile format 1",
