@@ -83,6 +83,7 @@ pub async fn create_webhook(
     Ok(response)
 }
 
+/// `GET /api/v1/webhooks`: newest first, without secrets.
 pub async fn list_webhooks(
     _admin: RequireAdmin,
     State(state): State<AppState>,
@@ -97,6 +98,7 @@ pub async fn list_webhooks(
     ))
 }
 
+/// `GET /api/v1/webhooks/{id}`: without its secret.
 pub async fn get_webhook(
     _admin: RequireAdmin,
     State(state): State<AppState>,
@@ -116,6 +118,7 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET …/deliveries?status=pending|delivered|dead`: newest event first.
 pub async fn list_deliveries(
     _admin: RequireAdmin,
     State(state): State<AppState>,
@@ -131,6 +134,7 @@ pub async fn list_deliveries(
     ))
 }
 
+/// `GET …/dead-letters`: the deliveries whose every attempt failed.
 pub async fn list_dead_letters(
     _admin: RequireAdmin,
     State(state): State<AppState>,

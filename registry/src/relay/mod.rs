@@ -285,7 +285,7 @@ impl Relay {
         }
         self.connect().await?;
         let now = Utc::now();
-        let until = now + TimeDelta::from_std(self.config.lease).unwrap_or(TimeDelta::MAX);
+        let until = now + bounded(self.config.lease);
         let Some(cursor) = self
             .store
             .lease_relay(&self.config.exchange, &self.config.replica, now, until)
@@ -299,6 +299,7 @@ impl Relay {
             return Err(amqp_failure("publishing", "not connected"));
         };
         let mut confirms = Vec::with_capacity(events.len());
+        let deadline = tokio::time::Instant::now() + self.config.confirm_timeout;
         for event in &events {
             let body = serde_json::to_vec(event)
                 .map_err(|e| Error::Internal(format!("serializing event {}: {e}", event.id)))?;
@@ -321,22 +322,36 @@ impl Relay {
                 .with_timestamp(u64::try_from(event.created_at.timestamp()).unwrap_or(0))
                 .with_app_id("ferry-registry".into())
                 .with_headers(headers);
-            let published = link
-                .channel
-                .basic_publish(
+            // A broker that blocks publishers (a memory or disk alarm) must not stall the relay
+            // forever: the publishing phase shares the confirm deadline.
+            let published = match tokio::time::timeout_at(
+                deadline,
+                link.channel.basic_publish(
                     self.config.exchange.as_str().into(),
                     routing_key,
                     BasicPublishOptions::default(),
                     &body,
                     properties,
-                )
-                .await;
+                ),
+            )
+            .await
+            {
+                Ok(result) => result.map_err(|e| amqp_failure("publishing", e)),
+                Err(_) => Err(amqp_failure(
+                    "publishing",
+                    format!(
+                        "the broker did not take event {} within {} s (is it blocking publishers?)",
+                        event.id,
+                        self.config.confirm_timeout.as_secs_f64()
+                    ),
+                )),
+            };
             match published {
                 Ok(confirm) => confirms.push((event.id, confirm)),
                 Err(e) => {
                     self.metrics.failures.with_label_values(&["publish"]).inc();
                     self.disconnect().await;
-                    return Err(amqp_failure("publishing", e));
+                    return Err(e);
                 }
             }
         }
@@ -497,13 +512,29 @@ pub fn spawn_relay(
     Ok(tokio::spawn(relay.run()))
 }
 
-/// Connects, opens a channel in confirm mode and declares the topology.
+/// Connects, opens a channel in confirm mode and declares the topology, all within
+/// `connect_timeout`: a broker that accepts the socket and then stalls must not stall the relay.
 async fn open_link(config: &RelayConfig) -> Result<Link> {
-    let properties = ConnectionProperties::default().with_connection_name("ferry-registry".into());
-    let connection = tokio::time::timeout(
-        config.connect_timeout,
-        Connection::connect(&config.url, properties),
-    )
+    tokio::time::timeout(config.connect_timeout, async {
+        let properties =
+            ConnectionProperties::default().with_connection_name("ferry-registry".into());
+        let connection = Connection::connect(&config.url, properties)
+            .await
+            .map_err(|e| amqp_failure("connecting", e))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| amqp_failure("opening a channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| amqp_failure("enabling publisher confirms", e))?;
+        declare_topology(&channel, config).await?;
+        Ok(Link {
+            connection,
+            channel,
+        })
+    })
     .await
     .map_err(|_| {
         amqp_failure(
@@ -514,20 +545,6 @@ async fn open_link(config: &RelayConfig) -> Result<Link> {
             ),
         )
     })?
-    .map_err(|e| amqp_failure("connecting", e))?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| amqp_failure("opening a channel", e))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| amqp_failure("enabling publisher confirms", e))?;
-    declare_topology(&channel, config).await?;
-    Ok(Link {
-        connection,
-        channel,
-    })
 }
 
 async fn declare_topology(channel: &Channel, config: &RelayConfig) -> Result<()> {
@@ -584,6 +601,12 @@ async fn declare_topology(channel: &Channel, config: &RelayConfig) -> Result<()>
             .map_err(|e| amqp_failure(&format!("binding queue {queue}"), e))?;
     }
     Ok(())
+}
+
+/// A duration as a [`TimeDelta`], at most a year: nothing here waits longer, and the cap keeps
+/// `DateTime + TimeDelta` from overflowing.
+fn bounded(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d.min(Duration::from_secs(365 * 24 * 3600))).unwrap_or(TimeDelta::zero())
 }
 
 fn amqp_failure(stage: &str, cause: impl fmt::Display) -> Error {

@@ -123,6 +123,47 @@ mod tests {
         assert_eq!(out, strings(&["drift.*", "version.created"]));
     }
 
+    /// Event types passed to `WriteTx::emit` as string literals anywhere in the crate's sources.
+    fn emitted_types(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                emitted_types(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("emit(") {
+                    let rest = text[at + "emit(".len()..].trim_start();
+                    if let Some(literal) = rest.strip_prefix('"')
+                        && let Some(end) = literal.find('"')
+                    {
+                        found.push(literal[..end].to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_event_type_the_registry_emits_can_be_subscribed_to_exactly() {
+        let mut found = Vec::new();
+        emitted_types(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.iter().any(|t| t == "version.created"), "{found:?}");
+        let looks_like_a_type = |t: &&String| {
+            t.matches('.').count() == 1
+                && t.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        };
+        for kind in found.iter().filter(looks_like_a_type) {
+            assert!(
+                EVENT_TYPES.contains(&kind.as_str()),
+                "`{kind}` is emitted but missing from webhooks::patterns::EVENT_TYPES"
+            );
+        }
+    }
+
     #[test]
     fn every_known_type_belongs_to_a_known_family() {
         for t in EVENT_TYPES {

@@ -451,8 +451,10 @@ fn elapsed(started: Instant) -> TimeDelta {
     delta(started.elapsed())
 }
 
+/// A duration as a [`TimeDelta`], at most a year: no delay here is longer, and the cap keeps
+/// `DateTime + TimeDelta` from overflowing.
 fn delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(d.min(Duration::from_secs(365 * 24 * 3600))).unwrap_or(TimeDelta::zero())
 }
 
 #[cfg(test)]
