@@ -65,6 +65,11 @@ pub enum Command {
     Predict(PredictArgs),
     /// Send business feedback on a prediction (by its id): a reward, a label, or both.
     Feedback(FeedbackArgs),
+    /// Compute the training-data profile drift is measured against (from a CSV, streaming).
+    #[command(
+        after_help = "Examples:\n  ferry profile train.csv --model model.onnx -o json > profile.json\n  ferry model push model.onnx --name fraud --profile-data train.csv"
+    )]
+    Profile(ProfileArgs),
     /// Read the registry's event log.
     Events(EventsArgs),
 }
@@ -252,6 +257,10 @@ pub struct ServerArgs {
     /// Seconds a client may pause mid-upload before it is dropped [default: 60].
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub upload_idle_timeout: Option<u64>,
+    /// How often endpoints' drift policies are judged, and over what window, e.g. 60s, 5m
+    /// [default: 60s].
+    #[arg(long, env = "FERRY_DRIFT_INTERVAL", value_name = "DURATION")]
+    pub drift_interval: Option<String>,
     /// How long serving replicas' reports are kept, e.g. 1h; also the longest analysis window
     /// [default: 1h].
     #[arg(long, env = "FERRY_REPORT_RETENTION", value_name = "DURATION")]
@@ -340,6 +349,12 @@ pub struct PushArgs {
     /// Description of the version.
     #[arg(long)]
     pub description: Option<String>,
+    /// Training data (CSV) to profile and attach, for drift monitoring.
+    #[arg(long, value_name = "DATA.csv")]
+    pub profile_data: Option<PathBuf>,
+    /// The input the profile data feeds [default: the model's first [rows, features] input].
+    #[arg(long, value_name = "NAME", requires = "profile_data")]
+    pub profile_input: Option<String>,
     /// Point this alias at the new version once it is pushed.
     #[arg(long)]
     pub alias: Option<String>,
@@ -516,6 +531,33 @@ pub struct FeedbackArgs {
     pub serving: String,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Training data: CSV with one column per feature (a header row is detected).
+    pub data: PathBuf,
+    /// The model, to pick its tabular input and check the number of features.
+    #[arg(long, value_name = "FILE.onnx")]
+    pub model: Option<PathBuf>,
+    /// The model input the data feeds [default: the model's first [rows, features] input].
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Feature names, comma-separated, overriding the header.
+    #[arg(long, value_name = "A,B,…")]
+    pub feature_names: Option<String>,
+    /// Quantile bins per feature, 2 to 50 [default: 10].
+    #[arg(long)]
+    pub bins: Option<usize>,
+    /// The first row is data, not a header.
+    #[arg(long)]
+    pub no_header: bool,
+    /// Also write the profile (JSON) to this file.
+    #[arg(long = "out", short = 'O', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output: a summary table, or the profile as JSON.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]

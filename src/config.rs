@@ -32,6 +32,7 @@ struct FileConfig {
     upload_idle_timeout: Option<u64>,
     auto_migrate: Option<bool>,
     report_retention: Option<String>,
+    drift_interval: Option<String>,
     // Serving.
     onnxruntime: Option<PathBuf>,
     max_batch_size: Option<usize>,
@@ -156,6 +157,10 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             bail!("upload idle timeout must be at least 1 second");
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(text) = args.drift_interval.clone().or(file.drift_interval.clone()) {
+        registry.drift_interval =
+            parse_duration(&text).with_context(|| format!("drift interval `{text}`"))?;
     }
     if let Some(text) = args
         .report_retention

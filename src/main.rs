@@ -85,6 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoint(cmd) => commands::endpoint::run(cmd).await,
         Command::Predict(args) => commands::endpoint::predict(args).await,
         Command::Feedback(args) => commands::endpoint::feedback(args).await,
+        Command::Profile(args) => commands::profile::run(args).await,
         Command::Events(args) => commands::events::run(args).await,
     }
 }

@@ -83,6 +83,9 @@ pub async fn run(
     let mut app = ferry_registry::api::routes(state.clone());
     let mut follower = None;
     let mut reporter = None;
+    // Judges endpoints' drift policies on the replicas' reports; safe with several registries.
+    let monitor =
+        ferry_registry::drift::spawn_drift_monitor(store.clone(), settings.registry.drift_interval);
     if let Some(runtime) = serving {
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
@@ -116,6 +119,7 @@ pub async fn run(
             repository,
             replica.clone(),
             ferry_serving::report::REPORT_INTERVAL,
+            Some(serving_state.drift_gauges.clone()),
         )));
         app = app.merge(ferry_serving::routes(serving_state));
     }
@@ -142,6 +146,7 @@ pub async fn run(
         );
     }
     serve(listener, app).await?;
+    monitor.abort();
     for task in [follower, reporter].into_iter().flatten() {
         task.abort();
     }
@@ -230,6 +235,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
             state.repository.clone(),
             replica.clone(),
             ferry_serving::report::REPORT_INTERVAL,
+            Some(state.drift_gauges.clone()),
         )));
     }
 
@@ -321,6 +327,8 @@ fn serving_state(
         ready: Arc::new(AtomicBool::new(false)),
         tokens,
         prediction_log,
+        drift_gauges: ferry_serving::api::DriftGauges::register(prometheus)
+            .context("registering metrics")?,
     };
     let loader = Loader {
         runtime: library,

@@ -561,7 +561,15 @@ async fn serving_is_ready_only_once_its_endpoints_stable_version_is_loaded() {
     let cache = dir.path().join("cache");
     let serving = Server::spawn(
         dir.path(),
-        &["serving", "--registry", &reg, "--endpoint", "fraud", "--cache-dir", cache.to_str().unwrap()],
+        &[
+            "serving",
+            "--registry",
+            &reg,
+            "--endpoint",
+            "fraud",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
         &[],
     );
     let ready = format!("{}/v2/health/ready", serving.url());
@@ -583,6 +591,11 @@ async fn serving_is_ready_only_once_its_endpoints_stable_version_is_loaded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = reqwest::Client::new();
-    let a = infer(&client, &format!("{}/v2/models/fraud/infer", serving.url()), &[]).await;
+    let a = infer(
+        &client,
+        &format!("{}/v2/models/fraud/infer", serving.url()),
+        &[],
+    )
+    .await;
     assert_eq!((a.status, a.route.as_str()), (200, "stable"));
 }

@@ -136,6 +136,45 @@ impl Catalog {
         }
     }
 
+    /// The training profile stored with a version.
+    ///
+    /// # Errors
+    /// [`CatalogError::NotFound`] when it has none, [`CatalogError::Corrupt`] when it does not
+    /// validate, [`CatalogError::Unavailable`].
+    pub async fn profile(
+        &self,
+        record: &VersionRecord,
+    ) -> Result<ferry_registry::drift::Profile, CatalogError> {
+        let version = VersionRef::Number(record.version);
+        let json = match self {
+            Catalog::Remote(client) => {
+                let v = record.version.to_string();
+                let url = client.url(&[
+                    "api",
+                    "v1",
+                    "models",
+                    &record.name,
+                    "versions",
+                    &v,
+                    "profile",
+                ]);
+                client
+                    .send_json::<serde_json::Value>(client.request(reqwest::Method::GET, url))
+                    .await
+                    .map_err(client_error)?
+            }
+            Catalog::Local { store, .. } => store
+                .get_profile(&record.name, &version)
+                .await
+                .map_err(|e| match e {
+                    ferry_registry::Error::NotFound(m) => CatalogError::NotFound(m),
+                    other => CatalogError::Unavailable(other.to_string()),
+                })?,
+        };
+        ferry_registry::drift::Profile::from_metadata(&json)
+            .map_err(|e| CatalogError::Corrupt(format!("the stored profile is invalid: {e}")))
+    }
+
     /// The names of every endpoint.
     ///
     /// # Errors

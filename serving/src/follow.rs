@@ -132,6 +132,7 @@ impl Loader {
             model,
             sha256,
             loaded_at: Utc::now(),
+            profile: None,
         })
     }
 
@@ -532,7 +533,8 @@ impl Follower {
         } else {
             self.loader.config.options_for(name)
         };
-        self.loader
+        let mut served = self
+            .loader
             .load_with(
                 name,
                 &record.version.to_string(),
@@ -541,7 +543,17 @@ impl Follower {
                 Some(record.sha256.clone()),
                 options,
             )
-            .await
+            .await?;
+        if record.has_profile {
+            // Without its profile a version still serves; it just is not watched for drift.
+            match self.catalog.profile(record).await {
+                Ok(profile) => served.profile = Some(Arc::new(profile)),
+                Err(e) => {
+                    tracing::warn!(model = %record.name, version = record.version, error = %e, "cannot load the training profile; drift is not monitored for this version")
+                }
+            }
+        }
+        Ok(served)
     }
 
     /// Drops the runtime metrics of versions the new table no longer runs.

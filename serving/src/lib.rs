@@ -13,6 +13,7 @@
 pub mod api;
 pub mod cache;
 pub mod catalog;
+pub mod drift;
 pub mod error;
 pub mod follow;
 pub mod oip;
@@ -102,6 +103,8 @@ pub struct ServingState {
     pub tokens: ferry_registry::Tokens,
     /// Where answered predictions are appended, when enabled.
     pub prediction_log: Option<prediction_log::PredictionLog>,
+    /// Drift scores for Prometheus (updated by the reporter).
+    pub drift_gauges: api::DriftGauges,
 }
 
 pub use repository::ModelRepository;

@@ -27,6 +27,7 @@ pub async fn run(
     repository: Arc<ModelRepository>,
     replica: String,
     interval: Duration,
+    drift: Option<crate::api::DriftGauges>,
 ) {
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
@@ -35,6 +36,9 @@ pub async fn run(
     loop {
         ticker.tick().await;
         let snapshot = repository.snapshot();
+        if let Some(gauges) = &drift {
+            update_drift_gauges(gauges, &snapshot);
+        }
         for (name, model) in snapshot.iter() {
             let Some(endpoint) = &model.endpoint else {
                 continue;
@@ -67,6 +71,36 @@ pub async fn run(
         }
         // Endpoints no longer served take their unsent counters with them.
         pending.retain(|name, _| snapshot.get(name).is_some_and(|m| m.endpoint.is_some()));
+    }
+}
+
+/// Window the drift gauges look back over.
+const DRIFT_WINDOW: Duration = Duration::from_secs(300);
+
+fn update_drift_gauges(
+    gauges: &crate::api::DriftGauges,
+    snapshot: &std::collections::HashMap<String, Arc<crate::repository::ServedModel>>,
+) {
+    let now = Instant::now();
+    for (name, model) in snapshot {
+        let window = model.traffic.stats.window(now, DRIFT_WINDOW);
+        for (label, served) in &model.versions {
+            let Some(profile) = &served.profile else {
+                continue;
+            };
+            let drift = label
+                .parse::<i64>()
+                .ok()
+                .and_then(|v| window.get(&v))
+                .and_then(|c| c.drift.as_ref());
+            if let Some(drift) = drift {
+                gauges.set(
+                    name,
+                    label,
+                    &ferry_registry::drift::analyze_drift(profile, drift),
+                );
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct ServedVersion {
     pub sha256: Option<String>,
     /// When it finished loading.
     pub loaded_at: DateTime<Utc>,
+    /// Its training profile, when one was pushed with it: live inputs are binned on its edges.
+    pub profile: Option<Arc<ferry_registry::drift::Profile>>,
 }
 
 /// How many recent predictions each served name remembers for feedback, by default.
@@ -38,18 +40,32 @@ pub const STATS_HORIZON: Duration = Duration::from_secs(15 * 60);
 /// What is counted about a served name, kept across policy changes and version swaps.
 pub struct Traffic {
     /// Per-version counters.
-    pub stats: EndpointStats,
+    pub stats: Arc<EndpointStats>,
     /// Recent predictions, for joining feedback.
     pub predictions: RecentPredictions,
+    /// Counts live inputs into the drift histograms, started on first use (it needs the runtime).
+    drift: std::sync::OnceLock<crate::drift::DriftRecorder>,
 }
 
 impl Traffic {
     /// Fresh counters for `name`, remembering up to `capacity` predictions for `ttl`.
     pub fn new(name: &str, capacity: usize, ttl: Duration) -> Self {
         Traffic {
-            stats: EndpointStats::new(name, STATS_SLOT, STATS_HORIZON, Instant::now()),
+            stats: Arc::new(EndpointStats::new(
+                name,
+                STATS_SLOT,
+                STATS_HORIZON,
+                Instant::now(),
+            )),
             predictions: RecentPredictions::new(capacity, ttl),
+            drift: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The drift recorder of this served name (started on first use).
+    pub fn drift(&self) -> &crate::drift::DriftRecorder {
+        self.drift
+            .get_or_init(|| crate::drift::DriftRecorder::start(self.stats.clone()))
     }
 }
 

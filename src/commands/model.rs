@@ -231,6 +231,19 @@ async fn build_metadata(args: &PushArgs) -> Result<VersionMetadata> {
         let (k, v) = key_value("--tag", spec)?;
         metadata.tags.insert(k, v);
     }
+    if let Some(data) = &args.profile_data {
+        let profile = crate::commands::profile::build(
+            data,
+            Some(&args.file),
+            args.profile_input.as_deref(),
+            None,
+            None,
+            false,
+        )
+        .await
+        .context("--profile-data")?;
+        metadata.profile = Some(profile.to_metadata());
+    }
     // The registry would refuse it too, but naming the flag is more helpful than naming JSON.
     metadata
         .validate()

@@ -225,12 +225,23 @@ async fn predict(
         _ => Vec::new(),
     };
     let shadow_inputs: Option<Vec<Tensor>> = (!shadows.is_empty()).then(|| decoded.inputs.clone());
+    // Drift watches what the primary answers; the copy is counted off the request path.
+    let drift_sample = choice.served.profile.as_ref().and_then(|profile| {
+        crate::drift::sample(
+            choice.served.version.parse().unwrap_or(0),
+            profile,
+            &decoded.inputs,
+        )
+    });
     let requested = decoded.outputs.clone();
 
     let outputs = runtime
         .infer(decoded.inputs, decoded.outputs, deadline)
         .await?;
 
+    if let Some(sample) = drift_sample {
+        model.traffic.drift().offer(sample);
+    }
     if let Some(route) = choice.route {
         model.traffic.predictions.insert(
             prediction_id.clone(),
@@ -420,10 +431,21 @@ pub(super) async fn stats(
                     }
                 })
             });
-    let mut analysis = model
-        .traffic
-        .stats
-        .analysis(Instant::now(), window, policy.as_ref());
+    let now = Instant::now();
+    let mut analysis = model.traffic.stats.analysis(now, window, policy.as_ref());
+    // Drift scores need the training profiles, which the stats do not know.
+    let counters = model.traffic.stats.window(now, window);
+    for v in &mut analysis.versions {
+        let profile = model
+            .version(Some(&v.version.to_string()))
+            .and_then(|s| s.profile.clone());
+        if let (Some(profile), Some(drift)) = (
+            profile,
+            counters.get(&v.version).and_then(|c| c.drift.as_ref()),
+        ) {
+            v.drift = Some(ferry_registry::drift::analyze_drift(&profile, drift));
+        }
+    }
     analysis.load_error.clone_from(&model.last_error);
     Ok(axum::Json(analysis).into_response())
 }

@@ -9,6 +9,53 @@ const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Drift scores of the last window, by endpoint, version, feature (`*` for the worst) and
+/// metric (`psi`, `kl`, `js`).
+#[derive(Clone)]
+pub struct DriftGauges {
+    scores: GaugeVec,
+}
+
+impl DriftGauges {
+    /// Registers the gauges in `registry`.
+    ///
+    /// # Errors
+    /// When they are already registered.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let scores = GaugeVec::new(
+            Opts::new(
+                "ferry_serving_drift_score",
+                "Distance between live inputs (last 5 minutes) and the training profile, by endpoint, version, feature (* = the worst) and metric (psi, kl = KL(live || training), js = Jensen-Shannon distance).",
+            ),
+            &["endpoint", "version", "feature", "metric"],
+        )?;
+        registry.register(Box::new(scores.clone()))?;
+        Ok(DriftGauges { scores })
+    }
+
+    /// Sets the scores of one version.
+    pub fn set(
+        &self,
+        endpoint: &str,
+        version: &str,
+        analysis: &ferry_registry::drift::DriftAnalysis,
+    ) {
+        let set = |feature: &str, scores: &ferry_registry::drift::Scores| {
+            for (metric, value) in [("psi", scores.psi), ("kl", scores.kl), ("js", scores.js)] {
+                self.scores
+                    .with_label_values(&[endpoint, version, feature, metric])
+                    .set(value);
+            }
+        };
+        if let Some(overall) = &analysis.scores {
+            set("*", overall);
+        }
+        for (name, feature) in &analysis.features {
+            set(name, &feature.scores);
+        }
+    }
+}
+
 /// Requests, latencies and feedback by endpoint (the served name), version and route.
 #[derive(Clone)]
 pub struct RequestMetrics {

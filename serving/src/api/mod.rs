@@ -14,7 +14,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use metrics::RequestMetrics;
+pub use metrics::{DriftGauges, RequestMetrics};
 
 use crate::ServingState;
 use crate::error::ServingError;

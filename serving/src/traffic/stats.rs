@@ -204,6 +204,23 @@ impl EndpointStats {
         sum
     }
 
+    /// Counts live input rows of `version` into its drift histograms, on the edges of the
+    /// training profile of one input (`values` row-major, `row_width` values per row).
+    pub fn record_drift<T: ferry_registry::analysis::DriftValue>(
+        &self,
+        now: Instant,
+        version: i64,
+        profile: &ferry_registry::drift::InputProfile,
+        values: &[T],
+        row_width: usize,
+    ) {
+        self.record(now, version, |c| {
+            c.drift
+                .get_or_insert_with(Default::default)
+                .record_rows(profile, values, row_width);
+        });
+    }
+
     /// Everything recorded since the previous call (or since creation), exactly once: each
     /// recorded event is in the result of exactly one call.
     #[must_use]
