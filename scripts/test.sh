@@ -36,6 +36,18 @@ else
   log "PostgreSQL is not reachable at $FERRY_TEST_POSTGRES_URL: its tests will skip (fail under CI=true)"
 fi
 
+# RabbitMQ: the event relay's tests publish to the real broker.
+export FERRY_TEST_AMQP_URL="${FERRY_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  if command -v rabbitmq-server >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached || true
+    for _ in $(seq 60); do (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+  fi
+fi
+(echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null ||
+  log "RabbitMQ is not reachable on 127.0.0.1:5672: its tests will skip (fail under CI=true)"
+
 # S3: s3s-fs on a free port, in a throwaway folder.
 if ! command -v s3s-fs >/dev/null 2>&1; then
   log "installing s3s-fs (S3-compatible test server)"

@@ -58,6 +58,10 @@ pub enum Command {
     /// Create, change, inspect and remove endpoints: the traffic policy serving follows.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Subscribe URLs to events (signed deliveries, retried, dead-lettered): how a retraining
+    /// pipeline is triggered.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Send one prediction to a served model or endpoint.
     #[command(
         after_help = "Examples:\n  ferry predict fraud --input 'input=[[0.1, 0.2, …]]'\n  ferry predict fraud --json request.json"
@@ -257,6 +261,21 @@ pub struct ServerArgs {
     /// Seconds a client may pause mid-upload before it is dropped [default: 60].
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub upload_idle_timeout: Option<u64>,
+    /// Relay every event to this RabbitMQ (amqp://USER:PASS@HOST:5672/VHOST): exchange
+    /// `ferry.events`, persistent messages, publisher confirms.
+    #[arg(
+        long,
+        env = "FERRY_AMQP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub amqp_url: Option<String>,
+    /// Attempts before a webhook delivery moves to the dead-letter list [default: 8].
+    #[arg(long, env = "FERRY_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Longest a webhook receiver may take to answer, e.g. 10s [default: 10s].
+    #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
+    pub webhook_timeout: Option<String>,
     /// How often endpoints' drift policies are judged, and over what window, e.g. 60s, 5m
     /// [default: 60s].
     #[arg(long, env = "FERRY_DRIFT_INTERVAL", value_name = "DURATION")]
@@ -472,11 +491,70 @@ pub struct EndpointSetArgs {
     /// Route by this request header (the same user always sees the same version).
     #[arg(long)]
     pub sticky_header: Option<String>,
+    /// Watch live inputs for drift: METRIC:THRESHOLD with METRIC psi, kl or js (e.g. psi:0.2);
+    /// a breach is a `drift.detected` event.
+    #[arg(long, value_name = "METRIC:THRESHOLD")]
+    pub drift: Option<String>,
+    /// Fewer live samples than this in a window are not judged [default: 100].
+    #[arg(long, requires = "drift")]
+    pub drift_min_samples: Option<u64>,
+    /// Windows in a row above the threshold before an incident is raised [default: 1].
+    #[arg(long, requires = "drift")]
+    pub drift_windows: Option<u32>,
     /// Only if the endpoint is still at this revision (optimistic concurrency).
     #[arg(long, value_name = "REVISION")]
     pub if_match: Option<i64>,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Subscribe a URL to event types (e.g. drift.detected, version.*, *); prints the signing
+    /// secret once.
+    Create {
+        /// Where deliveries are POSTed.
+        url: String,
+        /// Event types to deliver (repeatable).
+        #[arg(long = "event", value_name = "TYPE", required = true)]
+        events: Vec<String>,
+        /// The signing secret [default: generated].
+        #[arg(long, env = "FERRY_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List webhooks.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a webhook.
+    Rm {
+        /// Webhook id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deliveries of a webhook (`--status dead` for the dead-letter list).
+    Deliveries {
+        /// Webhook id.
+        id: String,
+        /// pending, delivered or dead.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a dead-lettered delivery again.
+    Replay {
+        /// Webhook id.
+        id: String,
+        /// Delivery id.
+        delivery: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Args)]

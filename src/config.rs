@@ -33,6 +33,9 @@ struct FileConfig {
     auto_migrate: Option<bool>,
     report_retention: Option<String>,
     drift_interval: Option<String>,
+    amqp_url: Option<String>,
+    webhook_max_attempts: Option<u32>,
+    webhook_timeout: Option<String>,
     // Serving.
     onnxruntime: Option<PathBuf>,
     max_batch_size: Option<usize>,
@@ -157,6 +160,27 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             bail!("upload idle timeout must be at least 1 second");
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(url) = args.amqp_url.clone().or(file.amqp_url.clone()) {
+        registry.relay = Some(
+            ferry_registry::relay::RelayConfig::new(&url)
+                .map_err(anyhow::Error::msg)
+                .context("--amqp-url")?,
+        );
+    }
+    if let Some(n) = args.webhook_max_attempts.or(file.webhook_max_attempts) {
+        if n == 0 {
+            bail!("webhook max attempts must be at least 1");
+        }
+        registry.webhooks.max_attempts = n;
+    }
+    if let Some(text) = args
+        .webhook_timeout
+        .clone()
+        .or(file.webhook_timeout.clone())
+    {
+        registry.webhooks.request_timeout =
+            parse_duration(&text).with_context(|| format!("webhook timeout `{text}`"))?;
     }
     if let Some(text) = args.drift_interval.clone().or(file.drift_interval.clone()) {
         registry.drift_interval =

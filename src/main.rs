@@ -86,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => commands::endpoint::predict(args).await,
         Command::Feedback(args) => commands::endpoint::feedback(args).await,
         Command::Profile(args) => commands::profile::run(args).await,
+        Command::Webhook(cmd) => commands::webhook::run(cmd).await,
         Command::Events(args) => commands::events::run(args).await,
     }
 }

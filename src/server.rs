@@ -84,8 +84,25 @@ pub async fn run(
     let mut follower = None;
     let mut reporter = None;
     // Judges endpoints' drift policies on the replicas' reports; safe with several registries.
-    let monitor =
-        ferry_registry::drift::spawn_drift_monitor(store.clone(), settings.registry.drift_interval);
+    let mut background = vec![ferry_registry::drift::spawn_drift_monitor(
+        store.clone(),
+        settings.registry.drift_interval,
+    )];
+    // Webhook deliveries and the AMQP relay pick up from the database: aborting them is safe.
+    background.push(
+        ferry_registry::webhooks::spawn_webhooks(
+            store.clone(),
+            settings.registry.webhooks.clone(),
+            &state.prometheus,
+        )
+        .context("starting webhook deliveries")?,
+    );
+    if let Some(relay) = settings.registry.relay.clone() {
+        background.push(
+            ferry_registry::relay::spawn_relay(store.clone(), relay, &state.prometheus)
+                .context("starting the AMQP relay")?,
+        );
+    }
     if let Some(runtime) = serving {
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
@@ -146,7 +163,9 @@ pub async fn run(
         );
     }
     serve(listener, app).await?;
-    monitor.abort();
+    for task in background {
+        task.abort();
+    }
     for task in [follower, reporter].into_iter().flatten() {
         task.abort();
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ferry_registry::analysis::EndpointAnalysis;
 use ferry_registry::client::RegistryClient;
-use ferry_registry::records::{CanaryPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy};
+use ferry_registry::records::{
+    CanaryPolicy, DriftMetric, DriftPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{
@@ -98,15 +100,43 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         sticky_header: args.sticky_header.clone(),
         drift: None,
     };
+    let drift = match &args.drift {
+        Some(spec) => {
+            let (metric, threshold) = spec
+                .split_once(':')
+                .with_context(|| format!("--drift `{spec}` is not METRIC:THRESHOLD"))?;
+            let metric = match metric.trim() {
+                "psi" => DriftMetric::Psi,
+                "kl" => DriftMetric::Kl,
+                "js" => DriftMetric::Js,
+                other => bail!("--drift: unknown metric `{other}`; use psi, kl or js"),
+            };
+            let threshold: f64 = threshold
+                .trim()
+                .parse()
+                .with_context(|| format!("--drift: `{threshold}` is not a number"))?;
+            Some(DriftPolicy {
+                metric,
+                threshold,
+                min_samples: args.drift_min_samples.unwrap_or(100),
+                consecutive_windows: args.drift_windows.unwrap_or(1),
+            })
+        }
+        None => None,
+    };
     let api = connect(&args.client)?;
-    // Keep a drift policy set elsewhere: `set` changes the routing, not the monitoring.
-    let policy = match api.get_endpoint(&args.name).await {
-        Ok(existing) => EndpointPolicy {
+    // Without --drift, keep a drift policy set before: `set` changes the routing.
+    let policy = match (drift, api.get_endpoint(&args.name).await) {
+        (Some(d), _) => EndpointPolicy {
+            drift: Some(d),
+            ..policy
+        },
+        (None, Ok(existing)) => EndpointPolicy {
             drift: existing.policy.drift,
             ..policy
         },
-        Err(e) if e.status() == Some(404) => policy,
-        Err(e) => return Err(e.into()),
+        (None, Err(e)) if e.status() == Some(404) => policy,
+        (None, Err(e)) => return Err(e.into()),
     };
     let record = api.put_endpoint(&args.name, &policy, args.if_match).await?;
     if args.client.output == Output::Json {

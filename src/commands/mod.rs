@@ -4,3 +4,4 @@ pub mod endpoint;
 pub mod events;
 pub mod model;
 pub mod profile;
+pub mod webhook;
