@@ -327,8 +327,8 @@ fn default_max_inconclusive() -> u32 {
     10
 }
 
-/// What the operator reports. The rollout's whole state is here (flattened
-/// [`RolloutState`]), so a restarted operator resumes where the last one stopped.
+/// What the operator reports. The rollout's whole state is here, so a restarted operator
+/// resumes where the last one stopped.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentStatus {

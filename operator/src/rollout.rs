@@ -451,13 +451,15 @@ pub fn advance(config: &RolloutConfig, state: &RolloutState, inputs: &Inputs<'_>
                     run.where_(),
                     v(Some(stable))
                 );
+                // Not judged bad, so not kept as the rolled-back candidate: asking for it again
+                // rolls it out again.
+                run.state.candidate_version = None;
                 run.compensate(
                     Phase::RolledBack,
                     REASON_WITHDRAWN,
                     message,
                     EventType::Normal,
                 );
-                run.state.candidate_version = None;
                 return run.finish(None);
             }
             let message = format!(
