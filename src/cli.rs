@@ -646,9 +646,18 @@ pub struct EventsArgs {
     /// Most events to show.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
-    /// Keep waiting for new events (Ctrl-C to stop).
+    /// Keep waiting for new events (Ctrl-C to stop). The table cuts long data; `-o json`
+    /// prints each event whole, one per line.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Only events of this type: exact (`drift.detected`), a family (`drift.*`) or `*`
+    /// (repeatable).
+    #[arg(long = "type", value_name = "PATTERN")]
+    pub types: Vec<String>,
+    /// Exit after this many (matching) events, e.g. `--follow --type drift.detected --count 1`
+    /// waits for the next drift incident.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

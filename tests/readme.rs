@@ -112,7 +112,16 @@ fn every_console_command_in_the_readme_works_as_shown() {
         .unwrap()
         .success();
     assert!(ok);
-    let server = Server::start_with_env(&checkout, &["up"], &[("FERRY_REPLICA_ID", "laptop:8080")]);
+    // The drift monitor judges every 2 s instead of every minute, so the drift walk-through's
+    // wait is short.
+    let server = Server::start_with_env(
+        &checkout,
+        &["up"],
+        &[
+            ("FERRY_REPLICA_ID", "laptop:8080"),
+            ("FERRY_DRIFT_INTERVAL", "2s"),
+        ],
+    );
     let bin_dir = ferry_bin().parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -126,8 +135,9 @@ fn every_console_command_in_the_readme_works_as_shown() {
         let command = step
             .command
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", server.port));
-        let output = Command::new("bash")
-            .args(["-c", &command])
+        // A command that waits for something that never comes fails instead of hanging.
+        let output = Command::new("timeout")
+            .args(["120", "bash", "-c", &command])
             .current_dir(&checkout)
             .env("PATH", &path)
             .env("FERRY_REGISTRY", server.url())

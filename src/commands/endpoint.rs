@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_registry::analysis::EndpointAnalysis;
+use ferry_registry::drift::DriftAnalysis;
 use ferry_registry::client::RegistryClient;
 use ferry_registry::records::{
     CanaryPolicy, DriftMetric, DriftPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy,
@@ -206,8 +207,8 @@ fn print_policy(record: &EndpointRecord) {
     }
     if let Some(d) = &p.drift {
         crate::say!(
-            "drift:     {:?} > {} (min {} samples, {} window(s) in a row)",
-            d.metric,
+            "drift:     {} > {} (min {} samples, {} window(s) in a row)",
+            format!("{:?}", d.metric).to_lowercase(),
             d.threshold,
             d.min_samples,
             d.consecutive_windows
@@ -239,6 +240,7 @@ pub fn print_analysis(a: &EndpointAnalysis) {
         "MEAN |DIFF|",
         "REWARD",
         "ACCURACY",
+        "DRIFT (PSI)",
     ]);
     for v in &a.versions {
         table.row(vec![
@@ -268,11 +270,21 @@ pub fn print_analysis(a: &EndpointAnalysis) {
                 Some(r) => format!("{:.1}% (n={})", r * 100.0, v.label_count),
                 None => "-".into(),
             },
+            drift_cell(v.drift.as_ref()),
         ]);
     }
     table.print();
     if let Some(e) = &a.load_error {
         crate::say!("\nwarning: a replica could not apply the newest policy: {e}");
+    }
+}
+
+/// The worst feature's PSI and its name, e.g. `3.21 (f0)`; `-` without a profile or live data.
+fn drift_cell(drift: Option<&DriftAnalysis>) -> String {
+    match drift.and_then(|d| d.scores.map(|s| (s.psi, d.worst_feature.as_deref()))) {
+        Some((psi, Some(feature))) => format!("{psi:.2} ({feature})"),
+        Some((psi, None)) => format!("{psi:.2}"),
+        None => "-".into(),
     }
 }
 
