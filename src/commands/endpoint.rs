@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ferry_registry::analysis::EndpointAnalysis;
-use ferry_registry::drift::DriftAnalysis;
 use ferry_registry::client::RegistryClient;
+use ferry_registry::drift::DriftAnalysis;
 use ferry_registry::records::{
     CanaryPolicy, DriftMetric, DriftPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy,
 };
