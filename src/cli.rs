@@ -501,6 +501,10 @@ pub struct EndpointSetArgs {
     /// Windows in a row above the threshold before an incident is raised [default: 1].
     #[arg(long, requires = "drift")]
     pub drift_windows: Option<u32>,
+    /// Judge the newest N live rows (a sliding window by count) instead of the rows of the
+    /// last drift interval: for endpoints with little traffic per interval.
+    #[arg(long, value_name = "N", requires = "drift")]
+    pub drift_window_samples: Option<u64>,
     /// Only if the endpoint is still at this revision (optimistic concurrency).
     #[arg(long, value_name = "REVISION")]
     pub if_match: Option<i64>,

@@ -215,6 +215,11 @@ pub struct DriftPolicy {
     /// Windows in a row above the threshold before an incident is raised.
     #[serde(default = "default_consecutive")]
     pub consecutive_windows: u32,
+    /// A sliding window by count: judge the newest this-many live rows (reaching back over the
+    /// reports the registry keeps) instead of the rows of the last interval. For endpoints whose
+    /// traffic per interval is low or bursty. Absent: windows by time, one interval long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_samples: Option<u64>,
 }
 
 fn default_min_samples() -> u64 {

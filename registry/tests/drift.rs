@@ -26,6 +26,7 @@ on_every_backend!(
     the_analysis_scores_the_drift_of_versions_with_a_profile,
     an_upload_with_a_malformed_profile_is_a_400_naming_the_field,
     the_background_monitor_judges_reports_posted_over_http,
+    a_window_by_count_judges_low_traffic_that_windows_by_time_never_would,
 );
 
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -509,4 +510,57 @@ async fn the_background_monitor_judges_reports_posted_over_http(app: &TestApp) {
     assert_eq!(events[0].kind, "drift.detected");
     assert_eq!(events[0].data["metric"], "kl");
     assert_eq!(events[0].data["features"][0]["name"], "income");
+}
+
+async fn a_window_by_count_judges_low_traffic_that_windows_by_time_never_would(app: &TestApp) {
+    let profile = build_profile(app.dir.path());
+    upload_with_profile(app, &profile).await;
+    // Two endpoints on the same version and the same trickle of shifted traffic: 150 rows per
+    // interval, below min_samples 400. By time, no window is ever judged; by count (the newest
+    // 600 rows), the third interval's evaluation reaches 450 rows and raises the incident.
+    for (name, window) in [("by-time", Value::Null), ("by-count", json!(600))] {
+        put_endpoint(
+            app,
+            name,
+            json!({
+                "model": "fraud", "stable": 1,
+                "drift": {"metric": "psi", "threshold": 0.2, "min_samples": 400,
+                          "consecutive_windows": 1, "window_samples": window},
+            }),
+        )
+        .await;
+    }
+    let store = &app.state.store;
+    let start = store.last_event_id().await.unwrap();
+    let clock = Clock::new();
+    let mut emitted = Vec::new();
+    for k in 1..=4 {
+        for name in ["by-time", "by-count"] {
+            let r = report("serving-0", vec![(1, 150, live(&profile, 150, 40 + k as u64, 25.0))]);
+            store
+                .record_report_at(name, r, clock.report_at(k))
+                .await
+                .unwrap();
+        }
+        let events = evaluate_once(store, INTERVAL, clock.end(k)).await.unwrap();
+        emitted.push(events.len());
+    }
+    let events = drift_events(store, start).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let d = &events[0].data;
+    assert_eq!(events[0].subject, "by-count");
+    assert_eq!(events[0].kind, "drift.detected");
+    assert_eq!(d["features"][0]["name"], "income", "{d}");
+    assert!(d["samples"].as_u64().unwrap() >= 400, "{d}");
+    // The window reaches back to the oldest report it used: more than one interval.
+    assert!(d["window_seconds"].as_f64().unwrap() > 60.0, "{d}");
+    assert_eq!(emitted, [0, 0, 1, 0]);
+    assert!(
+        store
+            .drift_states(Some("by-time"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the time windows were judged"
+    );
 }

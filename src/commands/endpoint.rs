@@ -121,6 +121,7 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
                 threshold,
                 min_samples: args.drift_min_samples.unwrap_or(100),
                 consecutive_windows: args.drift_windows.unwrap_or(1),
+                window_samples: args.drift_window_samples,
             })
         }
         None => None,
@@ -207,11 +208,14 @@ fn print_policy(record: &EndpointRecord) {
     }
     if let Some(d) = &p.drift {
         crate::say!(
-            "drift:     {} > {} (min {} samples, {} window(s) in a row)",
+            "drift:     {} > {} (min {} samples, {} window(s) in a row{})",
             format!("{:?}", d.metric).to_lowercase(),
             d.threshold,
             d.min_samples,
-            d.consecutive_windows
+            d.consecutive_windows,
+            d.window_samples
+                .map(|n| format!(", windows of the newest {n} rows"))
+                .unwrap_or_default()
         );
     }
     crate::say!("updated:   {}", output::time(&record.updated_at));

@@ -13,6 +13,11 @@
 //! interval has passed since its last judged window ended, so several registry replicas (each
 //! running a monitor on the same database) judge each stretch of time once between them, and a
 //! restart right after an evaluation does not judge the same reports twice.
+//!
+//! A policy with `window_samples` slides by count instead: each evaluation (still one per
+//! interval) sums the newest reports, newest first, until they hold that many rows, reaching
+//! back over every report the registry keeps. Consecutive windows then overlap, so
+//! `consecutive_windows` counts evaluations; the event's window starts at the oldest report used.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +40,10 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Shortest interval the background monitor runs at.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far back a window by count (`window_samples`) may reach; the registry's report retention
+/// is usually the tighter bound.
+pub const COUNT_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// Most features named in a `drift.detected` event.
 pub const EVENT_FEATURES: usize = 10;
@@ -277,9 +286,14 @@ async fn evaluate_endpoint(
             previous,
         });
     }
-    let Some(earliest) = due.iter().map(|d| d.start).min() else {
+    let Some(mut earliest) = due.iter().map(|d| d.start).min() else {
         return Ok(Vec::new());
     };
+    let by_count = drift.window_samples;
+    if by_count.is_some() {
+        // The registry prunes reports past its retention; this only bounds the query.
+        earliest = now - TimeDelta::from_std(COUNT_LOOKBACK).unwrap_or(TimeDelta::MAX);
+    }
     let versions: Vec<i64> = due.iter().map(|d| d.version).collect();
     let profiles = store.version_profiles(&policy.model, &versions).await?;
     if profiles.is_empty() {
@@ -294,17 +308,20 @@ async fn evaluate_endpoint(
             .into_iter()
             .filter_map(|(version, start)| {
                 let profile = profiles.get(&version)?;
-                let counters = window_counters(&reports, version, start);
-                Some((version, analyze_drift(profile, &counters)))
+                let (counters, start) = match by_count {
+                    Some(rows) => newest_counters(&reports, version, rows),
+                    None => (window_counters(&reports, version, start), Some(start)),
+                };
+                Some((version, (analyze_drift(profile, &counters), start)))
             })
-            .collect::<BTreeMap<i64, DriftAnalysis>>()
+            .collect::<BTreeMap<i64, (DriftAnalysis, Option<DateTime<Utc>>)>>()
     })
     .await
     .map_err(|e| Error::Internal(format!("drift scoring task failed: {e}")))?;
 
     let mut events = Vec::new();
     for d in due {
-        let Some(analysis) = analyses.get(&d.version) else {
+        let Some((analysis, start)) = analyses.get(&d.version) else {
             continue;
         };
         let observation = Observation {
@@ -325,7 +342,7 @@ async fn evaluate_endpoint(
             version: d.version,
             role: d.role,
             policy: drift,
-            start: d.start,
+            start: start.unwrap_or(now),
             end: now,
         };
         let event = transition.map(|t| {
@@ -375,6 +392,36 @@ fn window_counters(
         }
     }
     sum
+}
+
+/// The drift counters of `version` summed over the newest reports, newest first, until they hold
+/// at least `rows` rows (or the reports run out), and when the oldest one used was received.
+/// Whole reports are taken, so the window may hold up to one report's rows more.
+fn newest_counters(
+    reports: &[ReceivedReport],
+    version: i64,
+    rows: u64,
+) -> (DriftCounters, Option<DateTime<Utc>>) {
+    let mut sum = DriftCounters::default();
+    let mut oldest = None;
+    let mut newest_first: Vec<&ReceivedReport> = reports.iter().collect();
+    newest_first.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+    for received in newest_first {
+        if sum.samples >= rows {
+            break;
+        }
+        if let Some(drift) = received
+            .report
+            .versions
+            .get(&version)
+            .and_then(|c| c.drift.as_ref())
+            .filter(|d| d.samples > 0)
+        {
+            sum.merge(drift);
+            oldest = Some(received.received_at);
+        }
+    }
+    (sum, oldest)
 }
 
 /// What an event says about the judged window.
@@ -482,6 +529,7 @@ mod tests {
             threshold,
             min_samples,
             consecutive_windows,
+            window_samples: None,
         }
     }
 

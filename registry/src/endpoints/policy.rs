@@ -12,6 +12,9 @@ use crate::records::EndpointPolicy;
 /// and a share of its CPU.
 pub const MAX_SHADOWS: usize = 16;
 
+/// Largest sliding window by count a drift policy may ask for.
+pub const MAX_WINDOW_SAMPLES: u64 = 100_000_000;
+
 /// Canary weights move in steps of 1/1000.
 const WEIGHT_STEPS: f64 = 1000.0;
 
@@ -141,6 +144,14 @@ pub fn validate_policy(mut policy: EndpointPolicy) -> Result<EndpointPolicy> {
         if drift.consecutive_windows < 1 {
             problems.push("drift.consecutive_windows must be at least 1, got 0".into());
         }
+        if let Some(n) = drift.window_samples
+            && !(drift.min_samples..=MAX_WINDOW_SAMPLES).contains(&n)
+        {
+            problems.push(format!(
+                "drift.window_samples must be between drift.min_samples ({}) and {MAX_WINDOW_SAMPLES}, got {n}",
+                drift.min_samples
+            ));
+        }
     }
 
     if problems.is_empty() {
@@ -198,6 +209,7 @@ mod tests {
                 threshold: 0.2,
                 min_samples: 100,
                 consecutive_windows: 2,
+                window_samples: None,
             }),
         }
     }
@@ -330,6 +342,21 @@ mod tests {
             let err = problem(p);
             assert!(err.contains("sticky_header"), "{err}");
             assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_window_by_count_holds_at_least_min_samples() {
+        for (n, ok) in [(99, false), (100, true), (5000, true), (MAX_WINDOW_SAMPLES + 1, false)] {
+            let mut p = policy();
+            p.drift.as_mut().unwrap().window_samples = Some(n);
+            match validate_policy(p) {
+                Ok(_) => assert!(ok, "{n} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{n}: {e}");
+                    assert!(e.to_string().contains("drift.window_samples"), "{e}");
+                }
+            }
         }
     }
 
