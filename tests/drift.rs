@@ -95,7 +95,13 @@ fn run_ok(dir: &Path, args: &[&str], registry: &str) -> String {
 fn send(url: &str, rows: u32, shift: f64) {
     let out = Command::new("python3")
         .arg(repo_root().join("scripts/drift_demo.py"))
-        .args(["send", url, &rows.to_string(), "--shift", &shift.to_string()])
+        .args([
+            "send",
+            url,
+            &rows.to_string(),
+            "--shift",
+            &shift.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -246,9 +252,7 @@ async fn shifted_inputs_raise_one_signed_drift_incident_naming_the_feature_and_t
     // The same incident is on the event log, where `ferry events --type` finds it.
     let log = run_ok(
         dir.path(),
-        &[
-            "events", "--type", "drift.*", "--count", "1", "-o", "json",
-        ],
+        &["events", "--type", "drift.*", "--count", "1", "-o", "json"],
         &base,
     );
     let logged: Value = serde_json::from_str(log.trim()).unwrap();
@@ -268,7 +272,10 @@ async fn shifted_inputs_raise_one_signed_drift_incident_naming_the_feature_and_t
     send(&infer, 500, 0.0);
     let (headers, recovered) = wait_for_delivery(&received, "drift.recovered").await;
     assert_eq!(recovered["data"]["endpoint"], "fraud", "{recovered}");
-    assert_eq!(recovered["data"]["detected_event"], event["id"], "{recovered}");
+    assert_eq!(
+        recovered["data"]["detected_event"], event["id"],
+        "{recovered}"
+    );
     assert!(headers.get("x-ferry-signature").is_some());
     assert_eq!(events_of(&received, "drift.detected").len(), 1);
 }

@@ -536,7 +536,10 @@ async fn a_window_by_count_judges_low_traffic_that_windows_by_time_never_would(a
     let mut emitted = Vec::new();
     for k in 1..=4 {
         for name in ["by-time", "by-count"] {
-            let r = report("serving-0", vec![(1, 150, live(&profile, 150, 40 + k as u64, 25.0))]);
+            let r = report(
+                "serving-0",
+                vec![(1, 150, live(&profile, 150, 40 + k as u64, 25.0))],
+            );
             store
                 .record_report_at(name, r, clock.report_at(k))
                 .await

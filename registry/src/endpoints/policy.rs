@@ -347,7 +347,12 @@ mod tests {
 
     #[test]
     fn a_window_by_count_holds_at_least_min_samples() {
-        for (n, ok) in [(99, false), (100, true), (5000, true), (MAX_WINDOW_SAMPLES + 1, false)] {
+        for (n, ok) in [
+            (99, false),
+            (100, true),
+            (5000, true),
+            (MAX_WINDOW_SAMPLES + 1, false),
+        ] {
             let mut p = policy();
             p.drift.as_mut().unwrap().window_samples = Some(n);
             match validate_policy(p) {
