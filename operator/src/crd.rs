@@ -568,7 +568,13 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
         } else {
             reason.clone()
         },
-        message: message.clone(),
+        // Never empty: Kubernetes 1.20's server-side apply turns "" into null, which the
+        // schema refuses.
+        message: if message.is_empty() {
+            "no rollout in progress".into()
+        } else {
+            message.clone()
+        },
     };
     let degraded_phase = matches!(state.phase, Phase::RolledBack | Phase::Failed)
         && !matches!(
@@ -583,10 +589,12 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
         } else {
             "Healthy".into()
         },
-        message: if degraded_phase {
+        message: if degraded_phase && !message.is_empty() {
             message
+        } else if degraded_phase {
+            "the last rollout was rolled back".into()
         } else {
-            String::new()
+            "no rollout was rolled back".into()
         },
     };
     [ready, progressing, degraded]
@@ -640,6 +648,23 @@ fn k8s_time(at: DateTime<Utc>) -> Time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_example_is_a_valid_resource_tracking_an_alias() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/examples/modeldeployment.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let md: ModelDeployment = serde_norway::from_str(&text).unwrap();
+        assert_eq!(
+            md.spec.target().unwrap(),
+            TargetRef::Alias("production".into())
+        );
+        let config = md.spec.rollout_config().unwrap();
+        assert_eq!(config.model, "fraud");
+        let weights: Vec<f64> = config.steps.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [5.0, 25.0, 50.0, 100.0]);
+        assert!(config.shadow.is_some());
+    }
 
     fn spec() -> ModelDeploymentSpec {
         serde_json::from_value(serde_json::json!({

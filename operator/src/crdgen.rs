@@ -49,11 +49,7 @@ pub fn crd_yaml() -> Result<String, CrdGenError> {
 /// [`CrdGenError`].
 pub fn write_crds(root: &Path) -> Result<Vec<PathBuf>, CrdGenError> {
     let yaml = crd_yaml()?;
-    let mut targets = vec![root.join(CRD_PATH)];
-    let chart = root.join("deploy/helm/ferry");
-    if chart.is_dir() {
-        targets.push(root.join(CHART_CRD_PATH));
-    }
+    let targets = targets(root);
     for path in &targets {
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
@@ -67,6 +63,27 @@ pub fn write_crds(root: &Path) -> Result<Vec<PathBuf>, CrdGenError> {
         })?;
     }
     Ok(targets)
+}
+
+/// The files [`write_crds`] writes under `root`.
+pub fn targets(root: &Path) -> Vec<PathBuf> {
+    let mut targets = vec![root.join(CRD_PATH)];
+    if root.join("deploy/helm/ferry").is_dir() {
+        targets.push(root.join(CHART_CRD_PATH));
+    }
+    targets
+}
+
+/// The files under `root` that differ from [`crd_yaml`] (or are missing): empty when current.
+///
+/// # Errors
+/// [`CrdGenError::Serialize`].
+pub fn stale_crds(root: &Path) -> Result<Vec<PathBuf>, CrdGenError> {
+    let yaml = crd_yaml()?;
+    Ok(targets(root)
+        .into_iter()
+        .filter(|path| std::fs::read_to_string(path).ok().as_deref() != Some(yaml.as_str()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -84,19 +101,25 @@ mod tests {
         if std::env::var_os("FERRY_UPDATE_CRDS").is_some() {
             write_crds(&root).unwrap();
         }
-        let expected = crd_yaml().unwrap();
-        let mut paths = vec![root.join(CRD_PATH)];
-        if root.join("deploy/helm/ferry").is_dir() {
-            paths.push(root.join(CHART_CRD_PATH));
-        }
-        for path in paths {
-            let found = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                found == expected,
-                "{} is stale: run `ferry crdgen` (or FERRY_UPDATE_CRDS=1 cargo test -p ferry-operator crd) and commit it",
-                path.display()
-            );
-        }
+        let stale = stale_crds(&root).unwrap();
+        assert!(
+            stale.is_empty(),
+            "{stale:?} stale: run `ferry crdgen` (or FERRY_UPDATE_CRDS=1 cargo test -p ferry-operator crd) and commit it"
+        );
+    }
+
+    #[test]
+    fn a_changed_or_missing_file_is_reported_stale_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("deploy/helm/ferry")).unwrap();
+        assert_eq!(stale_crds(dir.path()).unwrap(), targets(dir.path()));
+        assert_eq!(write_crds(dir.path()).unwrap().len(), 2);
+        assert!(stale_crds(dir.path()).unwrap().is_empty());
+        std::fs::write(dir.path().join(CHART_CRD_PATH), "old").unwrap();
+        assert_eq!(
+            stale_crds(dir.path()).unwrap(),
+            [dir.path().join(CHART_CRD_PATH)]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::analysis::{EndpointAnalysis, Report};
 use crate::lineage::VersionMetadata;
 use crate::names::VersionRef;
 use crate::records::{
-    AliasRecord, EndpointPolicy, EndpointRecord, EventPage, ModelRecord, Page, VersionRecord,
+    AliasRecord, EndpointPolicy, EndpointRecord, Event, EventPage, ModelRecord, Page, RolloutStep,
+    VersionRecord,
 };
 
 /// Why a registry call failed.
@@ -74,15 +75,7 @@ impl RegistryClient {
     /// # Errors
     /// [`ClientError::InvalidUrl`].
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let mut base =
-            Url::parse(base.trim()).map_err(|_| ClientError::InvalidUrl(base.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(ClientError::InvalidUrl(base.to_string()));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
+        let base = parse_base(base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // A transfer may take long, but may not stall.
@@ -94,6 +87,23 @@ impl RegistryClient {
                 source: e,
             })?;
         Ok(RegistryClient { base, token, http })
+    }
+
+    /// A client for the registry at `base` that shares `http`'s connection pool (and its
+    /// timeouts), for a process talking to many registries or many tokens.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`].
+    pub fn with_http(
+        base: &str,
+        token: Option<String>,
+        http: reqwest::Client,
+    ) -> Result<Self, ClientError> {
+        Ok(RegistryClient {
+            base: parse_base(base)?,
+            token,
+            http,
+        })
     }
 
     /// The base URL.
@@ -472,6 +482,25 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// `POST /api/v1/endpoints/{name}/rollout-events`: records a rollout step as a
+    /// `rollout.step` event; returns the event.
+    ///
+    /// # Errors
+    /// [`ClientError`] (404 for an unknown endpoint, 400 for an invalid step).
+    pub async fn post_rollout_step(
+        &self,
+        name: &str,
+        step: &RolloutStep,
+    ) -> Result<Event, ClientError> {
+        let url = self.url(&["api", "v1", "endpoints", name, "rollout-events"]);
+        self.send_json(
+            self.request(reqwest::Method::POST, url)
+                .timeout(CALL_TIMEOUT)
+                .json(step),
+        )
+        .await
+    }
+
     /// `GET /api/v1/endpoints/{name}/analysis?window=`: every replica's reports of the last
     /// `window`, summed per version.
     ///
@@ -491,6 +520,19 @@ impl RegistryClient {
         )
         .await
     }
+}
+
+/// An http(s) base URL whose path ends with `/`, so segments append under it.
+fn parse_base(base: &str) -> Result<Url, ClientError> {
+    let mut url = Url::parse(base.trim()).map_err(|_| ClientError::InvalidUrl(base.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidUrl(base.to_string()));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 fn version_segment(version: &VersionRef) -> String {

@@ -245,3 +245,34 @@ pub struct EndpointRecord {
     /// When its policy last changed.
     pub updated_at: DateTime<Utc>,
 }
+
+/// A step of a progressive rollout on an endpoint, as the operator reports it with
+/// `POST /api/v1/endpoints/{name}/rollout-events`. The registry records it as a `rollout.step`
+/// event (with the endpoint's model and revision added), so webhooks and event consumers see
+/// rollouts next to the policy changes they cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStep {
+    /// Why, one CamelCase word: `RolloutStarted`, `StepAdvanced`, `Promoted`,
+    /// `ErrorRateTooHigh`, …
+    pub reason: String,
+    /// For people.
+    pub message: String,
+    /// The rollout's phase after the step (`Progressing`, `Promoted`, `RolledBack`, …).
+    pub phase: String,
+    /// The stable version after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<i64>,
+    /// The candidate version after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<i64>,
+    /// The canary step after the change, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// Percent of requests the candidate answers after the step, 0 to 100.
+    #[serde(default)]
+    pub weight: f64,
+    /// Who reports it, e.g. `ModelDeployment default/iris`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}

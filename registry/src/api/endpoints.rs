@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::analysis::{EndpointAnalysis, Report};
 use crate::endpoints::{Preconditions, etag, parse_window};
 use crate::error::{Error, Result};
-use crate::records::{EndpointPolicy, EndpointRecord, Page};
+use crate::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep};
 use crate::store::EndpointWrite;
 
 // The same paging limits as the model listings.
@@ -110,6 +110,17 @@ pub async fn post_report(
         .store
         .prune_reports_soon(state.config.report_retention);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST …/rollout-events`: 201 with the `rollout.step` event as recorded.
+pub async fn post_rollout_event(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(step): Json<RolloutStep>,
+) -> Result<(StatusCode, axum::Json<Event>)> {
+    let event = state.store.record_rollout_step(&name, step).await?;
+    tracing::info!(endpoint = %name, event = event.id, data = %event.data, "rollout step recorded");
+    Ok((StatusCode::CREATED, axum::Json(event)))
 }
 
 /// `?window=` of the analysis.

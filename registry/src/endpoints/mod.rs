@@ -10,6 +10,7 @@ mod analyze;
 mod policy;
 mod preconditions;
 mod report;
+mod rollout;
 
 pub use analyze::{ReceivedReport, TrafficRole, analyze, analyze_with_profiles};
 pub use policy::{MAX_SHADOWS, VersionUse, referenced_versions, validate_policy};
@@ -18,3 +19,4 @@ pub use report::{
     MAX_INTERVAL_SECONDS, MAX_LOAD_ERROR_BYTES, MAX_REPLICA_CHARS, MAX_REPORT_VERSIONS,
     parse_window, validate_report,
 };
+pub use rollout::{MAX_ROLLOUT_MESSAGE_CHARS, MAX_ROLLOUT_REASON_CHARS, validate_rollout_step};

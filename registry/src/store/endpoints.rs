@@ -6,10 +6,12 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{MetadataStore, WriteTx, parse_json, parse_timestamp, timestamp};
-use crate::endpoints::{Preconditions, referenced_versions, validate_policy};
+use crate::endpoints::{
+    Preconditions, referenced_versions, validate_policy, validate_rollout_step,
+};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::records::{EndpointPolicy, EndpointRecord, Page, VersionStatus};
+use crate::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep, VersionStatus};
 
 /// What a `PUT` of an endpoint did.
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +226,49 @@ impl MetadataStore {
         .await?;
         tx.commit(self).await?;
         Ok(current)
+    }
+}
+
+impl MetadataStore {
+    /// Records a step of a rollout on endpoint `name` as a `rollout.step` event, with the
+    /// endpoint's model and current revision, and returns the event. It goes through the same
+    /// outbox as every change, so consumers see it in order with the policy writes it explains.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an invalid name or step, [`Error::NotFound`] when the endpoint
+    /// does not exist.
+    pub async fn record_rollout_step(&self, name: &str, step: RolloutStep) -> Result<Event> {
+        names::validate("endpoint", name)?;
+        validate_rollout_step(&step)?;
+        let mut tx = self.begin_write().await?;
+        let current = read_endpoint(&mut tx, name)
+            .await?
+            .ok_or_else(|| endpoint_not_found(name))?;
+        tx.emit(
+            "rollout.step",
+            name,
+            json!({
+                "endpoint": name,
+                "model": current.policy.model,
+                "revision": current.revision,
+                "reason": step.reason,
+                "message": step.message,
+                "phase": step.phase,
+                "stable": step.stable,
+                "candidate": step.candidate,
+                "step": step.step,
+                "weight": step.weight,
+                "source": step.source,
+            }),
+        )
+        .await?;
+        let mut event =
+            tx.commit(self).await?.pop().ok_or_else(|| {
+                Error::Internal("the rollout step's event was not recorded".into())
+            })?;
+        // At the stored precision, so this answer equals what the event log returns.
+        event.created_at = parse_timestamp(&timestamp(event.created_at))?;
+        Ok(event)
     }
 }
 
