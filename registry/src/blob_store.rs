@@ -181,10 +181,7 @@ impl BlobStore {
 
     /// The key of the published blob with this hash.
     pub fn blob_path(&self, sha256: &str) -> Path {
-        self.root
-            .child("blobs")
-            .child("sha256")
-            .child(sha256.to_string())
+        self.blobs_prefix().child(sha256.to_string())
     }
 
     /// The prefix under which uploads in flight are staged.
@@ -270,7 +267,14 @@ impl BlobStore {
         };
         let file = dir.join("blobs").join("sha256").join(sha256);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
+            let blob = match std::fs::File::open(&file) {
+                Ok(f) => f,
+                // Collected by a concurrent gc: the version's insert re-checks the blob under
+                // the write lock and refuses it, which is the error worth reporting.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            blob.sync_all()?;
             if let Some(parent) = file.parent() {
                 std::fs::File::open(parent)?.sync_all()?;
             }
@@ -313,6 +317,17 @@ impl BlobStore {
     /// The prefix under which everything of this store lives.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The folder behind a local store (`file://`), where uploads in progress are files named
+    /// `<key>#<n>` that listing does not show; `None` for other stores.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.local_dir.as_deref()
+    }
+
+    /// The prefix under which published blobs live (`blobs/sha256/`).
+    pub fn blobs_prefix(&self) -> Path {
+        self.root.child("blobs").child("sha256")
     }
 
     /// Lists every object under `prefix` (a full key prefix, e.g. [`BlobStore::root`] or

@@ -56,6 +56,10 @@ pub enum Error {
     /// A transient conflict inside the database (serialization failure, deadlock): retry.
     #[error("the database asked to retry a conflicting transaction")]
     Retryable(#[source] sqlx::Error),
+    /// A transient condition a retry resolves, e.g. a concurrent `ferry registry gc` collected
+    /// the blob an upload was about to record (the message is for the log).
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -117,7 +121,7 @@ impl Error {
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::Retryable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Retryable(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -138,7 +142,7 @@ impl Error {
             Error::Unprocessable(_) => "unprocessable",
             Error::RequestTimeout(_) => "request-timeout",
             Error::RangeNotSatisfiable { .. } => "range-not-satisfiable",
-            Error::Retryable(_) => "retry",
+            Error::Retryable(_) | Error::Unavailable(_) => "retry",
             Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => "internal",
         }
     }
@@ -168,7 +172,9 @@ impl IntoResponse for Error {
             }
             tracing::error!(error = %chain, status = status.as_u16(), "request failed");
             match self {
-                Error::Retryable(_) => "the server is busy; retry the request shortly".to_string(),
+                Error::Retryable(_) | Error::Unavailable(_) => {
+                    "the server is busy; retry the request shortly".to_string()
+                }
                 _ => "internal server error; the cause is in the server's log under this request's id"
                     .to_string(),
             }
@@ -194,7 +200,7 @@ impl IntoResponse for Error {
                     HeaderValue::from_static("Bearer realm=\"ferry\""),
                 );
             }
-            Error::Retryable(_) => {
+            Error::Retryable(_) | Error::Unavailable(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

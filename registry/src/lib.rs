@@ -16,6 +16,7 @@ mod client_webhooks;
 pub mod drift;
 pub mod endpoints;
 pub mod error;
+pub mod gc;
 pub mod layers;
 pub mod lineage;
 pub mod metrics;

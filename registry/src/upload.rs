@@ -270,14 +270,17 @@ impl UploadSession {
         // From here a failure leaves a published blob that no version references: harmless
         // (nothing points at it) and collected by `ferry registry gc`.
         self.store
-            .insert_version(NewVersion {
-                model: self.model.clone(),
-                sha256,
-                size,
-                signature,
-                metadata,
-                idempotency,
-            })
+            .insert_version(
+                NewVersion {
+                    model: self.model.clone(),
+                    sha256,
+                    size,
+                    signature,
+                    metadata,
+                    idempotency,
+                },
+                &self.blobs,
+            )
             .await
     }
 
@@ -321,18 +324,55 @@ impl UploadSession {
         match sink {
             Sink::HashOnly => Ok(()),
             Sink::Direct(writer) => {
-                writer.complete().await?;
+                writer.complete().await.map_err(collected_under_us)?;
                 Ok(())
             }
             Sink::Staged(writer) => {
-                let staged = writer.complete().await?;
+                let staged = writer.complete().await.map_err(collected_under_us)?;
                 if let Err(e) = self.blobs.publish(&staged, sha256).await {
                     self.blobs.delete_quietly(&staged).await;
-                    return Err(e);
+                    return Err(collected_under_us(e));
                 }
                 Ok(())
             }
         }
+    }
+}
+
+/// The object an upload is writing can only vanish under it when something deleted it: a
+/// `ferry registry gc` run with a minimum age shorter than the upload. Nothing was recorded, so
+/// the client is told to retry (503) rather than that the server failed.
+///
+/// In a local folder, the half-written file of a multipart upload vanishing makes the final
+/// rename fail; `object_store` then aborts the upload and reports only "Upload aborted", hiding
+/// the `NotFound`. A failed rename within one folder has no other likely cause, so that answer
+/// counts as vanished too (the cause is logged either way).
+fn collected_under_us(error: Error) -> Error {
+    let Error::ObjectStore(inner) = &error else {
+        return error;
+    };
+    let mut vanished = matches!(inner, object_store::Error::NotFound { .. });
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner);
+    while let Some(e) = cause {
+        let not_found = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+        let local_abort = matches!(
+            inner,
+            object_store::Error::Generic {
+                store: "LocalFileSystem",
+                ..
+            }
+        ) && e.to_string() == "Upload aborted";
+        vanished |= not_found || local_abort;
+        cause = e.source();
+    }
+    if vanished {
+        Error::Unavailable(format!(
+            "the upload's object vanished before it was published (a concurrent gc collected it): {inner}"
+        ))
+    } else {
+        error
     }
 }
 
@@ -401,4 +441,54 @@ fn fingerprint(sha256: &str, metadata: &VersionMetadata) -> String {
 /// True when `text` is a lowercase hex SHA-256.
 pub fn is_sha256(text: &str) -> bool {
     is_hex_of_len(text, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Message(&'static str);
+
+    impl std::fmt::Display for Message {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Message {}
+
+    fn generic(store: &'static str, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        Error::ObjectStore(object_store::Error::Generic { store, source })
+    }
+
+    #[test]
+    fn only_a_vanished_object_becomes_a_retryable_503() {
+        let gone = Error::ObjectStore(object_store::Error::NotFound {
+            path: "tmp/x".into(),
+            source: Box::new(Message("missing")),
+        });
+        let io_gone = generic(
+            "S3",
+            Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, "gone")),
+        );
+        let local_abort = generic("LocalFileSystem", Box::new(Message("Upload aborted")));
+        for vanished in [gone, io_gone, local_abort] {
+            let mapped = collected_under_us(vanished);
+            assert!(matches!(mapped, Error::Unavailable(_)), "{mapped:?}");
+            assert_eq!(mapped.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let other_abort = generic("S3", Box::new(Message("Upload aborted")));
+        let denied = generic(
+            "LocalFileSystem",
+            Box::new(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "no",
+            )),
+        );
+        for failure in [other_abort, denied, Error::Internal("x".into())] {
+            let mapped = collected_under_us(failure);
+            assert!(!matches!(mapped, Error::Unavailable(_)), "{mapped:?}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
+use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
 use crate::lineage::VersionMetadata;
 use crate::names::{LATEST, VersionRef};
@@ -46,9 +47,13 @@ impl MetadataStore {
     /// Records a new version (creating the model on its first version) with its events, or
     /// returns the version an earlier request with the same idempotency key created.
     ///
+    /// The blob must already be published in `blobs`; it is checked under the write lock (see
+    /// [`crate::gc`] for why that makes a concurrent gc safe).
+    ///
     /// # Errors
-    /// [`Error::Conflict`] when the key was used with different content.
-    pub async fn insert_version(&self, new: NewVersion) -> Result<Inserted> {
+    /// [`Error::Conflict`] when the key was used with different content,
+    /// [`Error::Unavailable`] when the blob is gone (a concurrent gc collected it: retry).
+    pub async fn insert_version(&self, new: NewVersion, blobs: &BlobStore) -> Result<Inserted> {
         let mut tx = self.begin_write().await?;
         if let Some((key, fingerprint)) = &new.idempotency {
             // Writers are serialized, so this check cannot race with another insert of the key.
@@ -68,6 +73,26 @@ impl MetadataStore {
                     .get_version(&new.model, &VersionRef::Number(version))
                     .await?;
                 return Ok(Inserted::Replayed(record));
+            }
+        }
+
+        // gc deletes a blob only inside a write transaction that found no version referencing
+        // it. Checking here, under the same lock, orders this insert against any such delete:
+        // either the blob is still there now and no gc can take it once this commits, or gc won
+        // and nothing is recorded.
+        match blobs.size_of(&new.sha256).await? {
+            Some(size) if size == new.size => {}
+            Some(size) => {
+                return Err(Error::Internal(format!(
+                    "blob sha256:{} holds {size} bytes, the upload had {}",
+                    new.sha256, new.size
+                )));
+            }
+            None => {
+                return Err(Error::Unavailable(format!(
+                    "blob sha256:{} was collected by a concurrent gc before its version was recorded",
+                    new.sha256
+                )));
             }
         }
 
