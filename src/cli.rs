@@ -76,6 +76,95 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Read the registry's event log.
     Events(EventsArgs),
+    /// Run the Kubernetes operator: each ModelDeployment gets serving pods, a registry endpoint
+    /// and progressive rollouts of new versions (shadow, canary steps, promote or roll back).
+    #[command(
+        after_help = "The Kubernetes client is configured from KUBECONFIG (or ~/.kube/config), else the pod's service account.\n\
+                      Install first:  kubectl apply -f deploy/crds/ -f deploy/rbac/operator.yaml\n\
+                      Example:        ferry operator --namespace ml --serving-image ghcr.io/ferry-ml/ferry:0.1.0"
+    )]
+    Operator(OperatorArgs),
+    /// Write the ModelDeployment CRD (deploy/crds/ and the Helm chart's copy) from the Rust
+    /// types, or check that the checked-in files are current.
+    #[command(
+        after_help = "Examples:\n  ferry crdgen             # in the repository root\n  ferry crdgen --check     # CI: fails when the YAML is stale\n  ferry crdgen --stdout | kubectl apply -f -"
+    )]
+    Crdgen(CrdgenArgs),
+}
+
+/// `ferry operator`.
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Watch ModelDeployments in this namespace only [default: every namespace].
+    #[arg(long, env = "FERRY_OPERATOR_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Address of the operator's /healthz, /readyz and /metrics (0.0.0.0:8081 in a pod).
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+    /// The serving image of ModelDeployments whose spec names none.
+    #[arg(
+        long,
+        env = "FERRY_SERVING_IMAGE",
+        value_name = "IMAGE",
+        default_value = ferry_operator::crd::DEFAULT_IMAGE
+    )]
+    pub serving_image: String,
+    /// Deadline of each registry call, e.g. 10s.
+    #[arg(
+        long,
+        env = "FERRY_REGISTRY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = parse_operator_duration
+    )]
+    pub registry_timeout: std::time::Duration,
+    /// Reconcile every ModelDeployment at least this often, even when nothing changed (repairs
+    /// an endpoint policy changed behind the operator's back).
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_RESYNC",
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = parse_operator_duration
+    )]
+    pub resync: std::time::Duration,
+    /// Resolve tracked aliases (`alias: production`) at least this often; registry events
+    /// usually trigger it sooner.
+    #[arg(
+        long,
+        env = "FERRY_OPERATOR_ALIAS_RESYNC",
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = parse_operator_duration
+    )]
+    pub alias_resync: std::time::Duration,
+}
+
+fn parse_operator_duration(text: &str) -> Result<std::time::Duration, String> {
+    match ferry_operator::duration::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `ferry crdgen`.
+#[derive(Debug, Args)]
+pub struct CrdgenArgs {
+    /// Write nothing; fail when a checked-in file differs from the Rust types.
+    #[arg(long, conflicts_with = "stdout")]
+    pub check: bool,
+    /// Print the CRD instead of writing files.
+    #[arg(long)]
+    pub stdout: bool,
+    /// The repository root to write under.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub root: PathBuf,
 }
 
 /// `ferry up`.
@@ -146,6 +235,14 @@ pub struct CommonArgs {
     /// File with one ROLE:SECRET per line.
     #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// A client must send its request line and headers within this time or its connection is
+    /// closed (slow-client protection), e.g. 10s [default: 10s].
+    #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Open connections accepted at once; past it new connections are closed at once instead
+    /// of queueing [default: 10000].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.
@@ -187,6 +284,10 @@ pub struct RuntimeArgs {
     /// How long a prediction accepts feedback, e.g. 1h, 30m [default: 1h].
     #[arg(long, env = "FERRY_FEEDBACK_TTL", value_name = "DURATION")]
     pub feedback_ttl: Option<String>,
+    /// Longest a model download from the registry may take before the load fails (the last
+    /// good routing table stays and the load is retried), e.g. 10m [default: 10m].
+    #[arg(long, env = "FERRY_LOAD_TIMEOUT", value_name = "DURATION")]
+    pub load_timeout: Option<String>,
     /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
     /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
     #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
@@ -216,6 +317,28 @@ pub enum RegistryAction {
     Serve(ServerArgs),
     /// Apply the database migrations this binary carries, then exit.
     Migrate(ServerArgs),
+    /// Delete blobs no version references and staging objects left by uploads that died; safe
+    /// while the registry runs.
+    #[command(
+        after_help = "Examples:\n  ferry registry gc --dry-run\n  ferry registry gc --min-age 24h -o json"
+    )]
+    Gc(GcArgs),
+}
+
+/// `ferry registry gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep garbage younger than this (uploads in flight are younger), e.g. 30m, 24h, 0s.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub min_age: String,
+    /// Output format: a table and a summary for people, or JSON for scripts.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// Settings of a server process. Precedence: flags, then `FERRY_*` environment variables, then

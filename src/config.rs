@@ -9,13 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::cli::{RuntimeArgs, ServerArgs, ServingCommand};
+use crate::cli::{CommonArgs, RuntimeArgs, ServerArgs, ServingCommand};
 
 /// The config file: the same settings as the flags, in snake_case.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    header_read_timeout: Option<String>,
+    max_connections: Option<usize>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     blob_url: Option<String>,
@@ -56,6 +58,7 @@ struct FileConfig {
     log_inputs: Option<bool>,
     feedback_capacity: Option<usize>,
     feedback_ttl: Option<String>,
+    load_timeout: Option<String>,
 }
 
 /// `[model_options.NAME]` in the config file.
@@ -87,6 +90,8 @@ fn load_file(path: Option<&Path>) -> Result<FileConfig> {
 pub struct ServerSettings {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// Limits on client connections.
+    pub connections: ConnectionLimits,
     /// Folder of the embedded database, blobs and serving cache.
     pub data_dir: PathBuf,
     /// Metadata database URL.
@@ -202,12 +207,49 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
 
     Ok(ServerSettings {
         listen,
+        connections: connection_limits(&args.common, &file)?,
         data_dir,
         database_url,
         blob_url,
         blob_options,
         auto_migrate: args.auto_migrate.or(file.auto_migrate).unwrap_or(false),
         registry,
+    })
+}
+
+/// How a server treats client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Longest time to receive a request line and headers.
+    pub header_read_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+fn connection_limits(common: &CommonArgs, file: &FileConfig) -> Result<ConnectionLimits> {
+    let header_read_timeout = match common
+        .header_read_timeout
+        .clone()
+        .or(file.header_read_timeout.clone())
+    {
+        Some(text) => {
+            parse_duration(&text).with_context(|| format!("header read timeout `{text}`"))?
+        }
+        None => Duration::from_secs(10),
+    };
+    if header_read_timeout.is_zero() {
+        bail!("header read timeout must be longer than zero");
+    }
+    let max_connections = common
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(10_000);
+    if max_connections == 0 {
+        bail!("max connections must be at least 1");
+    }
+    Ok(ConnectionLimits {
+        header_read_timeout,
+        max_connections,
     })
 }
 
@@ -293,6 +335,13 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
     if let Some(text) = args.feedback_ttl.clone().or(file.feedback_ttl.clone()) {
         serving.feedback_ttl =
             parse_duration(&text).with_context(|| format!("feedback TTL `{text}`"))?;
+    }
+    if let Some(text) = args.load_timeout.clone().or(file.load_timeout.clone()) {
+        serving.load_timeout =
+            parse_duration(&text).with_context(|| format!("load timeout `{text}`"))?;
+        if serving.load_timeout.is_zero() {
+            bail!("load timeout must be longer than zero");
+        }
     }
     let mut per_model: std::collections::BTreeMap<String, ModelOptionsFile> =
         std::collections::BTreeMap::new();
@@ -427,6 +476,8 @@ pub enum EndpointSpec {
 pub struct ServingSettings {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// Limits on client connections.
+    pub connections: ConnectionLimits,
     /// Tokens clients must present.
     pub tokens: ferry_registry::Tokens,
     /// What to serve.
@@ -502,6 +553,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
+        connections: connection_limits(&cmd.common, &file)?,
         tokens: tokens(&cmd.common.tokens, cmd.common.tokens_file.as_deref(), &file)?,
         models,
         endpoints,

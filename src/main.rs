@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         cli.log_format,
         matches!(
             cli.command,
-            Command::Up(_) | Command::Registry(_) | Command::Serving(_)
+            Command::Up(_) | Command::Registry(_) | Command::Serving(_) | Command::Operator(_)
         ),
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 server::run(config::resolve(&args)?, server::Mode::Registry, None).await
             }
             Some(RegistryAction::Migrate(args)) => server::migrate(config::resolve(&args)?).await,
+            Some(RegistryAction::Gc(args)) => commands::gc::run(args).await,
         },
         Command::Model(cmd) => commands::model::run(cmd).await,
         Command::Endpoint(cmd) => commands::endpoint::run(cmd).await,
@@ -88,6 +89,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(args) => commands::profile::run(args).await,
         Command::Webhook(cmd) => commands::webhook::run(cmd).await,
         Command::Events(args) => commands::events::run(args).await,
+        Command::Operator(args) => commands::operator::run(args).await,
+        Command::Crdgen(args) => commands::operator::crdgen(args),
     }
 }
 

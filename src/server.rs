@@ -72,7 +72,7 @@ pub async fn run(
         store.clone(),
         blobs.clone(),
         settings.registry.clone(),
-        prometheus,
+        prometheus.clone(),
         http_metrics,
     )
     .context("registering metrics")?;
@@ -162,7 +162,7 @@ pub async fn run(
             "no API tokens configured: the API is open to anyone on this machine (loopback only)"
         );
     }
-    serve(listener, app).await?;
+    serve(listener, app, settings.connections, &prometheus).await?;
     for task in background {
         task.abort();
     }
@@ -285,7 +285,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(listen = %local, "ferry {} serving models at http://{local}/v2/models", env!("CARGO_PKG_VERSION"));
-    serve(listener, app).await?;
+    serve(listener, app, settings.connections, &prometheus).await?;
     for task in [follower, reporter].into_iter().flatten() {
         task.abort();
     }
@@ -419,26 +419,81 @@ async fn check_schema(store: &MetadataStore) -> Result<()> {
 
 /// Serves until SIGINT or SIGTERM, then gives in-flight requests [`SHUTDOWN_GRACE`] to finish.
 /// Uploads cut short leave nothing visible: a blob is published only once complete.
-async fn serve(listener: TcpListener, app: axum::Router) -> Result<()> {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!(
-            "shutting down: finishing requests in flight (at most {} s)",
-            SHUTDOWN_GRACE.as_secs()
-        );
-        let _ = signalled_tx.send(());
-    });
-    let grace = async {
-        if signalled_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
+///
+/// Slow clients cannot hold the server: a connection that has not sent its request line and
+/// headers within `limits.header_read_timeout` is closed, and past `limits.max_connections`
+/// new connections are closed at once (counted in `ferry_connections_refused_total`) rather
+/// than queued, so file descriptors and memory stay bounded.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: crate::config::ConnectionLimits,
+    metrics: &prometheus::Registry,
+) -> Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let refused = prometheus::IntCounter::new(
+        "ferry_connections_refused_total",
+        "Connections closed on arrival because --max-connections were already open.",
+    )
+    .ok()
+    .filter(|c| metrics.register(Box::new(c.clone())).is_ok());
+    let service = TowerToHyperService::new(app);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(c) = &refused {
+                c.inc();
+            }
+            tracing::debug!("refusing a connection: --max-connections are open");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: finishing requests in flight (at most {} s)",
+        SHUTDOWN_GRACE.as_secs()
+    );
     tokio::select! {
-        result = server => result.context("serving")?,
-        () = grace => tracing::warn!("requests still in flight after the grace period were cut off"),
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still in flight after the grace period were cut off");
+        }
     }
     Ok(())
 }

@@ -167,14 +167,21 @@ pub async fn require_token(
             label: "open".into(),
         }
     } else {
-        let presented = bearer(request.headers()).ok_or(Error::Unauthorized)?;
-        tokens.authenticate(presented).ok_or(Error::Unauthorized)?
+        let found = bearer(request.headers()).and_then(|presented| tokens.authenticate(presented));
+        match found {
+            Some(principal) => principal,
+            None => {
+                drain_refused(request).await;
+                return Err(Error::Unauthorized);
+            }
+        }
     };
     let needed = match *request.method() {
         Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
         _ => Role::Write,
     };
     if principal.role < needed {
+        drain_refused(request).await;
         return Err(Error::Forbidden {
             needed,
             has: principal.role,
@@ -183,6 +190,44 @@ pub async fn require_token(
     tracing::Span::current().record("principal", principal.label.as_str());
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
+}
+
+/// Largest body of a refused request that is read (and dropped) before the answer.
+pub const REFUSED_BODY_DRAIN: u64 = 1 << 20;
+
+/// Longest the server spends reading a refused request's body.
+const REFUSED_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops the body of a request about to be refused, when it is small
+/// ([`REFUSED_BODY_DRAIN`], within two seconds). Answering while the client is still sending
+/// makes the server close a socket with unread bytes in it, which resets the connection and can
+/// destroy the answer before the client reads it: a client posting without a token would see
+/// "connection reset" instead of the 401 that says why. Larger bodies are not read (that would
+/// let anyone make the server swallow gigabytes); their clients may see the reset.
+pub async fn drain_refused(request: Request) {
+    use futures::StreamExt;
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+    match length {
+        Some(n) if n > 0 && n <= REFUSED_BODY_DRAIN => {}
+        None if chunked => {}
+        _ => return,
+    }
+    let mut body = request.into_body().into_data_stream();
+    let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len() as u64;
+            if read >= REFUSED_BODY_DRAIN {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Extractor for routes that need the `admin` role.

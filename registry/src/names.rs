@@ -102,7 +102,13 @@ impl VersionRef {
             };
         }
         if text != LATEST {
-            validate_alias(text)?;
+            validate_alias(text).map_err(|e| {
+                Error::BadRequest(format!(
+                    "invalid version `{}`: a version is a number from 1, `latest` or an alias, and as an alias: {}",
+                    printable(text),
+                    e
+                ))
+            })?;
         }
         Ok(VersionRef::Alias(text.to_string()))
     }

@@ -71,10 +71,13 @@ impl ArtifactCache {
     ///
     /// # Errors
     /// [`CatalogError`] when the download fails or the bytes do not match.
+    /// A download that takes longer than `limit` (a registry or object store too slow to be
+    /// useful, or a response trickling in) fails and leaves nothing behind.
     pub async fn ensure(
         &self,
         catalog: &Catalog,
         record: &VersionRecord,
+        limit: std::time::Duration,
     ) -> Result<PathBuf, CatalogError> {
         let path = self.path_of(&record.sha256);
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
@@ -85,7 +88,17 @@ impl ArtifactCache {
             record.sha256,
             uuid::Uuid::new_v4().simple()
         ));
-        catalog.download(record, &tmp).await?;
+        match tokio::time::timeout(limit, catalog.download(record, &tmp)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(CatalogError::Unavailable(format!(
+                    "downloading {}:{} took longer than the load timeout ({:?}): the registry or \
+                     its object store is too slow",
+                    record.name, record.version, limit
+                )));
+            }
+        }
         // Verified bytes only ever appear under their hash.
         tokio::fs::rename(&tmp, &path).await.map_err(|e| {
             CatalogError::Io(format!("cannot move {} into the cache: {e}", tmp.display()))

@@ -23,6 +23,9 @@ pub enum ServingError {
     /// The body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The client did not send its body within the request timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The model exists but is not loaded (yet).
     #[error("{0}")]
     NotReady(String),
@@ -42,6 +45,7 @@ impl ServingError {
             ServingError::NotFound(_) => StatusCode::NOT_FOUND,
             ServingError::Conflict(_) => StatusCode::CONFLICT,
             ServingError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServingError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServingError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServingError::Unauthorized => StatusCode::UNAUTHORIZED,
             ServingError::Runtime(e) => match e {
@@ -60,6 +64,7 @@ impl ServingError {
     pub fn class(&self) -> &'static str {
         match self {
             ServingError::BadRequest(_) | ServingError::PayloadTooLarge(_) => "invalid",
+            ServingError::RequestTimeout(_) => "slow_client",
             ServingError::NotFound(_) => "not_found",
             ServingError::Conflict(_) => "conflict",
             ServingError::NotReady(_) => "not_ready",

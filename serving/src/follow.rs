@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ferry_registry::names::VersionRef;
@@ -203,6 +203,7 @@ impl Follower {
         };
         self.ready.store(self.all_present(), Ordering::Release);
         let mut backoff = Duration::from_millis(500);
+        let mut retries = Retries::default();
         loop {
             let ready = self.ready.load(Ordering::Acquire);
             let Some(after) = cursor else {
@@ -223,7 +224,7 @@ impl Follower {
             };
             // Until everything named is served, poll briefly and retry what failed.
             let wait = if ready {
-                POLL_WAIT
+                retries.wait(POLL_WAIT)
             } else {
                 Duration::from_secs(2)
             };
@@ -251,6 +252,13 @@ impl Follower {
                         self.sync_name(&name, false).await;
                     }
                     cursor = Some(page.next_after);
+                    // Updates that failed (registry or object store errors, a download past
+                    // the load timeout) are tried again with backoff, so serving converges
+                    // once the cause is gone without waiting for another event.
+                    for name in retries.due(&self.failed_names()) {
+                        self.sync_name(&name, self.selection.wants_endpoint(&name))
+                            .await;
+                    }
                     if !ready {
                         if !self.all_present() {
                             self.sync_all().await;
@@ -525,7 +533,7 @@ impl Follower {
     ) -> Result<ServedVersion, String> {
         let path = self
             .cache
-            .ensure(&self.catalog, record)
+            .ensure(&self.catalog, record, self.loader.config.load_timeout)
             .await
             .map_err(|e| e.to_string())?;
         let options = if shadow {
@@ -572,6 +580,20 @@ impl Follower {
         for old in labels(previous).difference(&keep) {
             self.loader.metrics.forget(name, old);
         }
+    }
+
+    /// Names whose last update failed: not served at all, or serving an older table.
+    fn failed_names(&self) -> BTreeSet<String> {
+        let repository = &self.loader.repository;
+        let mut names: BTreeSet<String> = repository.failures().into_keys().collect();
+        names.extend(
+            repository
+                .snapshot()
+                .values()
+                .filter(|m| m.last_error.is_some())
+                .map(|m| m.name.clone()),
+        );
+        names
     }
 
     fn record_failure(&self, name: &str, reason: &str) {
@@ -741,6 +763,49 @@ impl Follower {
             &name, stable, canary, routing, traffic,
         ));
         tracing::info!(endpoint = %name, revision = record.revision, "serving the endpoint from the cache");
+    }
+}
+
+/// When each failed name is tried again: after 2 s, then doubling up to 5 min.
+#[derive(Default)]
+struct Retries {
+    next: BTreeMap<String, (Instant, Duration)>,
+}
+
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+impl Retries {
+    /// The failed names whose retry is due now; forgets names that no longer fail.
+    fn due(&mut self, failed: &BTreeSet<String>) -> Vec<String> {
+        self.next.retain(|name, _| failed.contains(name));
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for name in failed {
+            match self.next.get_mut(name) {
+                None => {
+                    self.next
+                        .insert(name.clone(), (now + FIRST_RETRY, FIRST_RETRY));
+                }
+                Some((at, delay)) if *at <= now => {
+                    *delay = (*delay * 2).min(MAX_RETRY);
+                    *at = now + *delay;
+                    due.push(name.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        due
+    }
+
+    /// How long to wait for events: `longest`, or less when a retry comes due sooner.
+    fn wait(&self, longest: Duration) -> Duration {
+        let now = Instant::now();
+        self.next
+            .values()
+            .map(|(at, _)| at.saturating_duration_since(now))
+            .min()
+            .map_or(longest, |d| d.clamp(Duration::from_millis(100), longest))
     }
 }
 

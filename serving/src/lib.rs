@@ -49,6 +49,8 @@ pub struct ServingConfig {
     pub feedback_capacity: usize,
     /// How long after a prediction its feedback is accepted.
     pub feedback_ttl: Duration,
+    /// Longest a model download may take; past it the load fails and is retried later.
+    pub load_timeout: Duration,
 }
 
 impl Default for ServingConfig {
@@ -60,6 +62,7 @@ impl Default for ServingConfig {
             model_options: HashMap::new(),
             feedback_capacity: repository::PREDICTION_CAPACITY,
             feedback_ttl: repository::PREDICTION_TTL,
+            load_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod endpoint;
 pub mod events;
+pub mod gc;
 pub mod model;
+pub mod operator;
 pub mod profile;
 pub mod webhook;

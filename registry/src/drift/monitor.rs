@@ -405,7 +405,7 @@ fn newest_counters(
     let mut sum = DriftCounters::default();
     let mut oldest = None;
     let mut newest_first: Vec<&ReceivedReport> = reports.iter().collect();
-    newest_first.sort_by(|a, b| b.received_at.cmp(&a.received_at));
+    newest_first.sort_by_key(|r| std::cmp::Reverse(r.received_at));
     for received in newest_first {
         if sum.samples >= rows {
             break;

@@ -18,11 +18,12 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ServingError> {
     if !tokens.is_open() {
-        let presented =
-            ferry_registry::auth::bearer(request.headers()).ok_or(ServingError::Unauthorized)?;
-        tokens
-            .authenticate(presented)
-            .ok_or(ServingError::Unauthorized)?;
+        let known = ferry_registry::auth::bearer(request.headers())
+            .is_some_and(|presented| tokens.authenticate(presented).is_some());
+        if !known {
+            ferry_registry::auth::drain_refused(request).await;
+            return Err(ServingError::Unauthorized);
+        }
     }
     Ok(next.run(request).await)
 }

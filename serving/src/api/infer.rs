@@ -7,8 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +28,9 @@ use crate::traffic::{PredictionEntry, Route, predicted_classes, route, sampled};
 /// hundred KiB of JSON take long enough to stall other requests on a reactor thread.
 const INLINE_JSON_LIMIT: usize = 256 * 1024;
 
+/// The least time a client is given to send its body, however short the request timeout.
+const MIN_BODY_TIME: Duration = Duration::from_secs(10);
+
 /// The header that tells which route answered.
 const ROUTE_HEADER: &str = "x-ferry-route";
 
@@ -36,7 +38,7 @@ pub(super) async fn infer(
     State(state): State<ServingState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     run(&state, &name, None, &headers, body).await
 }
@@ -45,7 +47,7 @@ pub(super) async fn version_infer(
     State(state): State<ServingState>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     run(&state, &name, Some(&version), &headers, body).await
 }
@@ -91,7 +93,7 @@ async fn run(
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let model = match find_model(state, name) {
@@ -183,20 +185,13 @@ async fn predict(
     state: &ServingState,
     model: &ServedModel,
     choice: &Choice,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
     started: Instant,
     request_id: &str,
 ) -> Result<Answer, ServingError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ServingError::PayloadTooLarge(format!(
-                "the request body is larger than {} bytes",
-                state.config.max_request_bytes
-            ))
-        } else {
-            ServingError::BadRequest(format!("cannot read the request body: {}", e.body_text()))
-        }
-    })?;
+    let body = read_body(state, body, started).await?;
+    // The deadline covers the work, from a complete request on; the body has its own.
+    let received = Instant::now();
     let runtime = choice.served.model.clone();
     let request_body = body.clone();
     let decoded = if body.len() <= INLINE_JSON_LIMIT {
@@ -211,7 +206,7 @@ async fn predict(
     // Feedback joins by the client's `id` when it sent one, else by the request id it got back
     // in `x-request-id`.
     let prediction_id = decoded.id.clone().unwrap_or_else(|| request_id.to_string());
-    let deadline = started + state.config.request_timeout;
+    let deadline = received + state.config.request_timeout;
 
     // Decide the shadow copies first: their inputs must be cloned before the primary takes them.
     let shadows: Vec<usize> = match (&model.endpoint, choice.route) {
@@ -466,6 +461,43 @@ pub fn parse_window(text: &str) -> Option<Duration> {
     };
     (secs > 0 && secs <= crate::repository::STATS_HORIZON.as_secs())
         .then(|| Duration::from_secs(secs))
+}
+
+/// The whole request body, within the request timeout or [`MIN_BODY_TIME`], whichever is longer
+/// (a body trickling in slower is cut off with 408, so a slow client cannot hold a connection and
+/// a buffer for long), and the size limit (413 as soon as the bytes pass it).
+async fn read_body(
+    state: &ServingState,
+    body: Body,
+    started: Instant,
+) -> Result<Bytes, ServingError> {
+    use futures::StreamExt;
+    let limit = state.config.max_request_bytes;
+    let allowed = state.config.request_timeout.max(MIN_BODY_TIME);
+    let deadline = tokio::time::Instant::from_std(started + allowed);
+    let mut stream = body.into_data_stream();
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| {
+                ServingError::RequestTimeout(format!(
+                    "the request body did not arrive within {} ms",
+                    allowed.as_millis()
+                ))
+            })?;
+        let Some(chunk) = next else {
+            return Ok(buffer.freeze());
+        };
+        let chunk = chunk
+            .map_err(|e| ServingError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(ServingError::PayloadTooLarge(format!(
+                "the request body is larger than {limit} bytes"
+            )));
+        }
+        buffer.extend_from_slice(&chunk);
+    }
 }
 
 #[cfg(test)]

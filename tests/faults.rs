@@ -1,0 +1,704 @@
+//! Faults around serving, with the real binaries: the registry killed for a minute under load,
+//! the object store down while a new table loads, downloads trickling in slower than the load
+//! timeout, and slow clients. Each test keeps traffic flowing through the whole fault and
+//! counts every answer: the promise is zero failed requests and convergence afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use support::*;
+
+fn request_body() -> Value {
+    let request: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("mlp-request.json")).unwrap())
+            .unwrap();
+    json!({"inputs": request["inputs"]})
+}
+
+/// `mlp.onnx` with a different `doc_string` of `pad` bytes appended: the same graph (so the same
+/// answers and signature) under another sha256, so serving has to download it.
+fn variant(dir: &Path, tag: &str, pad: usize) -> PathBuf {
+    let mut bytes = std::fs::read(fixture("mlp.onnx")).unwrap();
+    let doc: Vec<u8> = format!("{tag} ")
+        .bytes()
+        .chain(std::iter::repeat(b'.'))
+        .take(pad)
+        .collect();
+    // ModelProto field 6 (doc_string), length-delimited; a later singular field wins.
+    bytes.push(0x32);
+    let mut len = doc.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            bytes.push(byte);
+            break;
+        }
+        bytes.push(byte | 0x80);
+    }
+    bytes.extend_from_slice(&doc);
+    let path = dir.join(format!("mlp-{tag}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn push(dir: &Path, registry: &str, file: &Path) -> i64 {
+    let out = ferry(
+        dir,
+        &[
+            "model",
+            "push",
+            file.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "-o",
+            "json",
+        ],
+        &[("FERRY_REGISTRY", registry)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["version"]
+        .as_i64()
+        .unwrap()
+}
+
+fn endpoint_set(dir: &Path, registry: &str, args: &[&str]) {
+    let mut all = vec!["endpoint", "set", "fraud", "--model", "fraud"];
+    all.extend_from_slice(args);
+    let out = ferry(dir, &all, &[("FERRY_REGISTRY", registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `ferry <args> --listen 127.0.0.1:<port>` on a chosen port (to restart on the same one).
+fn start_on(dir: &Path, args: &[&str], port: u16, env: &[(&str, &str)]) -> Server {
+    let log = dir.join(format!("ferry-{port}-{}.log", uuid_ish()));
+    let mut command = Command::new(ferry_bin());
+    if let Some(lib) = onnxruntime() {
+        command.env("ORT_DYLIB_PATH", lib);
+    }
+    let child = command
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .env("FERRY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+        log,
+    };
+    server.wait_ready();
+    server
+}
+
+fn uuid_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Every answer of the background load, by status and version, and the first failures.
+#[derive(Default)]
+struct Tally {
+    answers: BTreeMap<(u16, String), u64>,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn failed(&self) -> u64 {
+        self.answers
+            .iter()
+            .filter(|((status, _), _)| *status != 200)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.answers.keys().map(|(_, v)| v.clone()).collect();
+        v.dedup();
+        v
+    }
+}
+
+/// `clients` loops posting inferences back to back until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, tally, client, url) =
+                    (stop.clone(), tally.clone(), client.clone(), url.to_string());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, version, detail) =
+                            match client.post(&url).json(&request_body()).send().await {
+                                Ok(r) => {
+                                    let status = r.status().as_u16();
+                                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                                    let version =
+                                        body["model_version"].as_str().unwrap_or("").to_string();
+                                    (status, version, body.to_string())
+                                }
+                                Err(e) => (0, String::new(), e.to_string()),
+                            };
+                        {
+                            let mut t = tally.lock().unwrap();
+                            *t.answers.entry((status, version)).or_default() += 1;
+                            if status != 200 && t.failures.len() < 10 {
+                                t.failures.push(format!("{status}: {detail}"));
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, tally, tasks }
+    }
+
+    fn snapshot(&self) -> (BTreeMap<(u16, String), u64>, Vec<String>, u64) {
+        let t = self.tally.lock().unwrap();
+        (t.answers.clone(), t.failures.clone(), t.failed())
+    }
+
+    /// Waits until the load has been answered by `version`.
+    async fn wait_for_version(&self, version: i64, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self
+                .tally
+                .lock()
+                .unwrap()
+                .answers
+                .contains_key(&(200, version.to_string()));
+            if seen {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: version {version} never answered; so far {:?}",
+                self.snapshot().0
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(self.tally)
+            .ok()
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+fn assert_no_failures(tally: &Tally, serving: &Server) {
+    let total: u64 = tally.answers.values().sum();
+    assert!(total > 100, "too little load to prove anything: {total}");
+    assert_eq!(
+        tally.failed(),
+        0,
+        "failed requests: {:?}, first ones {:?}\nserving log:\n{}",
+        tally.answers,
+        tally.failures,
+        serving.logs()
+    );
+}
+
+/// What serving's repository index says about `fraud`.
+async fn index_reason(serving: &str) -> String {
+    let index: Value = reqwest::Client::new()
+        .post(format!("{serving}/v2/repository/index"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    index
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "fraud")
+        .and_then(|e| e["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn wait_for_reason(serving: &str, contains: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let reason = index_reason(serving).await;
+        if reason.contains(contains) {
+            return reason;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serving never reported a reason containing `{contains}`; last: `{reason}`"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_registry_down_for_a_minute_no_request_fails_and_serving_converges_after() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let down_for = Duration::from_secs(
+        std::env::var("FERRY_FAULT_REGISTRY_DOWN_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let registry_args = ["up", "--no-demo", "--no-serving"];
+    let mut registry = Server::start(dir.path(), &registry_args);
+    let reg = registry.url();
+    let v1 = push(dir.path(), &reg, &fixture("mlp.onnx"));
+    let v2 = push(dir.path(), &reg, &variant(dir.path(), "v2", 4096));
+    endpoint_set(dir.path(), &reg, &["--stable", &v1.to_string()]);
+    let cache = dir.path().join("cache");
+    let serving = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--registry",
+            &reg,
+            "--endpoint",
+            "fraud",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let url = format!("{}/v2/models/fraud/infer", serving.url());
+    let load = Load::start(&url, 2);
+    load.wait_for_version(v1, Duration::from_secs(30), "start")
+        .await;
+
+    registry.kill9();
+    tokio::time::sleep(down_for).await;
+    let (during, failures, failed) = load.snapshot();
+    assert_eq!(
+        failed, 0,
+        "requests failed while the registry was down: {during:?} {failures:?}"
+    );
+
+    // Back on the same port with the same data; a policy change made now reaches serving.
+    let registry = start_on(dir.path(), &registry_args, registry.port, &[]);
+    endpoint_set(dir.path(), &reg, &["--stable", &v2.to_string()]);
+    load.wait_for_version(v2, Duration::from_secs(90), "after the registry returned")
+        .await;
+    let tally = load.finish().await;
+    assert_no_failures(&tally, &serving);
+    assert_eq!(tally.versions(), vec![v1.to_string(), v2.to_string()]);
+    drop(registry);
+}
+
+/// `s3s-fs` on a fixed port and folder, so it can be stopped and started again.
+struct S3 {
+    child: Option<Child>,
+    port: u16,
+    root: PathBuf,
+}
+
+const S3_KEY: &str = "ferryfaults";
+const S3_SECRET: &str = "ferryfaultssecret";
+
+impl S3 {
+    fn start(root: &Path) -> Option<S3> {
+        let found = Command::new("s3s-fs")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                !in_ci(),
+                "s3s-fs is required in CI (scripts/test.sh installs it)"
+            );
+            eprintln!("SKIPPED: s3s-fs is not installed (scripts/test.sh installs it)");
+            return None;
+        }
+        std::fs::create_dir_all(root.join("faults")).unwrap();
+        let mut s3 = S3 {
+            child: None,
+            port: free_port(),
+            root: root.to_path_buf(),
+        };
+        s3.resume();
+        Some(s3)
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("s3s-fs")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                S3_KEY,
+                "--secret-key",
+                S3_SECRET,
+            ])
+            .arg(&self.root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A reverse proxy in front of the registry that can make artifact downloads trickle.
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    trickle: AtomicBool,
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let method = request.method().clone();
+    let headers = request.headers().clone();
+    let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let mut upstream = proxy
+        .client
+        .request(method, format!("{}{path}", proxy.upstream))
+        .body(body);
+    for (name, value) in &headers {
+        if name != axum::http::header::HOST {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let answer = match upstream.send().await {
+        Ok(a) => a,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let trickle = proxy.trickle.load(Ordering::Relaxed)
+        && path.split('?').next().unwrap().ends_with("/artifact");
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        response = response.header(name, value);
+    }
+    let stream = answer.bytes_stream();
+    let body = if trickle {
+        // 256 bytes every 200 ms: about 1.3 KB/s, a store that answers but is far too slow.
+        Body::from_stream(
+            stream
+                .flat_map(|chunk| {
+                    let chunk: Bytes = chunk.unwrap_or_default();
+                    futures::stream::iter(
+                        (0..chunk.len())
+                            .step_by(256)
+                            .map(move |i| chunk.slice(i..(i + 256).min(chunk.len())))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .then(|piece| async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>(piece)
+                }),
+        )
+    } else {
+        Body::from_stream(stream)
+    };
+    response.body(body).unwrap()
+}
+
+async fn start_proxy(upstream: &str) -> (String, Arc<Proxy>) {
+    let proxy = Arc::new(Proxy {
+        upstream: upstream.to_string(),
+        client: reqwest::Client::new(),
+        trickle: AtomicBool::new(false),
+    });
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(proxy.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_errors_and_trickling_downloads_fail_the_load_cleanly_and_keep_the_last_table()
+{
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut s3) = S3::start(&dir.path().join("s3")) else {
+        return;
+    };
+    let s3_endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID", S3_KEY),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+    ];
+    let registry = Server::start_with_env(
+        dir.path(),
+        &[
+            "registry",
+            "--auto-migrate",
+            "true",
+            "--blob-url",
+            "s3://faults/registry",
+            "--s3-endpoint",
+            &s3_endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--s3-allow-http",
+            "true",
+        ],
+        &credentials,
+    );
+    let reg = registry.url();
+    let v1 = push(dir.path(), &reg, &fixture("mlp.onnx"));
+    let v2 = push(dir.path(), &reg, &variant(dir.path(), "v2", 4096));
+    // Large enough that trickling it takes far longer than the load timeout below.
+    let v3 = push(dir.path(), &reg, &variant(dir.path(), "v3", 64 * 1024));
+    endpoint_set(dir.path(), &reg, &["--stable", &v1.to_string()]);
+
+    let (proxied, proxy) = start_proxy(&reg).await;
+    let cache = dir.path().join("cache");
+    let serving = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--registry",
+            &proxied,
+            "--endpoint",
+            "fraud",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--load-timeout",
+            "3s",
+        ],
+    );
+    let base = serving.url();
+    let load = Load::start(&format!("{base}/v2/models/fraud/infer"), 2);
+    load.wait_for_version(v1, Duration::from_secs(30), "start")
+        .await;
+
+    // The object store goes away; a new table naming version 2 cannot be loaded.
+    s3.kill();
+    endpoint_set(
+        dir.path(),
+        &reg,
+        &[
+            "--stable",
+            &v1.to_string(),
+            "--canary",
+            &v2.to_string(),
+            "--weight",
+            "0.5",
+        ],
+    );
+    let reason = wait_for_reason(&base, &format!("fraud:{v2}")).await;
+    assert!(!reason.contains("secret"), "{reason}");
+    let (answers, _, failed) = load.snapshot();
+    assert_eq!(failed, 0, "{answers:?}");
+    assert!(
+        answers.keys().all(|(_, v)| *v == v1.to_string()),
+        "only the last good table answers while the new one cannot load: {answers:?}"
+    );
+
+    // The store returns: the failed load is retried on its own and the new table goes live.
+    s3.resume();
+    load.wait_for_version(v2, Duration::from_secs(60), "after the store returned")
+        .await;
+
+    // Downloads now trickle in: past the load timeout the load fails, nothing half-written
+    // stays in the cache, and versions 1 and 2 keep answering.
+    proxy.trickle.store(true, Ordering::Relaxed);
+    endpoint_set(
+        dir.path(),
+        &reg,
+        &[
+            "--stable",
+            &v1.to_string(),
+            "--canary",
+            &v3.to_string(),
+            "--weight",
+            "0.5",
+        ],
+    );
+    let reason = wait_for_reason(&base, "load timeout").await;
+    assert!(reason.contains(&format!("fraud:{v3}")), "{reason}");
+    let (answers, _, failed) = load.snapshot();
+    assert_eq!(failed, 0, "{answers:?}");
+    assert!(!answers.contains_key(&(200, v3.to_string())), "{answers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "partial downloads left: {leftovers:?}"
+    );
+
+    // At full speed again, the retry brings version 3 in.
+    proxy.trickle.store(false, Ordering::Relaxed);
+    load.wait_for_version(v3, Duration::from_secs(60), "at full speed")
+        .await;
+    let tally = load.finish().await;
+    assert_no_failures(&tally, &serving);
+    assert_eq!(index_reason(&base).await, "", "the last error clears");
+}
+
+/// Opens a connection and sends `prefix`, then nothing more.
+fn stall(port: u16, prefix: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(prefix.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server closed the connection (EOF, or reset, after an optional answer).
+fn closed_by_server(mut stream: TcpStream) -> (bool, String) {
+    let mut answer = Vec::new();
+    let result = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    match result {
+        Ok(_) => (true, text),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => (true, text),
+        Err(_) => (false, text),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_do_not_starve_the_others() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &format!("mlp={}", fixture("mlp.onnx").display()),
+            "--request-timeout-ms",
+            "2000",
+        ],
+        &[("FERRY_HEADER_READ_TIMEOUT", "2s")],
+    );
+    let port = server.port;
+    let started = Instant::now();
+    // Half a request line, headers that never end, and a body that never comes, many times.
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        stalled.push(stall(port, "POST /v2/models/ml"));
+        stalled.push(stall(
+            port,
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n",
+        ));
+        stalled.push(stall(
+            port,
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{\"inputs\": [",
+        ));
+    }
+    // Meanwhile everyone else is served.
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        let r = client
+            .post(format!("{}/v2/models/mlp/infer", server.url()))
+            .json(&request_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // And every stalled connection is closed by the server within its timeouts.
+    let results = tokio::task::spawn_blocking(move || {
+        stalled
+            .into_iter()
+            .map(closed_by_server)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let held = results.iter().filter(|(closed, _)| !closed).count();
+    assert_eq!(held, 0, "connections still held open by slow clients");
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "closing took {:?}",
+        started.elapsed()
+    );
+    // A body that never arrives is answered, not silently dropped.
+    let body_answers: Vec<&String> = results
+        .iter()
+        .skip(2)
+        .step_by(3)
+        .map(|(_, text)| text)
+        .collect();
+    assert!(
+        body_answers.iter().all(|t| t.starts_with("HTTP/1.1 408")),
+        "{:?}",
+        &body_answers[..3]
+    );
+}
