@@ -68,8 +68,28 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# Kubernetes: a real kube-apiserver + etcd (built once from Debian's sources, cached in
+# $CACHE/kube) for the operator's end-to-end tests (tests/operator.rs).
+KUBE_DIR=$(mktemp -d)
+if [ "${CI:-}" = true ] || [ -x "$CACHE/kube/kube-apiserver" ]; then
+  ./scripts/kube-apiserver.sh build # a no-op once built
+  ./scripts/kube-apiserver.sh start "$KUBE_DIR"
+  export FERRY_TEST_KUBECONFIG="$KUBE_DIR/kubeconfig"
+else
+  log "no kube-apiserver (run scripts/kube-apiserver.sh build once): the operator's end-to-end tests will skip (fail under CI=true)"
+fi
+cleanup() {
+  ./scripts/kube-apiserver.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
+  rm -rf "$KUBE_DIR"
+  kill "$S3_PID" 2>/dev/null || true
+  rm -rf "$S3_ROOT" "$S3_ROOT.log"
+}
+
 log "running the tests"
 cargo test --workspace "$@"
 
 log "running the Python client tests (the official tritonclient against ferry serving)"
 FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry" python3 -m pytest -q tests/python
+
+log "running the Helm chart's and the image's tests (tests/helm: their own kube-apiserver, kubectl 1.20.2)"
+FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry" tests/helm/run.sh
