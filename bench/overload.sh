@@ -138,3 +138,6 @@ echo "throughput after / before: $(python3 -c "print(round($cap_rps / $before_rp
 echo "server RSS: idle $rss_idle MiB, peak during overload $(cat "$work/peak" 2>/dev/null || echo "$rss_idle") MiB"
 kill -0 $pid 2>/dev/null && echo "server alive: yes" || { echo "server alive: NO"; exit 1; }
 [ "$over_other" -eq 0 ] || { echo "FAIL: $over_other requests failed with something other than 429/503"; exit 1; }
+peak=$(cat "$work/peak" 2>/dev/null || echo "$rss_idle")
+[ $((peak - rss_idle)) -lt 512 ] || { echo "FAIL: memory grew by $((peak - rss_idle)) MiB under overload"; exit 1; }
+[ "$over_refused" -gt 0 ] || { echo "FAIL: nothing was refused: the load did not exceed capacity"; exit 1; }
