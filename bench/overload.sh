@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Overload: `ferry serving` driven far past its capacity for a minute, then back to normal.
 #   usage: bench/overload.sh [OVERLOAD_SECONDS] [FACTOR]     (defaults 60 and 10)
+#   OVERLOAD_SERVER_ARGS adds flags to `ferry serving`, e.g. "--max-batch-size 1" for a capacity
+#   low enough that wrk on the same two CPUs can offer more than 10x it.
 #
 # 1. capacity: wrk at concurrency 64 (below the queue capacity of 256, so nothing is refused)
 #    for 10 s on the compute-bound mlp_large (one ORT thread): the req/s and p99 the server
@@ -26,7 +28,7 @@ FERRY="$CARGO_TARGET_DIR/release/ferry"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$FERRY" serving --listen "127.0.0.1:$port" --log-format json \
-  --model "large=tests/fixtures/mlp_large.onnx" --intra-op-threads 1 \
+  --model "large=tests/fixtures/mlp_large.onnx" --intra-op-threads 1 ${OVERLOAD_SERVER_ARGS:-} \
   2>"$work/serving.log" &
 pid=$!
 sampler=""
