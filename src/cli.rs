@@ -288,6 +288,11 @@ pub struct RuntimeArgs {
     /// good routing table stays and the load is retried), e.g. 10m [default: 10m].
     #[arg(long, env = "FERRY_LOAD_TIMEOUT", value_name = "DURATION")]
     pub load_timeout: Option<String>,
+    /// How often this replica sends its counters (requests, latency, feedback, drift histograms)
+    /// to the registry; the analysis and drift monitor see traffic at most this late, e.g. 1s
+    /// [default: 5s].
+    #[arg(long, env = "FERRY_REPORT_INTERVAL", value_name = "DURATION")]
+    pub report_interval: Option<String>,
     /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
     /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
     #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]

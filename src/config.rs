@@ -59,6 +59,7 @@ struct FileConfig {
     feedback_capacity: Option<usize>,
     feedback_ttl: Option<String>,
     load_timeout: Option<String>,
+    report_interval: Option<String>,
 }
 
 /// `[model_options.NAME]` in the config file.
@@ -343,6 +344,17 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
             bail!("load timeout must be longer than zero");
         }
     }
+    if let Some(text) = args
+        .report_interval
+        .clone()
+        .or(file.report_interval.clone())
+    {
+        serving.report_interval =
+            parse_duration(&text).with_context(|| format!("report interval `{text}`"))?;
+        if serving.report_interval < std::time::Duration::from_millis(100) {
+            bail!("report interval must be at least 100ms");
+        }
+    }
     let mut per_model: std::collections::BTreeMap<String, ModelOptionsFile> =
         std::collections::BTreeMap::new();
     for (name, options) in &file.model_options {
@@ -578,18 +590,19 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let (n, unit) = t.split_at(split);
     let n: u64 = n
         .parse()
-        .with_context(|| format!("`{text}` must be like 90s, 15m, 1h or 2d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => bail!("`{text}` must be like 90s, 15m, 1h or 2d"),
+        .with_context(|| format!("`{text}` must be like 500ms, 90s, 15m, 1h or 2d"))?;
+    let millis = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => bail!("`{text}` must be like 500ms, 90s, 15m, 1h or 2d"),
     };
-    if secs == 0 {
+    if millis == 0 {
         bail!("`{text}` must be longer than zero");
     }
-    Ok(Duration::from_secs(secs))
+    Ok(Duration::from_millis(millis))
 }
 
 /// Parses sizes like `2GiB`, `500MiB`, `1.5GB`, `1048576`.
@@ -685,6 +698,8 @@ mod tests {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("0ms").is_err());
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
     }
@@ -750,6 +765,27 @@ mod tests {
             ..RuntimeArgs::default()
         };
         assert!(runtime_settings(&zero, &FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn the_report_interval_defaults_to_five_seconds_and_takes_sub_second_values() {
+        let settings = runtime_settings(&RuntimeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(settings.serving.report_interval, Duration::from_secs(5));
+        let fast = RuntimeArgs {
+            report_interval: Some("500ms".into()),
+            ..RuntimeArgs::default()
+        };
+        let settings = runtime_settings(&fast, &FileConfig::default()).unwrap();
+        assert_eq!(settings.serving.report_interval, Duration::from_millis(500));
+        let too_fast = RuntimeArgs {
+            report_interval: Some("10ms".into()),
+            ..RuntimeArgs::default()
+        };
+        let err = format!(
+            "{:#}",
+            runtime_settings(&too_fast, &FileConfig::default()).unwrap_err()
+        );
+        assert!(err.contains("at least 100ms"), "{err}");
     }
 
     #[test]

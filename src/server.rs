@@ -135,7 +135,7 @@ pub async fn run(
             catalog,
             repository,
             replica.clone(),
-            ferry_serving::report::REPORT_INTERVAL,
+            serving_state.config.report_interval,
             Some(serving_state.drift_gauges.clone()),
         )));
         app = app.merge(ferry_serving::routes(serving_state));
@@ -253,7 +253,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
             catalog,
             state.repository.clone(),
             replica.clone(),
-            ferry_serving::report::REPORT_INTERVAL,
+            state.config.report_interval,
             Some(state.drift_gauges.clone()),
         )));
     }

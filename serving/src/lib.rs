@@ -51,6 +51,9 @@ pub struct ServingConfig {
     pub feedback_ttl: Duration,
     /// Longest a model download may take; past it the load fails and is retried later.
     pub load_timeout: Duration,
+    /// How often this replica pushes its per-version counters (requests, latency, feedback,
+    /// drift histograms) to the registry.
+    pub report_interval: Duration,
 }
 
 impl Default for ServingConfig {
@@ -63,6 +66,7 @@ impl Default for ServingConfig {
             feedback_capacity: repository::PREDICTION_CAPACITY,
             feedback_ttl: repository::PREDICTION_TTL,
             load_timeout: Duration::from_secs(600),
+            report_interval: report::REPORT_INTERVAL,
         }
     }
 }

@@ -10,7 +10,7 @@ use ferry_registry::analysis::{Report, VersionCounters};
 use crate::catalog::{Catalog, CatalogError};
 use crate::repository::ModelRepository;
 
-/// How often counters are pushed.
+/// How often counters are pushed by default (`--report-interval`).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Counters that could not be sent yet, per endpoint; merged into the next report so nothing is

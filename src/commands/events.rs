@@ -13,6 +13,58 @@ use crate::output::{self, Table};
 /// Widest DATA cell in the table; `-o json` prints events whole.
 const DATA_WIDTH: usize = 120;
 
+/// Drifted features named in a drift event's summary before `+N more`.
+const SUMMARY_FEATURES: usize = 3;
+
+/// The DATA cell: a one-line summary for the events people read most in a terminal (drift
+/// incidents, whose payload is long), the JSON payload for the others.
+fn describe(kind: &str, data: &serde_json::Value) -> String {
+    drift_summary(kind, data).unwrap_or_else(|| data.to_string())
+}
+
+/// `fraud:4 (stable) psi 3.26 > 0.2 in f0 (3.26), f7 (0.31)` for `drift.detected`,
+/// `fraud:4 (stable) psi 0.03 <= 0.2, recovered from event 15` for `drift.recovered`; `None`
+/// for other kinds or a payload without the expected fields.
+fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
+    let model = data["model"].as_str()?;
+    let version = data["version"].as_i64()?;
+    let role = data["role"].as_str().unwrap_or("-");
+    let metric = data["metric"].as_str()?;
+    let threshold = data["threshold"].as_f64()?;
+    let score = data["score"].as_f64()?;
+    let head = format!("{model}:{version} ({role}) {metric} {score:.2}");
+    match kind {
+        "drift.detected" => {
+            let drifted: Vec<String> = data["features"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| Some((f["name"].as_str()?, f["score"].as_f64()?)))
+                .filter(|(_, s)| *s > threshold)
+                .map(|(name, s)| format!("{name} ({s:.2})"))
+                .collect();
+            let mut named = drifted
+                .iter()
+                .take(SUMMARY_FEATURES)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if drifted.len() > SUMMARY_FEATURES {
+                named.push_str(&format!(" +{} more", drifted.len() - SUMMARY_FEATURES));
+            }
+            Some(if named.is_empty() {
+                format!("{head} > {threshold}")
+            } else {
+                format!("{head} > {threshold} in {named}")
+            })
+        }
+        "drift.recovered" => Some(match data["detected_event"].as_i64() {
+            Some(id) => format!("{head} <= {threshold}, recovered from event {id}"),
+            None => format!("{head} <= {threshold}, recovered"),
+        }),
+        _ => None,
+    }
+}
+
 /// `text` cut to `width` characters, with `…` when something was cut.
 fn truncate(text: &str, width: usize) -> String {
     match text.char_indices().nth(width.saturating_sub(1)) {
@@ -63,7 +115,7 @@ pub async fn run(args: EventsArgs) -> Result<()> {
                     e.kind.clone(),
                     e.subject.clone(),
                     output::time(&e.created_at),
-                    truncate(&e.data.to_string(), DATA_WIDTH),
+                    truncate(&describe(&e.kind, &e.data), DATA_WIDTH),
                 ]);
             }
             let rendered = table.render();
@@ -84,7 +136,51 @@ pub async fn run(args: EventsArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use serde_json::json;
+
+    use super::{describe, truncate};
+
+    #[test]
+    fn a_drift_incident_reads_as_one_line_naming_only_the_drifted_features() {
+        let mut detected = json!({
+            "endpoint": "fraud", "model": "fraud", "version": 4, "role": "stable",
+            "metric": "psi", "threshold": 0.2, "score": 3.257_998, "samples": 500,
+            "features": [
+                {"name": "f0", "score": 3.257_998},
+                {"name": "f7", "score": 0.31},
+                {"name": "f12", "score": 0.021},
+            ],
+        });
+        assert_eq!(
+            describe("drift.detected", &detected),
+            "fraud:4 (stable) psi 3.26 > 0.2 in f0 (3.26), f7 (0.31)"
+        );
+        detected["features"] = json!([
+            {"name": "a", "score": 0.9}, {"name": "b", "score": 0.8},
+            {"name": "c", "score": 0.7}, {"name": "d", "score": 0.6},
+            {"name": "e", "score": 0.5},
+        ]);
+        assert_eq!(
+            describe("drift.detected", &detected),
+            "fraud:4 (stable) psi 3.26 > 0.2 in a (0.90), b (0.80), c (0.70) +2 more"
+        );
+        let recovered = json!({
+            "endpoint": "fraud", "model": "fraud", "version": 4, "role": "canary",
+            "metric": "js", "threshold": 0.1, "score": 0.031, "detected_event": 15,
+        });
+        assert_eq!(
+            describe("drift.recovered", &recovered),
+            "fraud:4 (canary) js 0.03 <= 0.1, recovered from event 15"
+        );
+    }
+
+    #[test]
+    fn other_events_and_unexpected_payloads_show_their_json() {
+        let alias = json!({"alias": "production", "model": "fraud", "version": 2});
+        assert_eq!(describe("alias.set", &alias), alias.to_string());
+        let odd = json!({"model": "fraud"});
+        assert_eq!(describe("drift.detected", &odd), odd.to_string());
+    }
 
     #[test]
     fn long_data_is_cut_on_a_character_boundary_with_an_ellipsis() {
