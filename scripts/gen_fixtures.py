@@ -141,6 +141,40 @@ def unloadable() -> onnx.ModelProto:
     return m
 
 
+def fragile() -> onnx.ModelProto:
+    """mlp.onnx's signature and weights with an embedding-style lookup whose index comes from the
+    input: row r reads table[int(1000 * input[r, 0])] from a one-entry table. Zeros (the warm-up)
+    pass and the answers equal mlp.onnx's; any row whose first feature is not within
+    (-0.002, 0.002) fails inside ONNX Runtime ("indices element out of data bounds"). Tests use it
+    for a version that loads fine and then fails real requests."""
+    m = mlp("fragile", [32, 256, 256, 2], seed=7)
+    g = m.graph
+    softmax = next(n for n in g.node if n.op_type == "Softmax")
+    softmax.output[0] = "mlp_probabilities"
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "first_col.start"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "first_col.end"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "first_col.axis"),
+            numpy_helper.from_array(np.array(1000.0, dtype=np.float32), "index.scale"),
+            numpy_helper.from_array(np.array([1.0], dtype=np.float32), "table"),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node(
+                "Slice", ["input", "first_col.start", "first_col.end", "first_col.axis"], ["first_col"], name="first_col"
+            ),
+            helper.make_node("Mul", ["first_col", "index.scale"], ["scaled"], name="scale"),
+            helper.make_node("Cast", ["scaled"], ["index"], name="index", to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["gate"], name="lookup", axis=0),
+            helper.make_node("Mul", ["mlp_probabilities", "gate"], ["probabilities"], name="gated"),
+        ]
+    )
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def spec(vi: onnx.ValueInfoProto) -> dict:
     t = vi.type.tensor_type
     dims = [d.dim_param if d.HasField("dim_param") else d.dim_value for d in t.shape.dim]
@@ -211,6 +245,7 @@ def generate(out: Path, large: bool) -> None:
     }
     (out / "expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "unloadable.onnx").write_bytes(unloadable().SerializeToString(deterministic=True))
+    (out / "fragile.onnx").write_bytes(fragile().SerializeToString(deterministic=True))
     if large:
         big = mlp("mlp_large", [512, 2048, 2048, 10], seed=11)
         (out / "mlp_large.onnx").write_bytes(big.SerializeToString(deterministic=True))

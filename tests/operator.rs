@@ -340,7 +340,10 @@ async fn wait_for_crd(client: &Client) {
 }
 
 fn push(dir: &Path, registry: &str) -> i64 {
-    let path = fixture("mlp.onnx");
+    push_file(dir, registry, &fixture("mlp.onnx"))
+}
+
+fn push_file(dir: &Path, registry: &str, path: &Path) -> i64 {
     let out = ferry(
         dir,
         &[
@@ -415,13 +418,20 @@ impl Traffic {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
+                    let status = response.status().as_u16();
                     let ok = response.status().is_success();
                     let answer: Value = response.json().await.unwrap_or_default();
                     let version = answer["model_version"]
                         .as_str()
                         .unwrap_or_default()
                         .to_string();
-                    if ok {
+                    if !ok {
+                        *answers
+                            .lock()
+                            .unwrap()
+                            .entry(format!("error {status}"))
+                            .or_default() += 1;
+                    } else {
                         *answers.lock().unwrap().entry(version.clone()).or_default() += 1;
                         if let Some(reward) = rewards.get(&version) {
                             let _ = client
@@ -822,6 +832,96 @@ async fn a_candidate_with_a_lower_reward_is_rolled_back_at_its_first_step() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = serde_json::to_value(cluster.mds().get(name).await.unwrap().status).unwrap();
     assert_eq!(step_and_phase(&later), (Value::Null, json!("RolledBack")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_fails_requests_is_rolled_back_on_its_error_rate() {
+    let Some(kubeconfig) = kubeconfig() else {
+        return;
+    };
+    if !have_onnxruntime() {
+        return;
+    }
+    let mut cluster = Cluster::start(&kubeconfig).await;
+    // Loads and warms up fine, then fails inside ONNX Runtime on the requests clients send.
+    let fragile = push_file(
+        cluster.dir.path(),
+        &cluster.registry.url(),
+        &fixture("fragile.onnx"),
+    );
+    cluster.start_operator();
+    let name = "failing";
+    cluster
+        .create(
+            name,
+            spec(
+                &cluster,
+                json!({"version": 1}),
+                json!([{"weight": 20, "pause": "6s"}, {"weight": 50, "pause": "6s"}]),
+                // No feedback is sent: the reward check has nothing to say and the technical
+                // checks decide.
+                json!({"interval": "6s", "minRequests": 10, "maxErrorRate": 0.05, "maxInconclusive": 0}),
+            ),
+        )
+        .await;
+    cluster
+        .wait_for(name, "v1 deployed", Duration::from_secs(60), |s| {
+            s["stableVersion"] == 1
+        })
+        .await;
+    let traffic = Traffic::start(&cluster.registry.url(), name, BTreeMap::new());
+    let patch = json!({"spec": {"version": fragile}});
+    cluster
+        .mds()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let rolled_back = cluster
+        .wait_for(
+            name,
+            "the failing version rolled back",
+            Duration::from_secs(120),
+            |s| s["phase"] == "RolledBack",
+        )
+        .await;
+    let answers = traffic.stop().await;
+    assert_eq!(rolled_back["reason"], "ErrorRateTooHigh", "{rolled_back}");
+    assert_eq!(rolled_back["stableVersion"], 1);
+    assert_eq!(rolled_back["candidateVersion"], fragile);
+    assert_eq!(rolled_back["currentWeight"], 0.0);
+    let analysis = &rolled_back["lastAnalysis"];
+    assert_eq!(analysis["step"], 1, "judged at its first step");
+    assert_eq!(analysis["decidedBy"], "errorRate");
+    let checks = analysis["checks"].as_array().unwrap();
+    let check = |name: &str| checks.iter().find(|c| c["check"] == name).unwrap().clone();
+    let errors = check("errorRate");
+    assert!(errors["value"].as_f64().unwrap() > 0.05, "{errors}");
+    assert_eq!(errors["threshold"], 0.05);
+    assert!(
+        check("rewardRatio")["passed"].is_null(),
+        "no feedback: the reward check is skipped, not failed: {analysis}"
+    );
+    assert_eq!(
+        reasons(&cluster.events(name).await),
+        ["Deployed", "RolloutStarted", "ErrorRateTooHigh"]
+    );
+    let (_, endpoint) = cluster
+        .registry_get(&format!("/api/v1/endpoints/{name}"))
+        .await;
+    assert_eq!(endpoint["stable"], 1);
+    assert!(endpoint.get("canary").is_none(), "compensated: {endpoint}");
+    // The candidate's share of traffic failed with 500 and none of it answered; version 1
+    // answered every other request.
+    assert_eq!(answers.get(&fragile.to_string()), None, "{answers:?}");
+    assert!(
+        answers.get("error 500").copied().unwrap_or(0) > 0,
+        "{answers:?}"
+    );
+    assert!(answers.get("1").copied().unwrap_or(0) > 0, "{answers:?}");
+    assert!(
+        answers.keys().all(|k| k == "1" || k == "error 500"),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
