@@ -121,10 +121,12 @@ impl Error {
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::Retryable(_) | Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
+            // The object store is a dependency outside this process (S3, a disk): when it fails,
+            // the registry is unavailable, not broken, and a retry later is the right reaction.
+            Error::Retryable(_) | Error::Unavailable(_) | Error::ObjectStore(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -143,7 +145,8 @@ impl Error {
             Error::RequestTimeout(_) => "request-timeout",
             Error::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             Error::Retryable(_) | Error::Unavailable(_) => "retry",
-            Error::Database(_) | Error::ObjectStore(_) | Error::Internal(_) => "internal",
+            Error::ObjectStore(_) => "object-store-unavailable",
+            Error::Database(_) | Error::Internal(_) => "internal",
         }
     }
 }
@@ -175,6 +178,9 @@ impl IntoResponse for Error {
                 Error::Retryable(_) | Error::Unavailable(_) => {
                     "the server is busy; retry the request shortly".to_string()
                 }
+                Error::ObjectStore(_) => "the object store holding the models failed or did not \
+                    answer; retry shortly (the cause is in the server's log under this request's id)"
+                    .to_string(),
                 _ => "internal server error; the cause is in the server's log under this request's id"
                     .to_string(),
             }
@@ -205,6 +211,11 @@ impl IntoResponse for Error {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Error::ObjectStore(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             Error::RangeNotSatisfiable { size } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                     response.headers_mut().insert(header::CONTENT_RANGE, value);
@@ -213,5 +224,52 @@ impl IntoResponse for Error {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    use super::*;
+
+    async fn problem(error: Error) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let response = error.into_response();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_object_store_outage_is_a_503_with_retry_after_that_hides_the_cause() {
+        let outage = Error::ObjectStore(object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request for url (http://10.0.0.7:9000/models?secret=abc)".into(),
+        });
+        let (status, headers, body) = problem(outage).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "5");
+        assert_eq!(
+            body["type"],
+            "https://ferry.dev/problems/object-store-unavailable"
+        );
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("object store"), "{detail}");
+        assert!(
+            !detail.contains("10.0.0.7") && !detail.contains("secret"),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test]
+    async fn our_own_failures_stay_500_without_retry_after() {
+        let (status, headers, body) = problem(Error::Internal("bug".into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(headers.get(header::RETRY_AFTER).is_none());
+        assert!(!body["detail"].as_str().unwrap().contains("bug"));
     }
 }
