@@ -722,6 +722,53 @@ async fn a_good_candidate_is_promoted_through_every_step_and_the_children_are_ow
     eprintln!("promotion through 3 steps took {took:?}");
 }
 
+/// Deploys version 1 as `name`, sends traffic (with `rewards` as feedback), moves the spec to
+/// `candidate` with two short canary steps (20%, 50%) judged with `checks` on top of a 6 s
+/// interval and 10 requests, and waits for the rollout to end RolledBack. Returns the status then,
+/// and the answers per version (`error <status>` for failures) while it ran.
+async fn roll_back_a_candidate(
+    cluster: &Cluster,
+    name: &str,
+    candidate: i64,
+    checks: Value,
+    rewards: BTreeMap<String, f64>,
+) -> (Value, BTreeMap<String, u64>) {
+    let mut analysis = json!({"interval": "6s", "minRequests": 10, "maxInconclusive": 0});
+    for (k, v) in checks.as_object().unwrap() {
+        analysis[k] = v.clone();
+    }
+    cluster
+        .create(
+            name,
+            spec(
+                cluster,
+                json!({"version": 1}),
+                json!([{"weight": 20, "pause": "6s"}, {"weight": 50, "pause": "6s"}]),
+                analysis,
+            ),
+        )
+        .await;
+    cluster
+        .wait_for(name, "v1 deployed", Duration::from_secs(60), |s| {
+            s["stableVersion"] == 1
+        })
+        .await;
+    let traffic = Traffic::start(&cluster.registry.url(), name, rewards);
+    let patch = json!({"spec": {"version": candidate}});
+    cluster
+        .mds()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let what = format!("v{candidate} rolled back");
+    let rolled_back = cluster
+        .wait_for(name, &what, Duration::from_secs(120), |s| {
+            s["phase"] == "RolledBack"
+        })
+        .await;
+    (rolled_back, traffic.stop().await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_with_a_lower_reward_is_rolled_back_at_its_first_step() {
     let Some(kubeconfig) = kubeconfig() else {
@@ -733,39 +780,14 @@ async fn a_candidate_with_a_lower_reward_is_rolled_back_at_its_first_step() {
     let mut cluster = Cluster::start(&kubeconfig).await;
     cluster.start_operator();
     let name = "worse";
-    cluster
-        .create(
-            name,
-            spec(
-                &cluster,
-                json!({"version": 1}),
-                json!([{"weight": 20, "pause": "6s"}, {"weight": 50, "pause": "6s"}]),
-                json!({"interval": "6s", "minRequests": 10, "minRewards": 5, "minRewardRatio": 0.8, "maxInconclusive": 0}),
-            ),
-        )
-        .await;
-    cluster
-        .wait_for(name, "v1 deployed", Duration::from_secs(60), |s| {
-            s["stableVersion"] == 1
-        })
-        .await;
-    let traffic = Traffic::start(
-        &cluster.registry.url(),
+    let (rolled_back, answers) = roll_back_a_candidate(
+        &cluster,
         name,
+        2,
+        json!({"minRewards": 5, "minRewardRatio": 0.8}),
         rewards(&[(1, 1.0), (2, 0.2)]),
-    );
-    let patch = json!({"spec": {"version": 2}});
-    cluster
-        .mds()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    let rolled_back = cluster
-        .wait_for(name, "v2 rolled back", Duration::from_secs(120), |s| {
-            s["phase"] == "RolledBack"
-        })
-        .await;
-    let answers = traffic.stop().await;
+    )
+    .await;
     assert_eq!(rolled_back["reason"], "RewardTooLow", "{rolled_back}");
     assert_eq!(rolled_back["stableVersion"], 1);
     assert_eq!(
@@ -851,40 +873,15 @@ async fn a_candidate_that_fails_requests_is_rolled_back_on_its_error_rate() {
     );
     cluster.start_operator();
     let name = "failing";
-    cluster
-        .create(
-            name,
-            spec(
-                &cluster,
-                json!({"version": 1}),
-                json!([{"weight": 20, "pause": "6s"}, {"weight": 50, "pause": "6s"}]),
-                // No feedback is sent: the reward check has nothing to say and the technical
-                // checks decide.
-                json!({"interval": "6s", "minRequests": 10, "maxErrorRate": 0.05, "maxInconclusive": 0}),
-            ),
-        )
-        .await;
-    cluster
-        .wait_for(name, "v1 deployed", Duration::from_secs(60), |s| {
-            s["stableVersion"] == 1
-        })
-        .await;
-    let traffic = Traffic::start(&cluster.registry.url(), name, BTreeMap::new());
-    let patch = json!({"spec": {"version": fragile}});
-    cluster
-        .mds()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-    let rolled_back = cluster
-        .wait_for(
-            name,
-            "the failing version rolled back",
-            Duration::from_secs(120),
-            |s| s["phase"] == "RolledBack",
-        )
-        .await;
-    let answers = traffic.stop().await;
+    // No feedback is sent: the reward check has nothing to say and the technical checks decide.
+    let (rolled_back, answers) = roll_back_a_candidate(
+        &cluster,
+        name,
+        fragile,
+        json!({"maxErrorRate": 0.05}),
+        BTreeMap::new(),
+    )
+    .await;
     assert_eq!(rolled_back["reason"], "ErrorRateTooHigh", "{rolled_back}");
     assert_eq!(rolled_back["stableVersion"], 1);
     assert_eq!(rolled_back["candidateVersion"], fragile);
