@@ -380,6 +380,10 @@ pub struct ServerArgs {
     /// Extra object_store option KEY=VALUE (repeatable), e.g. aws_virtual_hosted_style_request=false.
     #[arg(long = "blob-option", value_name = "KEY=VALUE")]
     pub blob_options: Vec<String>,
+    /// How long a failing or unreachable cloud object store (S3, GCS, Azure) is retried before
+    /// the request that needed it fails with 503, e.g. 30s, 2m [default: 30s].
+    #[arg(long, env = "FERRY_BLOB_RETRY_TIMEOUT", value_name = "DURATION")]
+    pub blob_retry_timeout: Option<String>,
     /// Largest model accepted, e.g. 2GiB, 500MiB [default: 2GiB].
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", value_name = "SIZE")]
     pub max_upload_size: Option<String>,

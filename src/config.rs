@@ -26,6 +26,7 @@ struct FileConfig {
     s3_allow_http: Option<bool>,
     #[serde(default)]
     blob_options: std::collections::BTreeMap<String, String>,
+    blob_retry_timeout: Option<String>,
     max_upload_size: Option<String>,
     require_lineage: Option<bool>,
     #[serde(default)]
@@ -101,6 +102,8 @@ pub struct ServerSettings {
     pub blob_url: String,
     /// object_store options for the blob store.
     pub blob_options: Vec<(String, String)>,
+    /// How long a cloud object store is retried before a request fails.
+    pub blob_retry_timeout: Duration,
     /// Apply migrations at start.
     pub auto_migrate: bool,
     /// The registry's own settings.
@@ -147,6 +150,16 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
     if let Some(allow) = args.s3_allow_http.or(file.s3_allow_http) {
         blob_options.push(("aws_allow_http".into(), allow.to_string()));
     }
+    let blob_retry_timeout = match args
+        .blob_retry_timeout
+        .clone()
+        .or(file.blob_retry_timeout.clone())
+    {
+        Some(text) => {
+            parse_duration(&text).with_context(|| format!("blob retry timeout `{text}`"))?
+        }
+        None => ferry_registry::blob_store::DEFAULT_RETRY_TIMEOUT,
+    };
 
     let mut registry = ferry_registry::Config::default();
     if let Some(size) = args
@@ -213,6 +226,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         database_url,
         blob_url,
         blob_options,
+        blob_retry_timeout,
         auto_migrate: args.auto_migrate.or(file.auto_migrate).unwrap_or(false),
         registry,
     })

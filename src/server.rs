@@ -63,9 +63,13 @@ pub async fn run(
             .context("migrating the database")?,
         Mode::Registry => check_schema(&store).await?,
     }
-    let blobs = BlobStore::open(&settings.blob_url, &settings.blob_options)
-        .map_err(anyhow::Error::msg)
-        .context("opening the blob store")?;
+    let blobs = BlobStore::open_with_retry(
+        &settings.blob_url,
+        &settings.blob_options,
+        settings.blob_retry_timeout,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("opening the blob store")?;
     let prometheus = Arc::new(prometheus::Registry::new());
     let http_metrics = HttpMetrics::register(&prometheus).context("registering metrics")?;
     let state = AppState::new(

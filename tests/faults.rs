@@ -512,6 +512,8 @@ async fn object_store_errors_and_trickling_downloads_fail_the_load_cleanly_and_k
             "us-east-1",
             "--s3-allow-http",
             "true",
+            "--blob-retry-timeout",
+            "2s",
         ],
         &credentials,
     );
@@ -557,9 +559,30 @@ async fn object_store_errors_and_trickling_downloads_fail_the_load_cleanly_and_k
             "0.5",
         ],
     );
-    // The registry answers 5xx (or its S3 client retries past the load timeout): either way the
-    // reason names the version that could not be loaded.
+    // The registry answers 503 (or its S3 client is still retrying when the load timeout
+    // strikes): either way the reason names the version that could not be loaded.
     let reason = wait_for_reason(&base, &format!("version {v2} failed to load")).await;
+    // Asked directly, the registry says its object store is unavailable once its retries (2 s
+    // here) are spent, and when to ask again; it does not hang for object_store's 3 minutes.
+    let asked = Instant::now();
+    let direct = reqwest::Client::new()
+        .get(format!("{reg}/api/v1/models/fraud/versions/{v2}/artifact"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(direct.status(), 503, "after {waited:?}");
+    assert_eq!(direct.headers()["retry-after"], "5");
+    let problem: Value = direct.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://ferry.dev/problems/object-store-unavailable"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "answered after {waited:?}"
+    );
     assert!(!reason.contains("secret"), "{reason}");
     let (answers, _, failed) = load.snapshot();
     assert_eq!(failed, 0, "{answers:?}");

@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -15,7 +16,8 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreScheme, WriteMultipart,
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreScheme, RetryConfig,
+    WriteMultipart,
 };
 use url::Url;
 
@@ -28,6 +30,11 @@ const PART_SIZE: usize = 5 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Chunk size when streaming a local file to a client.
 const READ_CHUNK: usize = 1024 * 1024;
+
+/// How long a failing cloud object store is retried before a request fails, unless configured
+/// (`--blob-retry-timeout`). object_store's own default is 3 minutes, too long for a client
+/// waiting on a download: a failed request is answered 503 and retried by the client instead.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where blobs live: any `object_store` backend plus a root prefix inside it.
 #[derive(Clone)]
@@ -65,6 +72,24 @@ impl BlobStore {
     /// # Errors
     /// A message naming the URL (without credentials) and what is wrong with it.
     pub fn open(url: &str, options: &[(String, String)]) -> Result<Self, String> {
+        Self::open_with_retry(url, options, DEFAULT_RETRY_TIMEOUT)
+    }
+
+    /// [`BlobStore::open`], retrying a failing cloud store (S3, GCS, Azure) for at most
+    /// `retry_timeout` from a request's first attempt, with exponential backoff; past it the
+    /// request fails ([`Error::ObjectStore`], a 503). Local folders are not retried.
+    ///
+    /// # Errors
+    /// As [`BlobStore::open`].
+    pub fn open_with_retry(
+        url: &str,
+        options: &[(String, String)],
+        retry_timeout: Duration,
+    ) -> Result<Self, String> {
+        let retry = RetryConfig {
+            retry_timeout,
+            ..RetryConfig::default()
+        };
         let parsed = match Url::parse(url) {
             Ok(u) => u,
             // A bare path is a local folder.
@@ -96,8 +121,9 @@ impl BlobStore {
             }
             ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
             ObjectStoreScheme::AmazonS3 => {
-                let mut builder =
-                    object_store::aws::AmazonS3Builder::from_env().with_url(parsed.as_str());
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(parsed.as_str())
+                    .with_retry(retry.clone());
                 for (key, value) in options {
                     let key = key
                         .parse()
@@ -112,7 +138,8 @@ impl BlobStore {
             }
             ObjectStoreScheme::GoogleCloudStorage => {
                 let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(parsed.as_str());
+                    .with_url(parsed.as_str())
+                    .with_retry(retry.clone());
                 for (key, value) in options {
                     let key = key
                         .parse()
@@ -127,7 +154,8 @@ impl BlobStore {
             }
             ObjectStoreScheme::MicrosoftAzure => {
                 let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(parsed.as_str());
+                    .with_url(parsed.as_str())
+                    .with_retry(retry.clone());
                 for (key, value) in options {
                     let key = key
                         .parse()

@@ -36,9 +36,13 @@ pub async fn run(args: GcArgs) -> Result<()> {
             describe_database(&settings.database_url)
         ),
     }
-    let blobs = BlobStore::open(&settings.blob_url, &settings.blob_options)
-        .map_err(anyhow::Error::msg)
-        .context("opening the blob store")?;
+    let blobs = BlobStore::open_with_retry(
+        &settings.blob_url,
+        &settings.blob_options,
+        settings.blob_retry_timeout,
+    )
+    .map_err(anyhow::Error::msg)
+    .context("opening the blob store")?;
     let report = ferry_registry::gc::collect(&store, &blobs, min_age, args.dry_run)
         .await
         .context("collecting garbage")?;
