@@ -129,6 +129,36 @@ impl RegistryClient {
         }
     }
 
+    /// `GET` one page of the collection at `segments`: `limit`, `page_token` and `filters` as
+    /// query parameters.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn get_page<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        limit: u32,
+        page_token: Option<&str>,
+        filters: &[(&str, &str)],
+    ) -> Result<Page<T>, ClientError> {
+        let mut url = self.url(segments);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &limit.to_string());
+            for (key, value) in filters {
+                query.append_pair(key, value);
+            }
+            if let Some(t) = page_token {
+                query.append_pair("page_token", t);
+            }
+        }
+        self.send_json(
+            self.request(reqwest::Method::GET, url)
+                .timeout(CALL_TIMEOUT),
+        )
+        .await
+    }
+
     /// Sends a request and decodes a JSON answer, turning error statuses into [`ClientError::Api`].
     ///
     /// # Errors
@@ -193,17 +223,8 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<ModelRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "models"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
-        )
-        .await
+        self.get_page(&["api", "v1", "models"], limit, page_token, &[])
+            .await
     }
 
     /// `GET /api/v1/models/{name}`.
@@ -229,15 +250,11 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<VersionRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "models", name, "versions"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
+        self.get_page(
+            &["api", "v1", "models", name, "versions"],
+            limit,
+            page_token,
+            &[],
         )
         .await
     }
@@ -378,17 +395,8 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<EndpointRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "endpoints"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
-        )
-        .await
+        self.get_page(&["api", "v1", "endpoints"], limit, page_token, &[])
+            .await
     }
 
     /// `GET /api/v1/endpoints/{name}`: the policy with its revision.

@@ -34,17 +34,8 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<WebhookRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "webhooks"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
-        )
-        .await
+        self.get_page(&["api", "v1", "webhooks"], limit, page_token, &[])
+            .await
     }
 
     /// `GET /api/v1/webhooks/{id}` (without the secret).
@@ -85,18 +76,12 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<DeliveryRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "webhooks", id, "deliveries"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(s) = status {
-            url.query_pairs_mut().append_pair("status", s.as_str());
-        }
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
+        let filters: Vec<(&str, &str)> = status.iter().map(|s| ("status", s.as_str())).collect();
+        self.get_page(
+            &["api", "v1", "webhooks", id, "deliveries"],
+            limit,
+            page_token,
+            &filters,
         )
         .await
     }
@@ -111,15 +96,11 @@ impl RegistryClient {
         limit: u32,
         page_token: Option<&str>,
     ) -> Result<Page<DeliveryRecord>, ClientError> {
-        let mut url = self.url(&["api", "v1", "webhooks", id, "dead-letters"]);
-        url.query_pairs_mut()
-            .append_pair("limit", &limit.to_string());
-        if let Some(t) = page_token {
-            url.query_pairs_mut().append_pair("page_token", t);
-        }
-        self.send_json(
-            self.request(reqwest::Method::GET, url)
-                .timeout(CALL_TIMEOUT),
+        self.get_page(
+            &["api", "v1", "webhooks", id, "dead-letters"],
+            limit,
+            page_token,
+            &[],
         )
         .await
     }
