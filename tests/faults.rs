@@ -58,30 +58,11 @@ fn variant(dir: &Path, tag: &str, pad: usize) -> PathBuf {
 }
 
 fn push(dir: &Path, registry: &str, file: &Path) -> i64 {
-    let out = ferry(
-        dir,
-        &[
-            "model",
-            "push",
-            file.to_str().unwrap(),
-            "--name",
-            "fraud",
-            "-o",
-            "json",
-        ],
-        &[("FERRY_REGISTRY", registry)],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["version"]
-        .as_i64()
-        .unwrap()
+    push_model(dir, registry, "fraud", file, &[], &[])
 }
 
 fn endpoint_set(dir: &Path, registry: &str, args: &[&str]) {
-    let mut all = vec!["endpoint", "set", "fraud", "--model", "fraud"];
-    all.extend_from_slice(args);
-    let out = ferry(dir, &all, &[("FERRY_REGISTRY", registry)]);
-    assert!(out.status.success(), "{}", text(&out));
+    set_endpoint(dir, registry, "fraud", "fraud", args);
 }
 
 /// `ferry <args> --listen 127.0.0.1:<port>` on a chosen port (to restart on the same one).

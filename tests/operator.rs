@@ -344,23 +344,7 @@ fn push(dir: &Path, registry: &str) -> i64 {
 }
 
 fn push_file(dir: &Path, registry: &str, path: &Path) -> i64 {
-    let out = ferry(
-        dir,
-        &[
-            "model",
-            "push",
-            path.to_str().unwrap(),
-            "--name",
-            MODEL,
-            "-o",
-            "json",
-        ],
-        &[("FERRY_REGISTRY", registry), ("FERRY_TOKEN", TOKEN)],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["version"]
-        .as_i64()
-        .unwrap()
+    push_model(dir, registry, MODEL, path, &[], &[("FERRY_TOKEN", TOKEN)])
 }
 
 /// A ModelDeployment spec with short steps, against the test's registry.

@@ -333,23 +333,8 @@ async fn overload_answers_429_with_retry_after_and_no_errors_of_ours() {
 
 /// Pushes with the CLI; returns the version.
 fn push(dir: &std::path::Path, registry: &str, name: &str, file: &str, alias: Option<&str>) -> i64 {
-    let path = fixture(file);
-    let mut args = vec![
-        "model",
-        "push",
-        path.to_str().unwrap(),
-        "--name",
-        name,
-        "-o",
-        "json",
-    ];
-    if let Some(a) = alias {
-        args.extend(["--alias", a]);
-    }
-    let out = ferry(dir, &args, &[("FERRY_REGISTRY", registry)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["version"].as_i64().unwrap()
+    let extra: Vec<&str> = alias.map(|a| vec!["--alias", a]).unwrap_or_default();
+    push_model(dir, registry, name, &fixture(file), &extra, &[])
 }
 
 fn set_alias(dir: &std::path::Path, registry: &str, name: &str, alias: &str, version: i64) {

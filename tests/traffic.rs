@@ -16,31 +16,11 @@ fn request_body() -> Value {
 }
 
 fn push(dir: &std::path::Path, registry: &str, file: &str) -> i64 {
-    let path = fixture(file);
-    let out = ferry(
-        dir,
-        &[
-            "model",
-            "push",
-            path.to_str().unwrap(),
-            "--name",
-            "fraud",
-            "-o",
-            "json",
-        ],
-        &[("FERRY_REGISTRY", registry)],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["version"]
-        .as_i64()
-        .unwrap()
+    push_model(dir, registry, "fraud", &fixture(file), &[], &[])
 }
 
 fn endpoint_set(dir: &std::path::Path, registry: &str, args: &[&str]) {
-    let mut all = vec!["endpoint", "set", "fraud", "--model", "fraud"];
-    all.extend_from_slice(args);
-    let out = ferry(dir, &all, &[("FERRY_REGISTRY", registry)]);
-    assert!(out.status.success(), "{}", text(&out));
+    set_endpoint(dir, registry, "fraud", "fraud", args);
 }
 
 struct Answer {

@@ -189,6 +189,43 @@ pub fn ferry(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// `ferry model push FILE --name NAME -o json EXTRA…` against `registry` (`env` added, e.g. a
+/// token); the new version number.
+pub fn push_model(
+    dir: &Path,
+    registry: &str,
+    name: &str,
+    file: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> i64 {
+    let mut args = vec![
+        "model",
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        name,
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let mut all_env = vec![("FERRY_REGISTRY", registry)];
+    all_env.extend_from_slice(env);
+    let out = ferry(dir, &args, &all_env);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["version"]
+        .as_i64()
+        .unwrap()
+}
+
+/// `ferry endpoint set ENDPOINT --model MODEL ARGS…` against `registry`.
+pub fn set_endpoint(dir: &Path, registry: &str, endpoint: &str, model: &str, args: &[&str]) {
+    let mut all = vec!["endpoint", "set", endpoint, "--model", model];
+    all.extend_from_slice(args);
+    let out = ferry(dir, &all, &[("FERRY_REGISTRY", registry)]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
