@@ -500,8 +500,8 @@ pub struct PushArgs {
     /// Description of the version.
     #[arg(long)]
     pub description: Option<String>,
-    /// Training data (CSV) to profile and attach, for drift monitoring.
-    #[arg(long, value_name = "DATA.csv")]
+    /// Training data (CSV or Parquet) to profile and attach, for drift monitoring.
+    #[arg(long, value_name = "DATA.csv|DATA.parquet")]
     pub profile_data: Option<PathBuf>,
     /// The input the profile data feeds [default: the model's first [rows, features] input].
     #[arg(long, value_name = "NAME", requires = "profile_data")]
@@ -749,7 +749,8 @@ pub struct FeedbackArgs {
 
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
-    /// Training data: CSV with one column per feature (a header row is detected).
+    /// Training data, one column per feature: CSV (a header row is detected) or Parquet
+    /// (recognized by its content; numeric and boolean columns, nulls count as missing).
     pub data: PathBuf,
     /// The model, to pick its tabular input and check the number of features.
     #[arg(long, value_name = "FILE.onnx")]

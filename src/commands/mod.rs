@@ -5,5 +5,6 @@ pub mod events;
 pub mod gc;
 pub mod model;
 pub mod operator;
+pub mod parquet;
 pub mod profile;
 pub mod webhook;

@@ -62,7 +62,7 @@ pub async fn run(args: ProfileArgs) -> Result<()> {
     Ok(())
 }
 
-/// Builds the profile of `data` (CSV, one column per feature) for the model's tabular input:
+/// Builds the profile of `data` (CSV or Parquet, one column per feature) for the model's tabular input:
 /// `input` when named, else the model's first input of rank 2, else `input`.
 ///
 /// # Errors
@@ -92,9 +92,15 @@ pub async fn build(
     }
     let data = data.to_path_buf();
     let name = input.clone();
-    let profiled = tokio::task::spawn_blocking(move || profile_csv_file(&data, &name, &options))
-        .await?
-        .with_context(|| format!("profiling {}", input))?;
+    let profiled = tokio::task::spawn_blocking(move || {
+        if super::parquet::is_parquet(&data) {
+            super::parquet::profile_parquet_file(&data, &name, &options)
+        } else {
+            profile_csv_file(&data, &name, &options)
+        }
+    })
+    .await?
+    .with_context(|| format!("profiling {}", input))?;
     let profile = Profile::new(vec![profiled]);
     if let (Some(width), Some(p)) = (width, profile.inputs.first())
         && p.min_row_width() > width

@@ -20,6 +20,6 @@ pub use analyze::{DriftAnalysis, FeatureDrift, analyze_drift};
 pub use monitor::{DriftStateRecord, evaluate_once, spawn_drift_monitor};
 pub use profile::{
     CsvOptions, FeatureProfile, Header, InputProfile, Profile, ProfileError, Summary, bucket,
-    profile_csv, profile_csv_file,
+    profile_csv, profile_csv_file, profile_rows,
 };
 pub use score::Scores;

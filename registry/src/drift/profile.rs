@@ -641,27 +641,14 @@ pub fn profile_csv<R: Read>(
     input: &str,
     options: &CsvOptions,
 ) -> std::result::Result<InputProfile, ProfileError> {
-    if !(MIN_BINS..=MAX_BINS).contains(&options.bins) {
-        return Err(ProfileError::Invalid(format!(
-            "bins must be between {MIN_BINS} and {MAX_BINS}, got {}",
-            options.bins
-        )));
-    }
-    if check_name(input).is_err() {
-        return Err(ProfileError::Invalid(format!(
-            "input name {} is not usable: it must be 1 to {MAX_NAME_LEN} printable bytes",
-            crate::names::printable(input)
-        )));
-    }
+    check_options(input, options)?;
 
     // Pass 1: the header, the width, per column a summary and a sample.
     let mut reader = csv_reader(open()?, options.delimiter);
     let mut record = csv::StringRecord::new();
     let mut names: Option<Vec<String>> = None;
     let mut width = 0;
-    let mut rows: u64 = 0;
-    let mut summaries: Vec<SummaryBuilder> = Vec::new();
-    let mut samples: Vec<Reservoir> = Vec::new();
+    let mut pass: Option<FirstPass> = None;
     let mut values: Vec<f64> = Vec::new();
     let mut first = true;
     while reader
@@ -681,17 +668,6 @@ pub fn profile_csv<R: Read>(
                 continue;
             }
         }
-        if summaries.is_empty() {
-            summaries = vec![SummaryBuilder::default(); width];
-            samples = (0..width)
-                .map(|c| {
-                    // One stream per column, so a column's sample does not depend on the
-                    // others' non-finite values.
-                    let seed = options.seed ^ (c as u64).wrapping_mul(0xA24B_AED4_963E_E407);
-                    Reservoir::new(options.reservoir_size, seed)
-                })
-                .collect();
-        }
         parse_row(
             &record,
             width,
@@ -699,49 +675,17 @@ pub fn profile_csv<R: Read>(
             options.round_to_f32,
             &mut values,
         )?;
-        for ((x, summary), sample) in values.iter().zip(&mut summaries).zip(&mut samples) {
-            summary.push(*x);
-            if x.is_finite() {
-                sample.push(*x);
-            }
-        }
-        rows += 1;
+        pass.get_or_insert_with(|| FirstPass::new(width, options))
+            .push(&values);
     }
-    if rows == 0 {
+    let Some(pass) = pass else {
         return Err(ProfileError::Invalid(
             "the data has no rows to profile".into(),
         ));
-    }
+    };
+    let rows = pass.rows;
     let names = feature_names(options, names, width)?;
-
-    let mut features = Vec::with_capacity(width);
-    for (column, ((name, summary), sample)) in
-        names.into_iter().zip(summaries).zip(samples).enumerate()
-    {
-        let Some(summary) = summary.finish() else {
-            return Err(ProfileError::Invalid(format!(
-                "column `{name}` ({column}) has no finite value to profile; drop it"
-            )));
-        };
-        if !(summary.mean.is_finite() && summary.std.is_finite()) {
-            return Err(ProfileError::Invalid(format!(
-                "column `{name}` ({column}) has values too large to summarize in f64"
-            )));
-        }
-        let edges = quantile_edges(
-            &sample.into_sorted(),
-            summary.min,
-            summary.max,
-            options.bins,
-        );
-        features.push(FeatureProfile {
-            name,
-            column,
-            counts: vec![0; edges.len() + 1],
-            edges,
-            summary,
-        });
-    }
+    let mut features = pass.features(names, options.bins)?;
 
     // Pass 2: every row into the bins, by the same rule serving uses.
     let mut reader = csv_reader(open()?, options.delimiter);
@@ -770,14 +714,188 @@ pub fn profile_csv<R: Read>(
             options.round_to_f32,
             &mut values,
         )?;
-        for (x, feature) in values.iter().zip(&mut features) {
-            let b = bucket(&feature.edges, *x);
-            if let Some(count) = feature.counts.get_mut(b) {
-                *count += 1;
-            }
-        }
+        count_row(&mut features, &values);
         seen += 1;
     }
+    finish(input, features, rows, seen)
+}
+
+/// Builds the profile of tabular input `input` from rows of numbers (one per feature, NaN for a
+/// missing value) that `open` yields afresh for each of the two passes, as [`profile_csv`] does
+/// for CSV: any other tabular format (Parquet, a database cursor…) plugs in here. `header`
+/// names the columns when the source carries names (overridden by
+/// [`CsvOptions::feature_names`]); `header`, `delimiter` and the other CSV-only options are
+/// ignored.
+///
+/// # Errors
+/// As [`profile_csv`]; a row of another width than the first is [`ProfileError::Invalid`], and
+/// the source's own errors pass through.
+pub fn profile_rows<I>(
+    mut open: impl FnMut() -> std::result::Result<I, ProfileError>,
+    header: Option<Vec<String>>,
+    input: &str,
+    options: &CsvOptions,
+) -> std::result::Result<InputProfile, ProfileError>
+where
+    I: Iterator<Item = std::result::Result<Vec<f64>, ProfileError>>,
+{
+    check_options(input, options)?;
+    let round = |values: &mut Vec<f64>| {
+        if options.round_to_f32 {
+            for x in values.iter_mut() {
+                *x = f64::from(*x as f32);
+            }
+        }
+    };
+    let check_width = |values: &[f64], width: usize, row: u64| {
+        if values.len() == width {
+            Ok(())
+        } else {
+            Err(ProfileError::Invalid(format!(
+                "row {row} has {} values; the first row has {width}",
+                values.len()
+            )))
+        }
+    };
+    let mut pass: Option<FirstPass> = None;
+    let mut width = 0;
+    for row in open()? {
+        let mut values = row?;
+        round(&mut values);
+        let pass = pass.get_or_insert_with(|| {
+            width = values.len();
+            FirstPass::new(width, options)
+        });
+        check_width(&values, width, pass.rows + 1)?;
+        pass.push(&values);
+    }
+    let Some(pass) = pass else {
+        return Err(ProfileError::Invalid(
+            "the data has no rows to profile".into(),
+        ));
+    };
+    let rows = pass.rows;
+    let names = feature_names(options, header, width)?;
+    let mut features = pass.features(names, options.bins)?;
+    let mut seen: u64 = 0;
+    for row in open()? {
+        let mut values = row?;
+        round(&mut values);
+        check_width(&values, width, seen + 1)?;
+        count_row(&mut features, &values);
+        seen += 1;
+    }
+    finish(input, features, rows, seen)
+}
+
+/// The bins and the input name are usable.
+fn check_options(input: &str, options: &CsvOptions) -> std::result::Result<(), ProfileError> {
+    if !(MIN_BINS..=MAX_BINS).contains(&options.bins) {
+        return Err(ProfileError::Invalid(format!(
+            "bins must be between {MIN_BINS} and {MAX_BINS}, got {}",
+            options.bins
+        )));
+    }
+    if check_name(input).is_err() {
+        return Err(ProfileError::Invalid(format!(
+            "input name {} is not usable: it must be 1 to {MAX_NAME_LEN} printable bytes",
+            crate::names::printable(input)
+        )));
+    }
+    Ok(())
+}
+
+/// The first pass over the rows: per column an exact summary and a bounded sample for the
+/// quantile edges.
+struct FirstPass {
+    summaries: Vec<SummaryBuilder>,
+    samples: Vec<Reservoir>,
+    rows: u64,
+}
+
+impl FirstPass {
+    fn new(width: usize, options: &CsvOptions) -> Self {
+        FirstPass {
+            summaries: vec![SummaryBuilder::default(); width],
+            samples: (0..width)
+                .map(|c| {
+                    // One stream per column, so a column's sample does not depend on the
+                    // others' non-finite values.
+                    let seed = options.seed ^ (c as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+                    Reservoir::new(options.reservoir_size, seed)
+                })
+                .collect(),
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, values: &[f64]) {
+        for ((x, summary), sample) in values
+            .iter()
+            .zip(&mut self.summaries)
+            .zip(&mut self.samples)
+        {
+            summary.push(*x);
+            if x.is_finite() {
+                sample.push(*x);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// The features with their edges and empty counts.
+    fn features(
+        self,
+        names: Vec<String>,
+        bins: usize,
+    ) -> std::result::Result<Vec<FeatureProfile>, ProfileError> {
+        let mut features = Vec::with_capacity(names.len());
+        for (column, ((name, summary), sample)) in names
+            .into_iter()
+            .zip(self.summaries)
+            .zip(self.samples)
+            .enumerate()
+        {
+            let Some(summary) = summary.finish() else {
+                return Err(ProfileError::Invalid(format!(
+                    "column `{name}` ({column}) has no finite value to profile; drop it"
+                )));
+            };
+            if !(summary.mean.is_finite() && summary.std.is_finite()) {
+                return Err(ProfileError::Invalid(format!(
+                    "column `{name}` ({column}) has values too large to summarize in f64"
+                )));
+            }
+            let edges = quantile_edges(&sample.into_sorted(), summary.min, summary.max, bins);
+            features.push(FeatureProfile {
+                name,
+                column,
+                counts: vec![0; edges.len() + 1],
+                edges,
+                summary,
+            });
+        }
+        Ok(features)
+    }
+}
+
+/// Counts one row into the bins, by the same rule serving uses.
+fn count_row(features: &mut [FeatureProfile], values: &[f64]) {
+    for (x, feature) in values.iter().zip(features) {
+        let b = bucket(&feature.edges, *x);
+        if let Some(count) = feature.counts.get_mut(b) {
+            *count += 1;
+        }
+    }
+}
+
+/// The profile, once the second pass saw as many rows as the first.
+fn finish(
+    input: &str,
+    features: Vec<FeatureProfile>,
+    rows: u64,
+    seen: u64,
+) -> std::result::Result<InputProfile, ProfileError> {
     if seen != rows {
         return Err(ProfileError::Invalid(format!(
             "the data changed while it was read: {rows} rows in the first pass, {seen} in the second"
@@ -889,6 +1007,37 @@ mod tests {
 
     fn build(csv: &str, options: &CsvOptions) -> std::result::Result<InputProfile, ProfileError> {
         profile_csv(|| Ok(csv.as_bytes()), "x", options)
+    }
+
+    #[test]
+    fn rows_from_any_source_profile_like_csv_and_are_checked_the_same_way() {
+        let rows: Vec<Vec<f64>> = (0..200)
+            .map(|i| vec![f64::from(i), f64::from(i % 3), f64::NAN])
+            .map(|mut r| {
+                if r[0] as i32 % 5 != 0 {
+                    r[2] = r[0] * 0.25;
+                }
+                r
+            })
+            .collect();
+        let csv: String = std::iter::once("a,b,c\n".to_string())
+            .chain(rows.iter().map(|r| format!("{},{},{}\n", r[0], r[1], r[2])))
+            .collect();
+        let open =
+            |rows: Vec<Vec<f64>>| move || Ok(rows.clone().into_iter().map(Ok::<_, ProfileError>));
+        let header = Some(vec!["a".to_string(), "b".to_string(), "c".to_string()]);
+        let options = CsvOptions::default();
+        let from_rows = profile_rows(open(rows.clone()), header.clone(), "x", &options).unwrap();
+        assert_eq!(from_rows, build(&csv, &options).unwrap());
+
+        let mut ragged = rows.clone();
+        ragged[7].pop();
+        let err = profile_rows(open(ragged), header.clone(), "x", &options).unwrap_err();
+        assert_eq!(err.to_string(), "row 8 has 2 values; the first row has 3");
+        let err = profile_rows(open(Vec::new()), header.clone(), "x", &options).unwrap_err();
+        assert!(err.to_string().contains("no rows"), "{err}");
+        let err = profile_rows(open(rows), Some(vec!["a".into()]), "x", &options).unwrap_err();
+        assert!(err.to_string().contains("names 1 features"), "{err}");
     }
 
     fn options(bins: usize) -> CsvOptions {
