@@ -724,8 +724,8 @@ pub fn profile_csv<R: Read>(
 /// missing value) that `open` yields afresh for each of the two passes, as [`profile_csv`] does
 /// for CSV: any other tabular format (Parquet, a database cursor…) plugs in here. `header`
 /// names the columns when the source carries names (overridden by
-/// [`CsvOptions::feature_names`]); `header`, `delimiter` and the other CSV-only options are
-/// ignored.
+/// [`CsvOptions::feature_names`]); the CSV-only [`CsvOptions::header`] and
+/// [`CsvOptions::delimiter`] are ignored.
 ///
 /// # Errors
 /// As [`profile_csv`]; a row of another width than the first is [`ProfileError::Invalid`], and
