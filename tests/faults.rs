@@ -65,40 +65,6 @@ fn endpoint_set(dir: &Path, registry: &str, args: &[&str]) {
     set_endpoint(dir, registry, "fraud", "fraud", args);
 }
 
-/// `ferry <args> --listen 127.0.0.1:<port>` on a chosen port (to restart on the same one).
-fn start_on(dir: &Path, args: &[&str], port: u16, env: &[(&str, &str)]) -> Server {
-    let log = dir.join(format!("ferry-{port}-{}.log", uuid_ish()));
-    let mut command = Command::new(ferry_bin());
-    if let Some(lib) = onnxruntime() {
-        command.env("ORT_DYLIB_PATH", lib);
-    }
-    let child = command
-        .args(args)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .env("FERRY_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = Server {
-        child,
-        port,
-        dir: dir.to_path_buf(),
-        log,
-    };
-    server.wait_ready();
-    server
-}
-
-fn uuid_ish() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 /// Every answer of the background load, by status and version, and the first failures.
 #[derive(Default)]
 struct Tally {
@@ -302,7 +268,8 @@ async fn with_the_registry_down_for_a_minute_no_request_fails_and_serving_conver
     );
 
     // Back on the same port with the same data; a policy change made now reaches serving.
-    let registry = start_on(dir.path(), &registry_args, registry.port, &[]);
+    let mut registry = Server::spawn_on(dir.path(), &registry_args, registry.port, &[]);
+    registry.wait_ready();
     endpoint_set(dir.path(), &reg, &["--stable", &v2.to_string()]);
     load.wait_for_version(v2, Duration::from_secs(90), "after the registry returned")
         .await;

@@ -80,8 +80,17 @@ impl Server {
 
     /// Starts the process without waiting for it to be ready.
     pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let log = dir.join(format!("ferry-{port}.log"));
+        Self::spawn_on(dir, args, free_port(), env)
+    }
+
+    /// [`Server::spawn`] on a chosen port (to restart a server where its clients expect it);
+    /// each start logs to its own file.
+    pub fn spawn_on(dir: &Path, args: &[&str], port: u16, env: &[(&str, &str)]) -> Server {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log = dir.join(format!("ferry-{port}-{started}.log"));
         let mut command = Command::new(ferry_bin());
         if let Some(lib) = onnxruntime() {
             command.env("ORT_DYLIB_PATH", lib);
