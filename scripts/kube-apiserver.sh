@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A real Kubernetes API server (1.20.2, built from Debian's `kubernetes` source package) with etcd,
 # on loopback, for the operator's end-to-end tests. No controller-manager, scheduler or kubelet:
-# objects are stored and watched, but no pod ever runs.
+# objects are stored and watched, but no pod ever runs: quick feedback on pure reconcile logic.
+# Pods, images, Services and probes are tested on the real cluster of scripts/kube-cluster.sh.
 #
-#   scripts/kube-apiserver.sh build        build kube-apiserver once (about 8 min on 2 idle cores)
-#                                          and cache it in ${FERRY_CACHE:-~/.cache/ferry}/kube/
+#   scripts/kube-apiserver.sh build        build the Kubernetes binaries once (scripts/kube-cluster.sh
+#                                          build: ~9 min on 2 cores), cached in ${FERRY_CACHE:-~/.cache/ferry}/kube/
 #   scripts/kube-apiserver.sh start DIR    start etcd + kube-apiserver with their state in DIR;
 #                                          writes DIR/kubeconfig and DIR/env, prints the PIDs
 #   scripts/kube-apiserver.sh stop DIR     stop what `start DIR` started
@@ -19,90 +20,13 @@ set -euo pipefail
 CACHE="${FERRY_CACHE:-$HOME/.cache/ferry}"
 KUBE_DIR="$CACHE/kube"
 BIN="$KUBE_DIR/kube-apiserver"
-KUBE_VERSION_WANTED="1.20.2"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'kube-apiserver.sh: %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else die "need root (or sudo) for: $*"; fi
-}
-
-# The mirror of the existing bookworm `deb` source, so the deb-src line reads from the same place.
-apt_mirror() {
-  local mirror
-  mirror=$(grep -hs -A3 '^Types:.*deb' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '/^URIs:/ {print $2}' | grep -v security | head -n1 || true)
-  if [ -z "$mirror" ]; then
-    mirror=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '$3 ~ /^bookworm$/ {print $2}' | head -n1 || true)
-  fi
-  echo "${mirror:-http://deb.debian.org/debian}"
-}
-
-ensure_build_deps() {
-  local src_list=/etc/apt/sources.list.d/ferry-bookworm-src.sources
-  if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ &&
-    ! grep -qs '^deb-src .* bookworm main' /etc/apt/sources.list; then
-    log "adding a deb-src source for bookworm main ($src_list)"
-    as_root tee "$src_list" >/dev/null <<EOF
-Types: deb-src
-URIs: $(apt_mirror)
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    as_root apt-get update -qq
-  fi
-  local missing=()
-  for pkg in golang-go dpkg-dev jq rsync etcd-server golang-github-modern-go-reflect2-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
-}
-
 cmd_build() {
-  if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "v$KUBE_VERSION_WANTED"; then
-    log "kube-apiserver $("$BIN" --version | awk '{print $2}') already built: $BIN"
-    return 0
-  fi
-  ensure_build_deps
-  local work="$KUBE_DIR/src"
-  mkdir -p "$work"
-  local tree
-  tree=$(find "$work" -maxdepth 1 -type d -name "kubernetes-*$KUBE_VERSION_WANTED" | head -n1)
-  if [ -z "$tree" ]; then
-    log "fetching Debian's kubernetes source package"
-    # bookworm calls it 1.20.5+really1.20.2: the sources are 1.20.2.
-    (cd "$work" && apt-get source -qq kubernetes)
-    tree=$(find "$work" -maxdepth 1 -type d -name "kubernetes-*$KUBE_VERSION_WANTED" | head -n1)
-    [ -n "$tree" ] || die "apt-get source kubernetes did not give version $KUBE_VERSION_WANTED (see $work)"
-  fi
-  # The vendored reflect2 1.0.1 reads Go runtime internals that changed in Go 1.18: the apiserver
-  # segfaults on the first custom-resource write. Debian's 1.0.2 is a drop-in replacement.
-  local reflect2_src=/usr/share/gocode/src/github.com/modern-go/reflect2
-  local reflect2_dst="$tree/vendor/github.com/modern-go/reflect2"
-  [ -d "$reflect2_src" ] || die "$reflect2_src is missing (golang-github-modern-go-reflect2-dev)"
-  [ -d "$reflect2_dst" ] || die "$reflect2_dst is missing: not the expected source tree"
-  find "$reflect2_dst" -maxdepth 1 -name '*.go' -delete
-  find "$reflect2_src" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$reflect2_dst/" \;
-
-  log "building kube-apiserver $KUBE_VERSION_WANTED (GOPROXY=off; several minutes)"
-  local start=$SECONDS
-  (cd "$tree" && GOPROXY=off GOFLAGS=-mod=vendor make WHAT=cmd/kube-apiserver)
-  local built="$tree/_output/bin/kube-apiserver"
-  [ -x "$built" ] || built="$tree/_output/local/bin/linux/$(go env GOARCH)/kube-apiserver"
-  [ -x "$built" ] || die "the build finished without producing kube-apiserver"
-  install -m 0755 "$built" "$BIN.tmp"
-  mv "$BIN.tmp" "$BIN"
-  log "built $("$BIN" --version) in $((SECONDS - start)) s: $BIN"
-  # The tree and its build cache take ~1.8 GiB; a rebuild fetches the sources again.
-  rm -rf "$work"
+  # One build for the API server and the rest of the cluster (scripts/kube-cluster.sh).
+  "$(dirname "$0")/kube-cluster.sh" build
 }
 
 free_port() {

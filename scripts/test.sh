@@ -68,28 +68,85 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# Kubernetes: a real kube-apiserver + etcd (built once from Debian's sources, cached in
-# $CACHE/kube) for the operator's end-to-end tests (tests/operator.rs).
+# Kubernetes, fast: a real kube-apiserver + etcd (built once from Debian's sources, cached in
+# $CACHE/kube) for the operator's reconcile tests (tests/operator.rs), which need no pods.
 KUBE_DIR=$(mktemp -d)
+CLUSTER_DIR=""
 if [ "${CI:-}" = true ] || [ -x "$CACHE/kube/kube-apiserver" ]; then
   ./scripts/kube-apiserver.sh build # a no-op once built
   ./scripts/kube-apiserver.sh start "$KUBE_DIR"
   export FERRY_TEST_KUBECONFIG="$KUBE_DIR/kubeconfig"
 else
-  log "no kube-apiserver (run scripts/kube-apiserver.sh build once): the operator's end-to-end tests will skip (fail under CI=true)"
+  log "no kube-apiserver (run scripts/kube-cluster.sh build once): the operator's end-to-end tests will skip (fail under CI=true)"
 fi
 cleanup() {
+  if [ -n "$CLUSTER_DIR" ]; then
+    ./scripts/kube-cluster.sh down "$CLUSTER_DIR" || true
+    rm -rf "$CLUSTER_DIR"
+  fi
   ./scripts/kube-apiserver.sh stop "$KUBE_DIR" >/dev/null 2>&1 || true
   rm -rf "$KUBE_DIR"
   kill "$S3_PID" 2>/dev/null || true
   rm -rf "$S3_ROOT" "$S3_ROOT.log"
 }
 
-log "running the tests"
-cargo test --workspace "$@"
+# Every stage runs even when an earlier one failed, so one failure does not hide the others'
+# results; the script fails at the end if any did.
+FAILED=()
+stage() { # NAME COMMAND...
+  local name=$1; shift
+  log "$name"
+  if ! "$@"; then
+    FAILED+=("$name")
+    log "FAILED: $name"
+  fi
+}
 
-log "running the Python client tests (the official tritonclient against ferry serving)"
-FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry" python3 -m pytest -q tests/python
+stage "the Rust tests" cargo test --workspace --no-fail-fast "$@"
 
-log "running the Helm chart's and the image's tests (tests/helm: their own kube-apiserver, kubectl 1.20.2)"
-FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry" tests/helm/run.sh
+export FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry"
+stage "the Python client tests (the official tritonclient against ferry serving)" \
+  python3 -m pytest -q tests/python
+
+stage "the Helm chart's and the image's static tests (tests/helm: lint, render, validate, Dockerfile)" \
+  tests/helm/run.sh
+
+# Kubernetes, for real: a one-node cluster (scripts/kube-cluster.sh: kubelet, containerd, runc,
+# kube-proxy) running the image built from deploy/Dockerfile. Needs root.
+cluster_tests() {
+  ./scripts/kube-cluster.sh build # a no-op once built
+  CLUSTER_DIR=$(mktemp -d /tmp/ferry-kube.XXXXXX)
+  ./scripts/kube-cluster.sh up "$CLUSTER_DIR" || return 1
+  log "building the release binary for the image"
+  cargo build --release --locked --quiet --bin ferry || return 1
+  # Also under the chart's default name and version: the README's commands run unchanged, and
+  # nothing can be pulled here (the image is only local, built from deploy/Dockerfile).
+  local image=localhost/ferry:e2e version
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+  ./scripts/kube-cluster.sh image "$CLUSTER_DIR" "${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry" \
+    "$image" "ghcr.io/ferry-ml/ferry:$version" || return 1
+  local kubectl status=0
+  kubectl=$(./scripts/fetch-kubectl.sh) || return 1
+  FERRY_TEST_CLUSTER="$CLUSTER_DIR" FERRY_TEST_IMAGE="$image" FERRY_KUBECTL="$kubectl" \
+    FERRY_TEST_DEFAULT_IMAGE="ghcr.io/ferry-ml/ferry:$version" \
+    python3 -m pytest -q -s tests/cluster || status=1
+  ./scripts/kube-cluster.sh down "$CLUSTER_DIR" || status=1
+  ./scripts/kube-cluster.sh check-clean "$CLUSTER_DIR" || status=1
+  rm -rf "$CLUSTER_DIR"
+  CLUSTER_DIR=""
+  return $status
+}
+if [ "$(id -u)" -eq 0 ]; then
+  stage "the Kubernetes tests on a real one-node cluster (tests/cluster)" cluster_tests
+elif [ "${CI:-}" = true ]; then
+  FAILED+=("the Kubernetes tests: CI=true, and the one-node cluster needs root")
+else
+  log "SKIPPED: the Kubernetes tests on a real cluster (tests/cluster) need root (kubelet, containerd, iptables); run make test as root to include them"
+fi
+
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  log "failed stages:"
+  printf '  - %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi
+log "every stage passed"

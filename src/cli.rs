@@ -222,7 +222,7 @@ pub struct CommonArgs {
     /// Address to listen on [default: 127.0.0.1:8080; 127.0.0.1:8081 for `ferry serving`].
     #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// API token ROLE:SECRET, role read, write or admin (repeatable; FERRY_TOKENS takes a
+    /// API token ROLE:SECRET, role read, serving, write or admin (repeatable; FERRY_TOKENS takes a
     /// comma-separated list).
     #[arg(
         long = "token",
@@ -243,6 +243,10 @@ pub struct CommonArgs {
     /// of queueing [default: 10000].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+    /// After SIGTERM, keep accepting requests this long (readiness already failing) before
+    /// draining, so load balancers and kube-proxy stop sending first, e.g. 5s [default: 0s].
+    #[arg(long, env = "FERRY_SHUTDOWN_DELAY", value_name = "DURATION")]
+    pub shutdown_delay: Option<String>,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.

@@ -18,6 +18,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     header_read_timeout: Option<String>,
     max_connections: Option<usize>,
+    shutdown_delay: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     blob_url: Option<String>,
@@ -239,6 +240,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// How long to keep accepting after a shutdown signal, readiness failing, before draining.
+    pub shutdown_delay: Duration,
 }
 
 fn connection_limits(common: &CommonArgs, file: &FileConfig) -> Result<ConnectionLimits> {
@@ -262,9 +265,33 @@ fn connection_limits(common: &CommonArgs, file: &FileConfig) -> Result<Connectio
     if max_connections == 0 {
         bail!("max connections must be at least 1");
     }
+    let shutdown_delay = match common
+        .shutdown_delay
+        .clone()
+        .or(file.shutdown_delay.clone())
+    {
+        // `0s` is a valid delay (the default): stop accepting at once.
+        Some(text)
+            if text
+                .trim()
+                .trim_end_matches(char::is_alphabetic)
+                .trim_matches('0')
+                .is_empty() =>
+        {
+            Duration::ZERO
+        }
+        Some(text) => parse_duration(&text).with_context(|| format!("shutdown delay `{text}`"))?,
+        None => Duration::ZERO,
+    };
+    if shutdown_delay > Duration::from_secs(300) {
+        bail!(
+            "shutdown delay must be at most 5m; Kubernetes kills the pod after its grace period anyway"
+        );
+    }
     Ok(ConnectionLimits {
         header_read_timeout,
         max_connections,
+        shutdown_delay,
     })
 }
 

@@ -85,6 +85,7 @@ pub async fn run(
     }
 
     let mut app = ferry_registry::api::routes(state.clone());
+    let mut serving_ready = None;
     let mut follower = None;
     let mut reporter = None;
     // Judges endpoints' drift policies on the replicas' reports; safe with several registries.
@@ -127,6 +128,7 @@ pub async fn run(
             endpoints: Endpoints::All,
         };
         let repository = serving_state.repository.clone();
+        serving_ready = Some(serving_state.ready.clone());
         let run = Follower::new(
             catalog.clone(),
             cache,
@@ -166,7 +168,14 @@ pub async fn run(
             "no API tokens configured: the API is open to anyone on this machine (loopback only)"
         );
     }
-    serve(listener, app, settings.connections, &prometheus).await?;
+    serve(
+        listener,
+        app,
+        settings.connections,
+        &prometheus,
+        serving_ready,
+    )
+    .await?;
     for task in background {
         task.abort();
     }
@@ -263,6 +272,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
     }
 
     let ready = state.ready.clone();
+    let serving_ready = state.ready.clone();
     let system = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route(
@@ -289,7 +299,14 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(listen = %local, "ferry {} serving models at http://{local}/v2/models", env!("CARGO_PKG_VERSION"));
-    serve(listener, app, settings.connections, &prometheus).await?;
+    serve(
+        listener,
+        app,
+        settings.connections,
+        &prometheus,
+        Some(serving_ready),
+    )
+    .await?;
     for task in [follower, reporter].into_iter().flatten() {
         task.abort();
     }
@@ -428,11 +445,17 @@ async fn check_schema(store: &MetadataStore) -> Result<()> {
 /// headers within `limits.header_read_timeout` is closed, and past `limits.max_connections`
 /// new connections are closed at once (counted in `ferry_connections_refused_total`) rather
 /// than queued, so file descriptors and memory stay bounded.
+///
+/// With a `shutdown_delay`, the signal first turns `ready` off (when given: serving's readiness)
+/// and the server goes on accepting for the delay, so that load balancers and kube-proxy, which
+/// learn of the shutdown asynchronously, stop sending new connections before it stops listening:
+/// a connection refused there would be a failed request.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: crate::config::ConnectionLimits,
     metrics: &prometheus::Registry,
+    ready: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -455,6 +478,9 @@ async fn serve(
     let service = TowerToHyperService::new(app);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut draining = false;
+    let drain_end = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain_end);
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -466,7 +492,24 @@ async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                if limits.shutdown_delay.is_zero() {
+                    break;
+                }
+                draining = true;
+                if let Some(ready) = &ready {
+                    ready.store(false, std::sync::atomic::Ordering::Release);
+                }
+                tracing::info!(
+                    "shutdown signal: not ready, still accepting for {} ms so load balancers stop sending first",
+                    limits.shutdown_delay.as_millis()
+                );
+                drain_end
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limits.shutdown_delay);
+                continue;
+            }
+            () = &mut drain_end, if draining => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             if let Some(c) = &refused {

@@ -1,9 +1,11 @@
-//! End-to-end tests of `ferry operator` against a real Kubernetes API server (1.20, built from
-//! Debian's sources by `scripts/kube-apiserver.sh`; `scripts/test.sh` starts it and exports
-//! `FERRY_TEST_KUBECONFIG`). There is no kubelet, so no pod ever runs: `ferry up` on the host
-//! is the registry and the serving replica, and each `ModelDeployment` points at it. Real
-//! traffic and feedback go to `ferry up`'s endpoint, the operator judges the registry's
-//! analysis of it, and the tests watch the resource, its children, the endpoint and the events.
+//! The operator's reconcile and rollout logic, quickly, against a real Kubernetes API server
+//! alone (1.20, built from Debian's sources; `scripts/kube-apiserver.sh` starts it and
+//! `scripts/test.sh` exports `FERRY_TEST_KUBECONFIG`). Without a kubelet the serving pods are
+//! not run here: `ferry up` on the host is the registry and the serving replica, and each
+//! `ModelDeployment` points at it. Real traffic and feedback go to `ferry up`'s endpoint, the
+//! operator judges the registry's analysis of it, and the tests watch the resource, its
+//! children, the endpoint and the events. Pods, the image, Services, probes and rollouts on
+//! them are tested on a real one-node cluster in `tests/cluster/`.
 //!
 //! The operator runs with the service account and ClusterRole of `deploy/rbac/operator.yaml`
 //! (a TokenRequest token), so the shipped RBAC is exercised too. Each test has its own
@@ -149,7 +151,7 @@ impl Cluster {
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "ferry-token"},
-            "stringData": {"token": TOKEN}
+            "stringData": {"token": TOKEN, "tokens": format!("write:{TOKEN}\n")}
         }))
         .unwrap();
         secrets
@@ -354,7 +356,12 @@ fn spec(cluster: &Cluster, target: Value, steps: Value, analysis: Value) -> Valu
         "replicas": 2,
         "image": "ferry:e2e",
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "registry": {"url": cluster.registry.url(), "tokenSecret": {"name": "ferry-token", "key": "token"}},
+        "registry": {
+            "url": cluster.registry.url(),
+            "tokenSecret": {"name": "ferry-token", "key": "token"},
+            "servingTokenSecret": {"name": "ferry-token", "key": "token"}
+        },
+        "auth": {"tokensSecret": {"name": "ferry-token", "key": "tokens"}},
         "strategy": {"canary": {"steps": steps, "analysis": analysis}},
     });
     for (k, v) in target.as_object().unwrap() {

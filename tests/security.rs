@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use support::*;
 
 const READ: &str = "read-token-0123456789abcdef";
+const SERVING: &str = "serving-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789abcdef";
@@ -20,6 +21,7 @@ enum Who {
     Anonymous,
     BadToken,
     Read,
+    Serving,
     Write,
     Admin,
 }
@@ -30,6 +32,7 @@ impl Who {
             Who::Anonymous => None,
             Who::BadToken => Some("not-a-token-of-this-server"),
             Who::Read => Some(READ),
+            Who::Serving => Some(SERVING),
             Who::Write => Some(WRITE),
             Who::Admin => Some(ADMIN),
         }
@@ -43,6 +46,8 @@ enum Need {
     Open,
     /// Any valid token.
     Read,
+    /// A serving replica's token (role `serving`) or stronger.
+    Serving,
     Write,
     Admin,
 }
@@ -53,14 +58,16 @@ fn expected(need: Need, who: Who, allowed: &[u16]) -> Vec<u16> {
     let rank = |w: Who| match w {
         Who::Anonymous | Who::BadToken => 0,
         Who::Read => 1,
-        Who::Write => 2,
-        Who::Admin => 3,
+        Who::Serving => 2,
+        Who::Write => 3,
+        Who::Admin => 4,
     };
     let needed = match need {
         Need::Open => 0,
         Need::Read => 1,
-        Need::Write => 2,
-        Need::Admin => 3,
+        Need::Serving => 2,
+        Need::Write => 3,
+        Need::Admin => 4,
     };
     if rank(who) >= needed {
         allowed.to_vec()
@@ -320,7 +327,7 @@ fn matrix(webhook: &str) -> Vec<Row> {
             Method::POST,
             &format!("{e}/reports"),
             Json(json!({"replica": "test", "interval_seconds": 5.0, "versions": {}})),
-            Need::Write,
+            Need::Serving,
             &[202, 204],
         ),
         row(
@@ -517,6 +524,8 @@ async fn start_with_tokens(dir: &std::path::Path) -> Server {
             "--token",
             &format!("read:{READ}"),
             "--token",
+            &format!("serving:{SERVING}"),
+            "--token",
             &format!("write:{WRITE}"),
             "--token",
             &format!("admin:{ADMIN}"),
@@ -596,6 +605,7 @@ async fn every_route_answers_each_role_exactly_as_intended() {
             Who::Anonymous,
             Who::BadToken,
             Who::Read,
+            Who::Serving,
             Who::Write,
             Who::Admin,
         ] {
@@ -617,7 +627,9 @@ async fn every_route_answers_each_role_exactly_as_intended() {
             }
             if status == 403 {
                 assert!(
-                    body.contains("write") || body.contains("admin"),
+                    ["serving", "write", "admin"]
+                        .iter()
+                        .any(|role| body.contains(&format!("the `{role}` role"))),
                     "a 403 should name the role needed: {body}"
                 );
             }

@@ -568,3 +568,50 @@ async fn a_request_that_cannot_finish_before_its_deadline_is_504() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_serving_fails_readiness_but_keeps_answering_for_the_shutdown_delay() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_files(dir.path(), &["--shutdown-delay", "3s"]);
+    let url = server.url();
+    let infer = format!("{url}/v2/models/mlp/infer");
+    let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 32], "data": vec![0.5f32; 32]}]});
+    assert_eq!(get(&format!("{url}/v2/health/ready")).await.0, 200);
+    let signalled = std::time::Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status();
+    // Readiness fails at once, so load balancers stop sending...
+    let mut not_ready = false;
+    while signalled.elapsed() < Duration::from_secs(2) {
+        if get(&format!("{url}/v2/health/ready")).await.0 == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "readiness still passes after SIGTERM");
+    // ...while new connections are still answered until the delay is over (each `post` opens a
+    // new connection).
+    let (status, answer, _) = post(&infer, &body).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the check ran too late to mean anything"
+    );
+    assert_eq!(status, 200, "{answer}");
+    // Then it stops listening and exits cleanly.
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "exited before the shutdown delay was over"
+    );
+    assert!(
+        server.logs().contains("still accepting"),
+        "{}",
+        server.logs()
+    );
+}

@@ -190,7 +190,8 @@ mod tests {
     fn md(name: &str, model: &str, alias: Option<&str>, url: &str) -> ModelDeployment {
         let mut spec = serde_json::json!({
             "model": model,
-            "registry": {"url": url, "tokenSecret": {"name": "tok"}}
+            "registry": {"url": url, "tokenSecret": {"name": "tok"}},
+            "auth": {"tokensSecret": {"name": "tok", "key": "tokens"}}
         });
         match alias {
             Some(a) => spec["alias"] = a.into(),

@@ -7,7 +7,12 @@
 //! spec:
 //!   model: iris
 //!   alias: production          # or `version: 3`
-//!   registry: {url: "http://ferry-registry:8080", tokenSecret: {name: ferry-token, key: token}}
+//!   registry:
+//!     url: "http://ferry-registry:8080"
+//!     tokenSecret: {name: ferry-registry-tokens, key: write}          # the operator's
+//!     servingTokenSecret: {name: ferry-registry-tokens, key: serving} # the pods'
+//!   auth:
+//!     tokensSecret: {name: ferry-registry-tokens, key: serving-tokens} # who may call the pods
 //! ```
 //!
 //! Everything else has a default meant for a first rollout: 1 replica, no shadow stage, canary
@@ -107,8 +112,10 @@ pub struct ModelDeploymentSpec {
     /// The serving image (the `ferry` image); defaults to the operator's own version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Where the registry is, and the token to call it with.
+    /// Where the registry is, and the tokens the operator and the pods call it with.
     pub registry: RegistrySpec,
+    /// Who may call the serving pods. They listen on the pod network, so they never run open.
+    pub auth: AuthSpec,
     /// How a new version is rolled out.
     #[serde(default)]
     pub strategy: Strategy,
@@ -130,9 +137,25 @@ pub struct RegistrySpec {
     /// Base URL, e.g. `http://ferry-registry.ferry.svc:8080`.
     #[schemars(length(min = 1))]
     pub url: String,
-    /// A Secret key holding the bearer token (role `write`: the operator sets the endpoint).
+    /// A Secret key holding the operator's bearer token (role `write`: it sets the endpoint).
+    /// Only the operator reads it; it never reaches the serving pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret: Option<SecretKeyRef>,
+    /// A Secret key holding the serving pods' bearer token (role `serving`: they read models and
+    /// post their reports, nothing more). The kubelet gives it to the pods; the operator never
+    /// reads it. Without it the pods call the registry without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_token_secret: Option<SecretKeyRef>,
+}
+
+/// The tokens the serving pods accept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// A Secret key holding a tokens file (`ROLE:SECRET` per line, as `ferry serving
+    /// --tokens-file`): clients of the pods' Service present one of these tokens. Mounted
+    /// read-only into the pods by the kubelet; the operator never reads it.
+    pub tokens_secret: SecretKeyRef,
 }
 
 /// A key of a Secret in the resource's namespace.
@@ -670,7 +693,8 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "model": "iris",
             "alias": "@production",
-            "registry": {"url": "http://registry:8080"}
+            "registry": {"url": "http://registry:8080"},
+            "auth": {"tokensSecret": {"name": "ferry-tokens", "key": "serving-tokens"}}
         }))
         .unwrap()
     }

@@ -1,13 +1,15 @@
-//! Bearer tokens with three roles, checked in constant time.
+//! Bearer tokens with four roles, checked in constant time.
 //!
-//! Routes need `read` for safe methods (GET, HEAD) and `write` for the rest unless they ask for
-//! more with [`RequireAdmin`]: a new route is protected by default instead of by remembering to.
+//! Routes need `read` for safe methods (GET, HEAD) and `write` for the rest ([`needed_role`]),
+//! unless they ask for more with [`RequireAdmin`]: a new route is protected by default instead of
+//! by remembering to. The one exception is narrower: a serving replica's reports need only
+//! `serving`, so the token in pods that face traffic cannot push models or move aliases.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{Method, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -23,6 +25,8 @@ use crate::error::Error;
 pub enum Role {
     /// Read models, versions, artifacts and events.
     Read,
+    /// Also post a serving replica's reports: what serving pods hold, and nothing more.
+    Serving,
     /// Also push versions, move aliases, change endpoints.
     Write,
     /// Also manage webhooks and maintenance operations.
@@ -33,6 +37,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::Read => "read",
+            Role::Serving => "serving",
             Role::Write => "write",
             Role::Admin => "admin",
         })
@@ -44,10 +49,11 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "read" => Ok(Role::Read),
+            "serving" => Ok(Role::Serving),
             "write" => Ok(Role::Write),
             "admin" => Ok(Role::Admin),
             other => Err(format!(
-                "unknown role `{other}`; expected read, write or admin"
+                "unknown role `{other}`; expected read, serving, write or admin"
             )),
         }
     }
@@ -176,10 +182,11 @@ pub async fn require_token(
             }
         }
     };
-    let needed = match *request.method() {
-        Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
-        _ => Role::Write,
-    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let needed = needed_role(request.method(), route);
     if principal.role < needed {
         drain_refused(request).await;
         return Err(Error::Forbidden {
@@ -191,6 +198,19 @@ pub async fn require_token(
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }
+
+/// The role a request needs before its handler runs: `read` for safe methods, `serving` for a
+/// replica's reports, `write` for everything else (handlers may ask for more).
+pub fn needed_role(method: &Method, route: Option<&str>) -> Role {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
+        Method::POST if route == Some(REPORTS_ROUTE) => Role::Serving,
+        _ => Role::Write,
+    }
+}
+
+/// The route serving replicas post their reports to.
+pub const REPORTS_ROUTE: &str = "/api/v1/endpoints/{name}/reports";
 
 /// Largest body of a refused request that is read (and dropped) before the answer.
 pub const REFUSED_BODY_DRAIN: u64 = 1 << 20;
@@ -257,8 +277,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_are_ordered_read_write_admin() {
-        assert!(Role::Read < Role::Write && Role::Write < Role::Admin);
+    fn roles_are_ordered_read_serving_write_admin() {
+        assert!(
+            Role::Read < Role::Serving && Role::Serving < Role::Write && Role::Write < Role::Admin
+        );
+    }
+
+    #[test]
+    fn reports_need_the_serving_role_and_every_other_write_needs_write() {
+        assert_eq!(needed_role(&Method::GET, Some(REPORTS_ROUTE)), Role::Read);
+        assert_eq!(
+            needed_role(&Method::POST, Some(REPORTS_ROUTE)),
+            Role::Serving
+        );
+        for route in [
+            "/api/v1/endpoints/{name}",
+            "/api/v1/endpoints/{name}/rollout-events",
+            "/api/v1/models/{name}/versions",
+        ] {
+            assert_eq!(
+                needed_role(&Method::POST, Some(route)),
+                Role::Write,
+                "{route}"
+            );
+            assert_eq!(
+                needed_role(&Method::PUT, Some(route)),
+                Role::Write,
+                "{route}"
+            );
+        }
+        assert_eq!(needed_role(&Method::POST, None), Role::Write);
+        assert_eq!("serving".parse::<Role>().unwrap(), Role::Serving);
     }
 
     #[test]

@@ -66,20 +66,34 @@ def substitute(text: str, args: dict) -> str:
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", value, text)
 
 
-def final_env() -> dict:
-    """The final image's ENV, its ${ARG}s substituted."""
-    final = stage(None)
+def chain(name: str | None = None) -> list[Stage]:
+    """A stage and the stages it is built FROM, base first (`FROM runtime` inherits runtime's
+    ENV, USER and ENTRYPOINT)."""
+    _, stages = parse()
+    by_name = {s.name: s for s in stages if s.name}
+    current = stages[-1] if name is None else by_name[name]
+    out = [current]
+    while current.base in by_name:
+        current = by_name[current.base]
+        out.insert(0, current)
+    return out
+
+
+def final_env(name: str | None = None) -> dict:
+    """The ENV of an image (the final one by default), its ${ARG}s substituted."""
     env = {}
-    for command in final.commands:
-        if command.cmd == "ENV":
-            values = list(command.value)
-            for k, v in zip(values[::2], values[1::2]):
-                env[k] = substitute(v, final.args)
+    for s in chain(name):
+        for command in s.commands:
+            if command.cmd == "ENV":
+                values = list(command.value)
+                for k, v in zip(values[::2], values[1::2]):
+                    env[k] = substitute(v, s.args)
     return env
 
 
-def final_instruction(name: str) -> list:
-    """The values of the final stage's last `name` instruction (USER, ENTRYPOINT, WORKDIR…)."""
-    found = [c for c in stage(None).commands if c.cmd == name]
-    assert found, f"the final stage has no {name}"
+def final_instruction(instruction: str, name: str | None = None) -> list:
+    """The values of an image's last `instruction` (USER, ENTRYPOINT, WORKDIR…), inherited ones
+    included."""
+    found = [c for s in chain(name) for c in s.commands if c.cmd == instruction]
+    assert found, f"the image has no {instruction}"
     return list(found[-1].value)

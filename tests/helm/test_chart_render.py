@@ -256,13 +256,20 @@ def test_external_stores_run_several_replicas_and_migrate_in_a_hook(chart):
     assert "serviceAccountName" not in job["spec"]["template"]["spec"]
 
 
-def test_serving_reads_the_release_registry_with_a_write_token(chart):
+def test_serving_reads_the_release_registry_with_the_narrow_serving_token_and_holds_no_admin(chart):
     docs = documents(render(chart, load_values("postgres-s3")))
-    serving = by_kind(docs, "Deployment")["ferry-serving"]["spec"]["template"]["spec"]["containers"][0]
+    pod = by_kind(docs, "Deployment")["ferry-serving"]["spec"]["template"]["spec"]
+    serving = pod["containers"][0]
     assert "--registry=http://ferry-registry.ferry.svc:8080" in serving["args"]
     assert "--model=fraud@production" in serving["args"]
     token = next(e for e in serving["env"] if e["name"] == "FERRY_REGISTRY_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "ferry-registry-tokens", "key": "write"}
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "ferry-registry-tokens", "key": "serving"}
+    # Its clients' tokens: the generated file without admin.
+    tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")["secret"]
+    assert tokens["items"] == [{"key": "serving-tokens", "path": "tokens"}]
+    registry = by_kind(docs, "Deployment")["ferry-registry"]["spec"]["template"]["spec"]
+    assert next(v for v in registry["volumes"] if v["name"] == "tokens")["secret"]["items"] == [
+        {"key": "tokens", "path": "tokens"}]
 
 
 def test_operator_only_renders_nothing_of_the_registry(chart):
@@ -279,9 +286,13 @@ def test_generated_tokens_are_one_per_role_and_long_enough(chart):
     import base64
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     lines = dict(line.split(":", 1) for line in data["tokens"].splitlines())
-    assert lines == {"admin": data["admin"], "write": data["write"], "read": data["read"]}
+    assert lines == {"admin": data["admin"], "write": data["write"], "read": data["read"],
+                     "serving": data["serving"]}
     assert all(len(v) >= 16 for v in lines.values())
-    assert len(set(lines.values())) == 3
+    assert len(set(lines.values())) == 4
+    # Serving pods' file: what clients present, never admin (nor the pods' own registry token).
+    serving = dict(line.split(":", 1) for line in data["serving-tokens"].splitlines())
+    assert serving == {"write": data["write"], "read": data["read"]}
 
 
 PROMETHEUS_DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")

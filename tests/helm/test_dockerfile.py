@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.request
@@ -17,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, need
-from image import final_env, final_instruction, parse, stage
-from kube import free_port
+from image import chain, final_env, final_instruction, parse, stage, substitute
 
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
@@ -27,6 +27,12 @@ RUNTIME_LIBRARIES = {
     "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
     "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libgcc_s.so.1", "libstdc++.so.6",
 }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_stage(name: str, workdir: Path, **overrides) -> subprocess.CompletedProcess:
@@ -57,28 +63,38 @@ def elf_machine(path: Path) -> int:
 
 
 def test_the_image_runs_the_binary_as_a_non_root_user_with_its_onnx_runtime():
-    _, stages = parse()
-    assert [s.name for s in stages] == ["build", "ort", None]
-    assert stages[-1].base == "debian:bookworm-slim"
-    user = final_instruction("USER")[0]
-    assert user == "65532:65532"
-    entrypoint = json.loads(stage(None).commands[-2].original.split(None, 1)[1])
-    assert final_instruction("ENTRYPOINT") == entrypoint == ["/usr/local/bin/ferry"]
+    global_args, stages = parse()
+    assert [s.name for s in stages] == ["build", "ort", "runtime", "prebuilt", None]
+    # Base images are build arguments defaulting to the public ones.
+    assert [s.base for s in stages] == ["${RUST_IMAGE}", "${PYTHON_IMAGE}", "${BASE_IMAGE}", "runtime", "runtime"]
+    assert global_args["BASE_IMAGE"] == "debian:bookworm-slim"
+    assert global_args["RUST_IMAGE"] == "rust:${RUST_VERSION}-bookworm"
+    assert global_args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
+    runtime_args = stage("runtime").args
+    for image in (None, "prebuilt"):
+        assert final_instruction("USER", image)[0] == "65532:65532"
+        assert final_instruction("ENTRYPOINT", image) == ["/usr/local/bin/ferry"]
+        lib = Path(final_env(image)["ORT_DYLIB_PATH"])
+        assert lib.name == f"libonnxruntime.so.{runtime_args['ORT_VERSION']}"
     copies = {c.value[-1]: c for c in stage(None).commands if c.cmd == "COPY"}
     # The binary is where the entrypoint says, the library where ORT_DYLIB_PATH says.
     assert copies["/usr/local/bin/ferry"].flags == ("--from=build",)
     assert copies["/usr/local/bin/ferry"].value[0] == "/out/ferry"
     lib = Path(final_env()["ORT_DYLIB_PATH"])
-    assert lib.name == f"libonnxruntime.so.{stage(None).args['ORT_VERSION']}"
     assert copies[f"{lib.parent}/"].flags == ("--from=ort",)
     assert copies[f"{lib.parent}/"].value[0] == "/ort/lib/"
     assert "install -D -m 0755 target/release/ferry /out/ferry" in next(
         c.value[0] for c in stage("build").commands if c.cmd == "RUN")
+    # `prebuilt` packages what a context folder holds: the same two files, at the same places.
+    prebuilt = {c.value[-1]: c for c in stage("prebuilt").commands if c.cmd == "COPY"}
+    assert prebuilt["/usr/local/bin/ferry"].value[0] == "ferry" and not prebuilt["/usr/local/bin/ferry"].flags
+    assert substitute(prebuilt[f"{lib.parent}/"].value[0], stage("prebuilt").args) == lib.name
 
 
 def test_the_pinned_onnx_runtime_is_the_one_the_project_uses():
     version = stage("ort").args["ORT_VERSION"]
-    assert stage(None).args["ORT_VERSION"] == version
+    assert stage("runtime").args["ORT_VERSION"] == version
+    assert stage("prebuilt").args["ORT_VERSION"] == version
     fetch = (REPO / "scripts/fetch-ort.sh").read_text()
     assert f'VERSION="${{ORT_VERSION:-{version}}}"' in fetch
     assert f"onnxruntime=={version}" in (REPO / "scripts/requirements-test.txt").read_text()
@@ -124,7 +140,7 @@ def test_a_wheel_with_another_hash_is_refused(tmp_path):
 
 def test_the_binary_needs_no_library_the_runtime_image_lacks(ferry_bin):
     assert needed_libraries(ferry_bin) <= RUNTIME_LIBRARIES
-    final_run = " ".join(c.value[0] for c in stage(None).commands if c.cmd == "RUN")
+    final_run = " ".join(c.value[0] for s in chain() for c in s.commands if c.cmd == "RUN")
     for package in ("ca-certificates", "libstdc++6", "libgcc-s1"):
         assert package in final_run
 

@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,6 +29,12 @@ pub const MANAGED_BY: &str = "ferry-operator";
 
 /// Where serving keeps downloaded models (an `emptyDir`: the root filesystem is read-only).
 const CACHE_DIR: &str = "/var/cache/ferry";
+
+/// How long a terminating serving pod keeps accepting before it drains (`--shutdown-delay`).
+const SHUTDOWN_DELAY: &str = "5s";
+
+/// Where the tokens file of `spec.auth.tokensSecret` is mounted.
+const TOKENS_DIR: &str = "/etc/ferry/tokens";
 
 /// The unprivileged user serving runs as (the conventional non-root id of minimal images).
 const SERVING_UID: i64 = 65532;
@@ -79,7 +86,8 @@ fn metadata(md: &ModelDeployment) -> Result<ObjectMeta, ChildError> {
 }
 
 /// The Deployment of serving pods: `ferry serving --registry <url> --endpoint <name>`, the
-/// registry token from the spec's Secret, probes on the Open Inference Protocol's health routes,
+/// tokens its clients present from `spec.auth.tokensSecret` (a file the kubelet mounts), its
+/// registry token from `spec.registry.servingTokenSecret` (never the operator's), probes on the Open Inference Protocol's health routes,
 /// the spec's resources, and a locked-down non-root container. `default_image` is used when the
 /// spec names none.
 ///
@@ -94,7 +102,7 @@ pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deploymen
         value: Some("json".into()),
         ..EnvVar::default()
     }];
-    if let Some(secret) = &spec.registry.token_secret {
+    if let Some(secret) = &spec.registry.serving_token_secret {
         env.push(EnvVar {
             name: "FERRY_REGISTRY_TOKEN".into(),
             value_from: Some(EnvVarSource {
@@ -134,6 +142,12 @@ pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deploymen
             format!("0.0.0.0:{SERVING_PORT}"),
             "--cache-dir".into(),
             CACHE_DIR.into(),
+            "--tokens-file".into(),
+            format!("{TOKENS_DIR}/tokens"),
+            // A deleted pod leaves the Service's endpoints asynchronously: keep accepting
+            // until kube-proxy has stopped sending, then drain (within the 30 s grace period).
+            "--shutdown-delay".into(),
+            SHUTDOWN_DELAY.into(),
         ]),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -166,6 +180,12 @@ pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deploymen
             VolumeMount {
                 name: "tmp".into(),
                 mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tokens".into(),
+                mount_path: TOKENS_DIR.into(),
+                read_only: Some(true),
                 ..VolumeMount::default()
             },
         ]),
@@ -212,7 +232,26 @@ pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deploymen
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![empty_dir("cache"), empty_dir("tmp")]),
+                    volumes: Some(vec![
+                        empty_dir("cache"),
+                        empty_dir("tmp"),
+                        Volume {
+                            name: "tokens".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(spec.auth.tokens_secret.name.clone()),
+                                // Owner root, group fsGroup: readable by serving's user only.
+                                default_mode: Some(0o440),
+                                items: Some(vec![KeyToPath {
+                                    key: spec.auth.tokens_secret.key.clone(),
+                                    path: "tokens".into(),
+                                    ..KeyToPath::default()
+                                }]),
+                                optional: Some(false),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },
@@ -261,8 +300,10 @@ mod tests {
                 "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
                 "registry": {
                     "url": "http://ferry-registry.ferry.svc:8080",
-                    "tokenSecret": {"name": "ferry-token", "key": "token"}
-                }
+                    "tokenSecret": {"name": "ferry-tokens", "key": "write"},
+                    "servingTokenSecret": {"name": "ferry-tokens", "key": "serving"}
+                },
+                "auth": {"tokensSecret": {"name": "ferry-tokens", "key": "serving-tokens"}}
             }
         }))
         .unwrap();
@@ -271,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn the_deployment_runs_serving_for_the_endpoint_with_the_token_from_the_secret() {
+    fn the_deployment_runs_serving_for_the_endpoint_with_the_pods_tokens_never_the_operators() {
         let d = deployment(&md(), "ferry:test").unwrap();
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
@@ -316,9 +357,44 @@ mod tests {
             .unwrap();
         assert_eq!(
             (secret.name.as_str(), secret.key.as_str()),
-            ("ferry-token", "token")
+            ("ferry-tokens", "serving")
         );
         assert!(token.value.is_none(), "the token never appears in the spec");
+        // Clients are checked against the tokens file of spec.auth, mounted read-only.
+        let args = c.args.as_ref().unwrap();
+        let at = args.iter().position(|a| a == "--tokens-file").unwrap();
+        assert_eq!(args[at + 1], "/etc/ferry/tokens/tokens");
+        let at = args.iter().position(|a| a == "--shutdown-delay").unwrap();
+        assert_eq!(args[at + 1], "5s");
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "tokens")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/etc/ferry/tokens", Some(true))
+        );
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "tokens")
+            .unwrap();
+        let source = volume.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("ferry-tokens"));
+        let items = source.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("serving-tokens", "tokens")
+        );
+        assert_eq!(source.default_mode, Some(0o440));
+        // The operator's write token never reaches the pods.
+        let text = serde_json::to_string(&pod).unwrap();
+        assert!(!text.contains("\"write\""), "{text}");
         let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
         assert_eq!(
             path(&c.readiness_probe).as_deref(),
@@ -339,10 +415,10 @@ mod tests {
     }
 
     #[test]
-    fn the_spec_image_wins_and_no_secret_means_no_token_variable() {
+    fn the_spec_image_wins_and_no_serving_secret_means_no_token_variable() {
         let mut md = md();
         md.spec.image = Some("registry.example/ferry:1.2".into());
-        md.spec.registry.token_secret = None;
+        md.spec.registry.serving_token_secret = None;
         let d = deployment(&md, "ferry:test").unwrap();
         let c = &d.spec.template.spec.unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/ferry:1.2"));

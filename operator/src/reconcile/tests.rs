@@ -285,6 +285,7 @@ fn spec() -> Value {
         "model": "fraud",
         "version": 1,
         "registry": {"url": "http://registry:8080"},
+        "auth": {"tokensSecret": {"name": "ferry-tokens", "key": "serving-tokens"}},
     })
 }
 

@@ -186,13 +186,19 @@ the same database. The database URL itself comes from a Secret through FERRY_DAT
 {{- if .Values.registry.auth.existingSecret }}{{ .Values.registry.auth.tokensKey }}{{ else }}tokens{{ end }}
 {{- end }}
 
-{{/* The tokens file, mounted read-only at /etc/ferry/tokens/tokens. */}}
+{{/* The key of serving's tokens file: the generated Secret's `serving-tokens` (read and write,
+no admin: serving pods face traffic), else serving.tokensKey, else the registry's. */}}
+{{- define "ferry.serving.tokensKey" -}}
+{{- if .Values.serving.tokensKey }}{{ .Values.serving.tokensKey }}{{ else if .Values.registry.auth.existingSecret }}{{ .Values.registry.auth.tokensKey }}{{ else }}serving-tokens{{ end }}
+{{- end }}
+
+{{/* A tokens file, mounted read-only at /etc/ferry/tokens/tokens: call with (dict "ctx" $ "key" KEY). */}}
 {{- define "ferry.tokensVolume" -}}
 - name: tokens
   secret:
-    secretName: {{ include "ferry.registry.tokensSecret" . }}
+    secretName: {{ include "ferry.registry.tokensSecret" .ctx }}
     defaultMode: 0440
     items:
-      - key: {{ include "ferry.registry.tokensKey" . }}
+      - key: {{ .key }}
         path: tokens
 {{- end }}

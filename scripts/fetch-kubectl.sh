@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# kubectl 1.20.2 for the chart's tests: Debian's `kubernetes-client`, built from the same source as
-# the test API server (scripts/kube-apiserver.sh), so client and server versions match exactly.
+# kubectl 1.20.2 for the cluster tests: Debian's `kubernetes-client`, built from the same source as
+# the test API server (scripts/kube-cluster.sh), so client and server versions match exactly.
 # The package is unpacked into the cache rather than installed: installing it would clash with any
 # other package that ships /usr/bin/kubectl. Prints the binary's path.
 set -euo pipefail
