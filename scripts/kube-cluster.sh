@@ -320,7 +320,6 @@ cmd_up() {
   ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($i=="src") print $(i+1)}' | head -n1)
   [ -n "$ip" ] || ip=$(hostname -I | awk '{print $1}')
   # kubelet, kube-proxy and the bridge change these; `down` puts them back.
-  modprobe br_netfilter 2>/dev/null || true
   local s
   for s in $SYSCTLS; do printf '%s=%s\n' "$s" "$(sysctl -n "$s" 2>/dev/null || echo)"; done >"$DIR/sysctl.orig"
   sysctl -qw net.ipv4.ip_forward=1
@@ -509,8 +508,9 @@ cmd_down() {
 cmd_check_clean() {
   DIR=${1:-}; [ -n "$DIR" ] || die "usage: $0 check-clean DIR"
   local problems=()
-  if pgrep -f -a "$RUN|$KUBE/kube|etcd --name ferry-kube" >/dev/null 2>&1; then
-    problems+=("processes: $(pgrep -f -a "$RUN|$KUBE/kube|etcd --name ferry-kube" | tr '\n' ';')")
+  # Every process of the cluster names its folder or the runtime folder on its command line.
+  if pgrep -f -a "$DIR/|$RUN" >/dev/null 2>&1; then
+    problems+=("processes: $(pgrep -f -a "$DIR/|$RUN" | tr '\n' ';')")
   fi
   local mounts
   mounts=$(findmnt -rn -o TARGET | grep -E "^($DIR|$RUN|/run/netns/cni-)" || true)
