@@ -147,7 +147,7 @@ def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.5):
             value = check()
             if value:
                 return value
-        except (KubeError, OSError) as e:  # the API server or a pod restarting
+        except (KubeError, OSError, ValueError) as e:  # a server restarting, a path not yet routed
             last_error = e
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"

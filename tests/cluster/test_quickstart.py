@@ -334,6 +334,18 @@ def test_the_quickstart_serves_fraud_from_two_real_pods_behind_their_service(clu
     print(f"{sum(answered.values())} requests through the Service, per pod: {per_pod}")
 
 
+def wait_for_service(base: str, timeout: float = 60.0) -> None:
+    """Waits until a new Service's ClusterIP reaches a ready registry. kube-proxy programs a new
+    Service's rules a moment after it exists; until then the host's packets to the ClusterIP
+    follow the default route, where this machine's network answers anything (even a 404)."""
+    import urllib.request
+
+    def ready():
+        with urllib.request.urlopen(f"{base}/readyz", timeout=3) as response:
+            return json.loads(response.read()).get("status") == "ready"
+    wait_for(f"the registry behind {base}", ready, timeout=timeout)
+
+
 def served_requests(pod: dict) -> float:
     """`ferry_serving_requests_total` of a pod, read from its /metrics on the pod network."""
     ip = pod["status"]["podIP"]
@@ -544,6 +556,7 @@ def test_helm_uninstall_keeps_the_claim_the_crd_and_the_model_deployments(cluste
     cluster.helm(NS).install(str(CHART), "ferry", {}, namespace=NS, timeout=180)
     cluster.wait_ready(NS, "app.kubernetes.io/component=registry")
     ip = cluster.service_ip(NS, "ferry-registry")
+    wait_for_service(f"http://{ip}:8080")
     read = kube.secret(NS, "ferry-registry-tokens")["read"].decode()
     shown = ferry(session.ferry_bin, "model", "show", "fraud@production", "-o", "json",
                   env={"FERRY_REGISTRY": f"http://{ip}:8080", "FERRY_TOKEN": read})
