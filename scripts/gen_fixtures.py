@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -260,9 +261,16 @@ def main() -> None:
     parser.add_argument("--no-large", action="store_true", help="skip mlp_large.onnx")
     parser.add_argument("--check", action="store_true", help="fail if the committed fixtures are stale")
     args = parser.parse_args()
+    # `ferry up`'s demo model (assets/demo.onnx) is the mlp fixture: one definition, two homes
+    # (the product's own asset, and the tests' fixture).
+    demo = Path(__file__).resolve().parents[1] / "assets" / "demo.onnx"
     if not args.check:
         generate(args.out, large=not args.no_large)
+        if args.out == FIXTURES:
+            shutil.copyfile(FIXTURES / "mlp.onnx", demo)
         return
+    if not filecmp.cmp(FIXTURES / "mlp.onnx", demo, shallow=False):
+        sys.exit(f"{demo} differs from {FIXTURES / 'mlp.onnx'}; run scripts/gen_fixtures.py")
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), large=False)
         names = sorted(p.name for p in Path(tmp).iterdir())

@@ -146,7 +146,7 @@ pub struct OperatorArgs {
 }
 
 fn parse_operator_duration(text: &str) -> Result<std::time::Duration, String> {
-    match ferry_operator::duration::parse_duration(text) {
+    match ferry_api::units::parse_duration(text) {
         Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),

@@ -299,7 +299,7 @@ fn tokens(
     flags: &[String],
     tokens_file: Option<&Path>,
     file: &FileConfig,
-) -> Result<ferry_registry::Tokens> {
+) -> Result<ferry_api::http::auth::Tokens> {
     let mut specs: Vec<String> = if flags.is_empty() {
         file.tokens.clone()
     } else {
@@ -310,7 +310,7 @@ fn tokens(
             .with_context(|| format!("cannot read tokens file {}", path.display()))?;
         specs.extend(text.lines().map(str::to_string));
     }
-    ferry_registry::Tokens::parse(specs.iter().map(String::as_str))
+    ferry_api::http::auth::Tokens::parse(specs.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)
         .context("invalid API token configuration")
 }
@@ -490,7 +490,7 @@ pub enum ModelSpec {
         /// The model (and served) name.
         name: String,
         /// Which version; `None` is the default (production, else latest).
-        reference: Option<ferry_registry::names::VersionRef>,
+        reference: Option<ferry_api::names::VersionRef>,
     },
 }
 
@@ -500,14 +500,13 @@ pub enum ModelSpec {
 /// A message naming the bad part.
 pub fn parse_model_spec(spec: &str) -> Result<ModelSpec> {
     if let Some((name, path)) = spec.split_once('=') {
-        ferry_registry::names::validate("model", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ferry_api::names::validate("model", name).map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok(ModelSpec::File {
             name: name.to_string(),
             path: PathBuf::from(path),
         });
     }
-    let parsed =
-        ferry_registry::names::ModelRef::parse(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parsed = ferry_api::names::ModelRef::parse(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let explicit = spec.contains(['@', ':']);
     Ok(ModelSpec::Registry {
         name: parsed.name,
@@ -532,7 +531,7 @@ pub struct ServingSettings {
     /// Limits on client connections.
     pub connections: ConnectionLimits,
     /// Tokens clients must present.
-    pub tokens: ferry_registry::Tokens,
+    pub tokens: ferry_api::http::auth::Tokens,
     /// What to serve.
     pub models: Vec<ModelSpec>,
     /// Which endpoints to serve.
@@ -572,7 +571,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
         models.push(parsed);
     }
     for name in &cmd.endpoints {
-        ferry_registry::names::validate("endpoint", name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ferry_api::names::validate("endpoint", name).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let endpoints = if cmd.all_endpoints {
         EndpointSpec::All
@@ -621,61 +620,25 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
     })
 }
 
-/// Parses durations like `90s`, `15m`, `1h`, `2d`, or plain seconds.
+/// A duration longer than zero, in the contract's grammar ([`ferry_api::units`]: `500ms`, `90s`,
+/// `15m`, `1h`, `2d`, or plain seconds).
 ///
 /// # Errors
-/// When the text is not a positive number with an optional unit.
+/// When the text is not a duration, or is zero.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("`{text}` must be like 500ms, 90s, 15m, 1h or 2d"))?;
-    let millis = match unit {
-        "ms" => n,
-        "" | "s" => n.saturating_mul(1000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        "d" => n.saturating_mul(86_400_000),
-        _ => bail!("`{text}` must be like 500ms, 90s, 15m, 1h or 2d"),
-    };
-    if millis == 0 {
+    let duration = ferry_api::units::parse_duration(text)?;
+    if duration.is_zero() {
         bail!("`{text}` must be longer than zero");
     }
-    Ok(Duration::from_millis(millis))
+    Ok(duration)
 }
 
-/// Parses sizes like `2GiB`, `500MiB`, `1.5GB`, `1048576`.
+/// A size in the contract's grammar ([`ferry_api::units`]: `2GiB`, `500MiB`, `1.5GB`, bytes).
 ///
 /// # Errors
-/// When the text is not a number with an optional unit.
+/// When the text is not a size of at least a byte.
 pub fn parse_size(text: &str) -> Result<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .with_context(|| format!("`{text}` does not start with a number"))?;
-    let multiplier: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" => 1e12,
-        "tib" => 1024.0_f64.powi(4),
-        other => bail!("unknown size unit `{other}`; use B, KiB, MiB, GiB, KB, MB or GB"),
-    };
-    let bytes = number * multiplier;
-    if !bytes.is_finite() || bytes < 1.0 {
-        bail!("size `{text}` must be at least 1 byte");
-    }
-    Ok(bytes as u64)
+    Ok(ferry_api::units::parse_size(text)?)
 }
 
 /// Whether an address is only reachable from this machine.
@@ -747,7 +710,7 @@ mod tests {
 
     #[test]
     fn model_specs_name_files_aliases_versions_and_defaults() {
-        use ferry_registry::names::VersionRef;
+        use ferry_api::names::VersionRef;
         assert_eq!(
             parse_model_spec("mlp=tests/fixtures/mlp.onnx").unwrap(),
             ModelSpec::File {

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use ferry_api::lineage::VersionMetadata;
 use ferry_registry::AppState;
-use ferry_registry::lineage::VersionMetadata;
 use ferry_registry::store::Inserted;
 use ferry_registry::upload::UploadSession;
 
@@ -40,7 +40,7 @@ pub async fn seed(state: &AppState, model: &'static [u8]) -> Result<()> {
         tags: [("source".to_string(), "ferry up".to_string())].into(),
         ..VersionMetadata::default()
     };
-    session.set_metadata(&serde_json::to_vec(&metadata)?)?;
+    session.set_metadata(serde_json::to_vec(&metadata)?).await?;
     let chunks = futures::stream::iter([Ok::<_, ferry_registry::Error>(Bytes::from_static(model))]);
     session.receive_model(chunks).await?;
     let record = match session.finish().await? {

@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry_registry::client::ClientError;
+use ferry_api::client::ClientError;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat, RegistryAction};

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use chrono::{DateTime, Utc};
-use ferry_registry::onnx::{Dim, TensorSpec};
+use ferry_api::onnx::{Dim, TensorSpec};
 use serde::Serialize;
 
 /// Writes to standard output; exits with success when the reader has gone away (the command's

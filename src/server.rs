@@ -5,11 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_registry::metrics::HttpMetrics;
+use ferry_api::http::auth::Tokens;
+use ferry_api::http::metrics::HttpMetrics;
+use ferry_registry::catalog::LocalCatalog;
 use ferry_registry::store::SchemaState;
-use ferry_registry::{AppState, BlobStore, MetadataStore, Tokens};
+use ferry_registry::{AppState, BlobStore, MetadataStore};
 use ferry_serving::cache::ArtifactCache;
-use ferry_serving::catalog::Catalog;
+use ferry_serving::catalog::SharedCatalog;
 use ferry_serving::follow::{Endpoints, Follower, Loader, Models, Selection};
 use ferry_serving::repository::{ModelRepository, ServedModel};
 use ferry_serving::runtime::{ModelSource, RuntimeMetrics};
@@ -24,8 +26,9 @@ use crate::config::{
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
-/// The demo model `ferry up` pushes into an empty registry: the MLP classifier fixture.
-const DEMO_MODEL: &[u8] = include_bytes!("../tests/fixtures/mlp.onnx");
+/// The demo model `ferry up` pushes into an empty registry: a small MLP classifier (the same
+/// bytes as the `mlp.onnx` test fixture, which `scripts/gen_fixtures.py --check` keeps equal).
+const DEMO_MODEL: &[u8] = include_bytes!("../assets/demo.onnx");
 
 /// What kind of process is starting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +122,10 @@ pub async fn run(
         )?;
         let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
             .context("opening the serving cache")?;
-        let catalog = Catalog::Local {
+        let catalog: SharedCatalog = Arc::new(LocalCatalog {
             store: store.clone(),
             blobs: blobs.clone(),
-        };
+        });
         let selection = Selection {
             models: Models::All,
             endpoints: Endpoints::All,
@@ -146,7 +149,7 @@ pub async fn run(
         )));
         app = app.merge(ferry_serving::routes(serving_state));
     }
-    let app = ferry_registry::layers::common(
+    let app = ferry_api::http::layers::common(
         app.fallback(ferry_registry::api::not_found),
         state.http_metrics.clone(),
     );
@@ -209,10 +212,10 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
             let bytes = tokio::fs::read(path)
                 .await
                 .with_context(|| format!("cannot read model file {}", path.display()))?;
-            let signature = ferry_registry::onnx::inspect(&bytes)
+            let signature = ferry_api::onnx::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid ONNX model", path.display()))?;
             let version = loader
-                .load(name, "1", ModelSource::from(bytes), signature, None)
+                .load(name, 1, ModelSource::from(bytes), signature, None)
                 .await
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("loading {}", path.display()))?;
@@ -222,7 +225,7 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
                 .install(ServedModel::single(name.clone(), version, traffic));
         }
     }
-    let targets: Vec<(String, Option<ferry_registry::names::VersionRef>)> = settings
+    let targets: Vec<(String, Option<ferry_api::names::VersionRef>)> = settings
         .models
         .iter()
         .filter_map(|m| match m {
@@ -243,12 +246,11 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         let Some(url) = &settings.registry else {
             bail!("registry models need --registry URL");
         };
-        let client =
-            ferry_registry::client::RegistryClient::new(url, settings.registry_token.clone())
-                .context("the registry URL")?;
+        let client = ferry_api::client::RegistryClient::new(url, settings.registry_token.clone())
+            .context("the registry URL")?;
         let cache = ArtifactCache::open(&settings.cache_dir)
             .with_context(|| format!("opening the cache {}", settings.cache_dir.display()))?;
-        let catalog = Catalog::Remote(client);
+        let catalog: SharedCatalog = Arc::new(client);
         let models = if targets.is_empty() {
             Models::None
         } else {
@@ -290,10 +292,10 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         )
         .route(
             "/metrics",
-            axum::routing::get(ferry_registry::metrics::expose).with_state(prometheus.clone()),
+            axum::routing::get(ferry_api::http::metrics::expose).with_state(prometheus.clone()),
         );
     let app =
-        ferry_registry::layers::common(ferry_serving::routes(state).merge(system), http_metrics);
+        ferry_api::http::layers::common(ferry_serving::routes(state).merge(system), http_metrics);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -339,10 +341,14 @@ fn serving_state(
         ferry_serving::api::RequestMetrics::register(prometheus).context("registering metrics")?;
     let prediction_log = match &runtime.prediction_log {
         Some(url) => {
-            let store = BlobStore::open(url, &[])
-                .map_err(anyhow::Error::msg)
-                .context("opening the prediction log's store")?;
-            tracing::info!(store = %store.display(), inputs = runtime.log_inputs, "logging predictions");
+            let store = ferry_api::storage::StoreRoot::open(
+                url,
+                &[],
+                ferry_api::storage::DEFAULT_RETRY_TIMEOUT,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("opening the prediction log's store")?;
+            tracing::info!(store = %store.display, inputs = runtime.log_inputs, "logging predictions");
             Some(
                 ferry_serving::prediction_log::PredictionLog::start(
                     store,

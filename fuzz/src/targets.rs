@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferry_registry::drift::{CsvOptions, Profile, profile_csv};
-use ferry_registry::endpoints::validate_policy;
-use ferry_registry::metrics::HttpMetrics;
-use ferry_registry::onnx::{ModelSignature, OnnxScanner, inspect};
-use ferry_registry::records::EndpointPolicy;
+use ferry_api::drift::{CsvOptions, Profile, profile_csv};
+use ferry_api::http::metrics::HttpMetrics;
+use ferry_api::onnx::{ModelSignature, OnnxScanner, inspect};
+use ferry_api::records::EndpointPolicy;
+use ferry_api::traffic::validate_policy;
 use ferry_registry::{AppState, BlobStore, Config, MetadataStore};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
@@ -337,7 +337,7 @@ impl Target for ProfileTarget {
             &CsvOptions::default(),
         ) {
             let full = Profile {
-                format: ferry_registry::drift::profile::PROFILE_FORMAT,
+                format: ferry_api::drift::profile::PROFILE_FORMAT,
                 inputs: vec![profile],
             };
             let mut as_json = vec![b'J'];
@@ -379,7 +379,7 @@ impl Target for ProfileTarget {
                 match profile_csv(|| Ok(Cursor::new(csv.to_vec())), "input", &options) {
                     Ok(built) => {
                         let profile = Profile {
-                            format: ferry_registry::drift::profile::PROFILE_FORMAT,
+                            format: ferry_api::drift::profile::PROFILE_FORMAT,
                             inputs: vec![built],
                         };
                         profile.validate().map_err(|e| {
@@ -398,9 +398,9 @@ impl Target for ProfileTarget {
                 match Profile::from_metadata(&value) {
                     Ok(profile) => {
                         // Scoring an accepted profile against empty live data must work too.
-                        let _ = ferry_registry::drift::analyze_drift(
+                        let _ = ferry_api::drift::analyze_drift(
                             &profile,
-                            &ferry_registry::analysis::DriftCounters::default(),
+                            &ferry_api::traffic::DriftCounters::default(),
                         );
                         Ok(Outcome("uploaded profile".into()))
                     }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_api::events::EventKind;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use tokio::sync::mpsc;
@@ -52,9 +53,18 @@ fn source_of(md: &ModelDeployment) -> Option<Source> {
     })
 }
 
-/// Whether an event of `kind` about `model` on `url` concerns a resource tracking an alias.
-fn concerns(resources: &[Arc<ModelDeployment>], url: &str, kind: &str, model: &str) -> bool {
-    if !(kind.starts_with("alias.") || kind == "version.updated") {
+/// Whether an event of `kind` about `model` on `url` concerns a resource tracking an alias:
+/// an alias moved or went, or a version was archived or restored.
+fn concerns(
+    resources: &[Arc<ModelDeployment>],
+    url: &str,
+    kind: Option<EventKind>,
+    model: &str,
+) -> bool {
+    if !matches!(
+        kind,
+        Some(EventKind::AliasSet | EventKind::AliasDeleted | EventKind::VersionUpdated)
+    ) {
         return false;
     }
     resources
@@ -174,7 +184,7 @@ async fn poll<R: Registry>(
     if page
         .events
         .iter()
-        .any(|e| concerns(&resources, &source.url, &e.kind, &e.subject))
+        .any(|e| concerns(&resources, &source.url, e.event_kind(), &e.subject))
     {
         tracing::info!(registry = %source.url, "a tracked alias may have moved: reconciling");
         // Full means a reconcile of everything is already pending.
@@ -221,19 +231,35 @@ mod tests {
             Arc::new(md("b", "churn", None, "http://r:8080")),
         ];
         let r = "http://r:8080";
-        assert!(concerns(&resources, r, "alias.set", "fraud"));
-        assert!(concerns(&resources, r, "alias.deleted", "fraud"));
-        assert!(concerns(&resources, r, "version.updated", "fraud"));
-        assert!(!concerns(&resources, r, "endpoint.updated", "fraud"));
+        assert!(concerns(&resources, r, Some(EventKind::AliasSet), "fraud"));
+        assert!(concerns(
+            &resources,
+            r,
+            Some(EventKind::AliasDeleted),
+            "fraud"
+        ));
+        assert!(concerns(
+            &resources,
+            r,
+            Some(EventKind::VersionUpdated),
+            "fraud"
+        ));
+        assert!(!concerns(
+            &resources,
+            r,
+            Some(EventKind::EndpointUpdated),
+            "fraud"
+        ));
         assert!(
-            !concerns(&resources, r, "alias.set", "churn"),
+            !concerns(&resources, r, Some(EventKind::AliasSet), "churn"),
             "churn tracks a version"
         );
         assert!(!concerns(
             &resources,
             "http://other:8080",
-            "alias.set",
+            Some(EventKind::AliasSet),
             "fraud"
         ));
+        assert!(!concerns(&resources, r, None, "fraud"), "unknown kinds");
     }
 }

@@ -36,9 +36,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::Thresholds;
-use crate::duration::{DURATION_PATTERN, parse_duration};
 use crate::rollout::{Controls, Phase, RolloutConfig, RolloutState, ShadowConfig, StepConfig};
+use crate::verdict::Thresholds;
+use ferry_api::units::{DURATION_PATTERN, parse_duration};
 
 /// `ferry.dev/paused: "true"` pauses like `spec.paused`.
 pub const ANNOTATION_PAUSED: &str = "ferry.dev/paused";

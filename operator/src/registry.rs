@@ -8,10 +8,10 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_registry::analysis::EndpointAnalysis;
-use ferry_registry::client::{ClientError, RegistryClient};
-use ferry_registry::names::VersionRef;
-use ferry_registry::records::{EndpointPolicy, EndpointRecord, EventPage, RolloutStep};
+use ferry_api::client::{ClientError, RegistryClient};
+use ferry_api::names::VersionRef;
+use ferry_api::records::{EndpointPolicy, EndpointRecord, EventPage, RolloutStep};
+use ferry_api::traffic::EndpointAnalysis;
 
 use crate::crd::TargetRef;
 

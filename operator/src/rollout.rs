@@ -51,12 +51,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_registry::analysis::EndpointAnalysis;
-use ferry_registry::records::{CanaryPolicy, EndpointPolicy, ShadowPolicy};
+use ferry_api::records::{CanaryPolicy, EndpointPolicy, ShadowPolicy};
+use ferry_api::traffic::EndpointAnalysis;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{self, AnalysisRecord, Check, Evidence, Stage, Thresholds, Verdict};
+use crate::verdict::{self, AnalysisRecord, Check, Evidence, Stage, Thresholds, Verdict};
 
 /// How soon to try again when something outside the engine is missing (an unresolvable target
 /// before the first deployment, an analysis the registry did not give).
@@ -513,8 +513,8 @@ impl Run<'_> {
                 format!(
                     "rolling out {} over {stable}: shadowing {}% of requests for {}",
                     v(Some(candidate)),
-                    analysis::num(shadow.sample_rate * 100.0),
-                    crate::duration::format_duration(shadow.duration)
+                    verdict::num(shadow.sample_rate * 100.0),
+                    ferry_api::units::format_duration(shadow.duration)
                 )
             }
             None => {
@@ -525,7 +525,7 @@ impl Run<'_> {
                     "rolling out {} over {stable}: step 1/{} at {}%",
                     v(Some(candidate)),
                     self.config.steps.len(),
-                    analysis::num(s.current_weight)
+                    verdict::num(s.current_weight)
                 )
             }
         };
@@ -565,7 +565,7 @@ impl Run<'_> {
             candidate,
             observation.candidate_drift,
         );
-        let judgement = analysis::judge(stage, &self.config.thresholds, &evidence);
+        let judgement = verdict::judge(stage, &self.config.thresholds, &evidence);
         let step = self.state.current_step;
         self.state.last_analysis = Some(AnalysisRecord {
             at: self.now,
@@ -667,7 +667,7 @@ impl Run<'_> {
                 format!("step {}", next - 1)
             },
             self.config.steps.len(),
-            analysis::num(step.weight)
+            verdict::num(step.weight)
         );
         self.state.reason = Some("StepAdvanced".into());
         self.state.message = Some(format!("{}: {message}", v(self.state.candidate_version)));
@@ -749,7 +749,7 @@ impl Run<'_> {
             (Phase::Progressing, Some(step)) => Some(format!(
                 "step {step}/{} ({}%)",
                 self.config.steps.len(),
-                analysis::num(self.state.current_weight)
+                verdict::num(self.state.current_weight)
             )),
             _ => None,
         }

@@ -10,16 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_api::storage::StoreRoot;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreScheme, RetryConfig,
-    WriteMultipart,
-};
-use url::Url;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 
 use crate::error::{Error, Result};
 
@@ -31,10 +27,7 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Chunk size when streaming a local file to a client.
 const READ_CHUNK: usize = 1024 * 1024;
 
-/// How long a failing cloud object store is retried before a request fails, unless configured
-/// (`--blob-retry-timeout`). object_store's own default is 3 minutes, too long for a client
-/// waiting on a download: a failed request is answered 503 and retried by the client instead.
-pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+pub use ferry_api::storage::DEFAULT_RETRY_TIMEOUT;
 
 /// Where blobs live: any `object_store` backend plus a root prefix inside it.
 #[derive(Clone)]
@@ -86,99 +79,12 @@ impl BlobStore {
         options: &[(String, String)],
         retry_timeout: Duration,
     ) -> Result<Self, String> {
-        let retry = RetryConfig {
-            retry_timeout,
-            ..RetryConfig::default()
-        };
-        let parsed = match Url::parse(url) {
-            Ok(u) => u,
-            // A bare path is a local folder.
-            Err(_) => {
-                let path = std::path::absolute(url)
-                    .map_err(|e| format!("blob store path `{url}`: {e}"))?;
-                Url::from_directory_path(&path)
-                    .map_err(|()| format!("blob store path `{url}` is not absolute"))?
-            }
-        };
-        let display = redact(&parsed);
-        let (scheme, root) = ObjectStoreScheme::parse(&parsed)
-            .map_err(|e| format!("blob store URL `{display}`: {e}"))?;
-        let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::Local => {
-                let dir = parsed
-                    .to_file_path()
-                    .map_err(|()| format!("blob store URL `{display}` is not a local path"))?;
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("cannot create blob folder {}: {e}", dir.display()))?;
-                let local = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| format!("blob folder {}: {e}", dir.display()))?;
-                return Ok(BlobStore {
-                    store: Arc::new(local),
-                    root: Path::default(),
-                    local_dir: Some(dir),
-                    display,
-                });
-            }
-            ObjectStoreScheme::Memory => Arc::new(InMemory::new()),
-            ObjectStoreScheme::AmazonS3 => {
-                let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(parsed.as_str())
-                    .with_retry(retry.clone());
-                for (key, value) in options {
-                    let key = key
-                        .parse()
-                        .map_err(|e| format!("unknown S3 option `{key}`: {e}"))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| format!("S3 `{display}`: {e}"))?,
-                )
-            }
-            ObjectStoreScheme::GoogleCloudStorage => {
-                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(parsed.as_str())
-                    .with_retry(retry.clone());
-                for (key, value) in options {
-                    let key = key
-                        .parse()
-                        .map_err(|e| format!("unknown GCS option `{key}`: {e}"))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| format!("GCS `{display}`: {e}"))?,
-                )
-            }
-            ObjectStoreScheme::MicrosoftAzure => {
-                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(parsed.as_str())
-                    .with_retry(retry.clone());
-                for (key, value) in options {
-                    let key = key
-                        .parse()
-                        .map_err(|e| format!("unknown Azure option `{key}`: {e}"))?;
-                    builder = builder.with_config(key, value);
-                }
-                Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| format!("Azure `{display}`: {e}"))?,
-                )
-            }
-            other => {
-                return Err(format!(
-                    "blob store URL `{display}`: {other:?} is not supported; use file://, s3://, gs:// or az://"
-                ));
-            }
-        };
+        let at = StoreRoot::open(url, options, retry_timeout)?;
         Ok(BlobStore {
-            store,
-            root,
-            local_dir: None,
-            display,
+            store: at.store,
+            root: at.root,
+            local_dir: at.local_dir,
+            display: at.display,
         })
     }
 
@@ -373,14 +279,17 @@ impl BlobStore {
     /// # Errors
     /// [`Error::ObjectStore`].
     pub async fn put(&self, parts: &[&str], bytes: Bytes) -> Result<Path> {
-        let mut path = self.root.clone();
-        for part in parts {
-            path = path.child(*part);
+        Ok(self.root_store().put(parts, bytes).await?)
+    }
+
+    /// The store and its root, as the contract's [`StoreRoot`].
+    pub fn root_store(&self) -> StoreRoot {
+        StoreRoot {
+            store: self.store.clone(),
+            root: self.root.clone(),
+            local_dir: self.local_dir.clone(),
+            display: self.display.clone(),
         }
-        self.store
-            .put(&path, object_store::PutPayload::from(bytes))
-            .await?;
-        Ok(path)
     }
 
     /// Reads a small object whole.
@@ -490,14 +399,6 @@ fn local_file_stream(
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
-fn redact(url: &Url) -> String {
-    let mut clean = url.clone();
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
-    clean.set_query(None);
-    clean.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,15 +463,5 @@ mod tests {
             let got: Vec<u8> = got.concat();
             assert_eq!(got, &data[range.start as usize..range.end as usize]);
         }
-    }
-
-    #[test]
-    fn credentials_never_reach_the_display_url() {
-        let url = Url::parse("s3://key:secret@bucket/prefix?token=t").unwrap();
-        let shown = redact(&url);
-        assert!(
-            !shown.contains("secret") && !shown.contains("token"),
-            "{shown}"
-        );
     }
 }

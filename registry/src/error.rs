@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::auth::Role;
+use ferry_api::http::auth::Role;
 
 /// Everything that can go wrong in the registry, from bad input to a storage outage.
 ///
@@ -97,6 +97,17 @@ impl From<sqlx::Error> for Error {
             return Error::Retryable(err);
         }
         Error::Database(err)
+    }
+}
+
+impl From<ferry_api::ValidationError> for Error {
+    /// The contract's validation errors keep their message: 400 for malformed input, 422 for
+    /// input a rule refuses.
+    fn from(err: ferry_api::ValidationError) -> Self {
+        match err {
+            ferry_api::ValidationError::BadRequest(m) => Error::BadRequest(m),
+            ferry_api::ValidationError::Unprocessable(m) => Error::Unprocessable(m),
+        }
     }
 }
 

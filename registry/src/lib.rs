@@ -5,26 +5,22 @@
 //! services follow: aliases, endpoints (traffic policies) with the analysis of what serving
 //! reports, and an event outbox every change is recorded in.
 //!
-//! [`router`] builds the whole HTTP API; the `ferry` binary only binds it to a socket.
+//! [`router`] builds the whole HTTP API; the `ferry` binary only binds it to a socket. What the
+//! registry shares with the other services (wire types, names, the drift and traffic math, the
+//! HTTP plumbing, the client) is the contract crate, `ferry_api`.
 
-pub mod analysis;
+use ferry_api::http::auth::Tokens;
+
 pub mod api;
 pub mod auth;
 pub mod blob_store;
-pub mod client;
-mod client_webhooks;
+pub mod catalog;
 pub mod drift;
 pub mod endpoints;
 pub mod error;
 pub mod gc;
-pub mod layers;
-pub mod lineage;
 pub mod metrics;
-pub mod names;
-pub mod onnx;
-pub mod records;
 pub mod relay;
-pub mod request_id;
 pub mod store;
 pub mod upload;
 pub mod webhooks;
@@ -33,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::router;
-pub use auth::{Role, Tokens};
 pub use blob_store::BlobStore;
 pub use error::{Error, Result};
 pub use store::MetadataStore;
@@ -93,7 +88,7 @@ pub struct AppState {
     /// The Prometheus registry `/metrics` exposes.
     pub prometheus: Arc<prometheus::Registry>,
     /// Request metrics shared with the other routers of the process.
-    pub http_metrics: metrics::HttpMetrics,
+    pub http_metrics: ferry_api::http::HttpMetrics,
     /// Registry counters.
     pub metrics: metrics::RegistryMetrics,
 }
@@ -108,7 +103,7 @@ impl AppState {
         blobs: BlobStore,
         config: Config,
         prometheus: Arc<prometheus::Registry>,
-        http_metrics: metrics::HttpMetrics,
+        http_metrics: ferry_api::http::HttpMetrics,
     ) -> prometheus::Result<Self> {
         let metrics = metrics::RegistryMetrics::register(&prometheus)?;
         Ok(AppState {

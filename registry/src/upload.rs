@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::blob_store::{BlobStore, BlobWriter};
 use crate::error::{Error, Result};
-use crate::lineage::{VersionMetadata, is_hex_of_len};
-use crate::onnx::{ModelSignature, OnnxError, OnnxScanner};
 use crate::store::{Inserted, MetadataStore, NewVersion};
+use ferry_api::lineage::{VersionMetadata, is_hex_of_len};
+use ferry_api::onnx::{ModelSignature, OnnxError, OnnxScanner};
 
 /// Limits that apply to one upload.
 #[derive(Debug, Clone)]
@@ -30,6 +30,9 @@ pub struct UploadLimits {
     /// Refuse versions without a git commit and hashed training data.
     pub require_lineage: bool,
 }
+
+/// Metadata up to this size is parsed on the reactor; larger is parsed on the blocking pool.
+const INLINE_METADATA_BYTES: usize = 64 * 1024;
 
 /// Batches queued for the hashing thread; with [`DIGEST_BATCH`] this bounds the memory held when
 /// hashing is slower than the network (8 × 1 MiB).
@@ -101,17 +104,25 @@ impl UploadSession {
         })
     }
 
-    /// Receives the `metadata` part.
+    /// Receives the `metadata` part. Up to 16 MiB of JSON (a profile can be large) is parsed
+    /// and validated on the blocking pool, not on the reactor, when it is more than a little.
     ///
     /// # Errors
     /// [`Error::BadRequest`] for a second metadata part, or metadata that does not validate.
-    pub fn set_metadata(&mut self, bytes: &[u8]) -> Result<()> {
+    pub async fn set_metadata(&mut self, bytes: Vec<u8>) -> Result<()> {
         if self.metadata.is_some() {
             return Err(Error::BadRequest(
                 "the upload has two `metadata` parts; send one".into(),
             ));
         }
-        self.metadata = Some(VersionMetadata::from_json(bytes)?);
+        let metadata = if bytes.len() <= INLINE_METADATA_BYTES {
+            VersionMetadata::from_json(&bytes)?
+        } else {
+            ferry_api::blocking::run_blocking(move || VersionMetadata::from_json(&bytes))
+                .await
+                .map_err(|e| Error::Internal(format!("parsing the metadata failed: {e}")))??
+        };
+        self.metadata = Some(metadata);
         Ok(())
     }
 
@@ -309,7 +320,7 @@ impl UploadSession {
             }
             let record = self
                 .store
-                .get_version(&self.model, &crate::names::VersionRef::Number(version))
+                .get_version(&self.model, &ferry_api::names::VersionRef::Number(version))
                 .await?;
             return Ok(Prepared::Replay(record));
         }
@@ -381,7 +392,7 @@ enum Prepared {
         metadata: VersionMetadata,
         idempotency: Option<(String, String)>,
     },
-    Replay(crate::records::VersionRecord),
+    Replay(ferry_api::records::VersionRecord),
 }
 
 /// Removes whatever a failed upload wrote.

@@ -12,12 +12,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
+use ferry_api::drift::{CsvOptions, Profile, profile_csv_file};
+use ferry_api::records::Event;
+use ferry_api::traffic::{DriftCounters, EndpointAnalysis, Report, VersionCounters};
 use ferry_registry::MetadataStore;
-use ferry_registry::analysis::{DriftCounters, EndpointAnalysis, Report, VersionCounters};
-use ferry_registry::drift::{
-    CsvOptions, Profile, evaluate_once, profile_csv_file, spawn_drift_monitor,
-};
-use ferry_registry::records::Event;
+use ferry_registry::drift::{evaluate_once, spawn_drift_monitor};
 use serde_json::{Value, json};
 
 on_every_backend!(

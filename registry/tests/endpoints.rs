@@ -11,13 +11,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use chrono::Utc;
 use common::*;
-use ferry_registry::analysis::{
+use ferry_api::client::RegistryClient;
+use ferry_api::http::auth::Tokens;
+use ferry_api::records::{CanaryPolicy, EndpointPolicy, EndpointRecord, Event, ShadowPolicy};
+use ferry_api::traffic::{
     EndpointAnalysis, LatencyHistogram, Report, ShadowCounters, VersionAnalysis, VersionCounters,
     latency_bounds_us,
 };
-use ferry_registry::client::RegistryClient;
-use ferry_registry::records::{CanaryPolicy, EndpointPolicy, EndpointRecord, Event, ShadowPolicy};
-use ferry_registry::{Config, Tokens};
+use ferry_registry::Config;
 use serde_json::{Value, json};
 
 on_every_backend!(

@@ -215,7 +215,8 @@ async fn an_upload_whose_blob_gc_took_before_its_commit_fails_with_503_and_recor
     )
     .unwrap();
     session
-        .set_metadata(json!({"sha256": orphan}).to_string().as_bytes())
+        .set_metadata(json!({"sha256": orphan}).to_string().into_bytes())
+        .await
         .unwrap();
     // The bytes are already stored: the upload only hashes them, then will record a version.
     session

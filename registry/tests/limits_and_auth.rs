@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
-use ferry_registry::{Config, Tokens};
+use ferry_api::http::auth::Tokens;
+use ferry_registry::Config;
 use serde_json::json;
 
 const READ: &str = "read-token-0123456789";

@@ -8,9 +8,10 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
-use ferry_registry::client::RegistryClient;
-use ferry_registry::records::{Event, RolloutStep};
-use ferry_registry::{Config, Tokens};
+use ferry_api::client::RegistryClient;
+use ferry_api::http::auth::Tokens;
+use ferry_api::records::{Event, RolloutStep};
+use ferry_registry::Config;
 use serde_json::{Value, json};
 
 on_every_backend!(

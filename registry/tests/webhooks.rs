@@ -16,13 +16,13 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{Db, MLP, in_ci, json, multipart};
-use ferry_registry::client::RegistryClient;
-use ferry_registry::metrics::HttpMetrics;
+use ferry_api::client::RegistryClient;
+use ferry_api::http::auth::Tokens;
+use ferry_api::http::metrics::HttpMetrics;
+use ferry_api::webhooks::{DeliveryStatus, NewWebhook};
 use ferry_registry::webhooks::signature::verify;
-use ferry_registry::webhooks::{
-    DeliveryStatus, NewWebhook, RoundSummary, WebhookConfig, WebhookWorker,
-};
-use ferry_registry::{AppState, BlobStore, Config, MetadataStore, Tokens};
+use ferry_registry::webhooks::{RoundSummary, WebhookConfig, WebhookWorker};
+use ferry_registry::{AppState, BlobStore, Config, MetadataStore};
 use hmac::Mac;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

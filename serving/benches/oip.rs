@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use ferry_registry::onnx::ModelSignature;
+use ferry_api::onnx::ModelSignature;
 use ferry_serving::oip;
 use ferry_serving::runtime::Tensor;
 
@@ -56,7 +56,7 @@ fn main() {
     );
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/mlp.onnx");
     let signature: ModelSignature =
-        ferry_registry::onnx::inspect(&std::fs::read(path).unwrap()).unwrap();
+        ferry_api::onnx::inspect(&std::fs::read(path).unwrap()).unwrap();
 
     println!("OIP JSON codec, mlp.onnx (input FP32 [-1, 32], output FP32 [-1, 2])");
     for rows in [1, 64] {

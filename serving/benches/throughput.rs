@@ -123,7 +123,7 @@ fn served(
         }
     );
     tokio.block_on(async {
-        let signature = ferry_registry::onnx::inspect(&std::fs::read(model).unwrap()).unwrap();
+        let signature = ferry_api::onnx::inspect(&std::fs::read(model).unwrap()).unwrap();
         let loaded = LoadedModel::load(
             runtime,
             ModelSource::File(model.to_path_buf()),

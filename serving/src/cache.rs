@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ferry_registry::onnx::ModelSignature;
-use ferry_registry::records::VersionRecord;
+use ferry_api::onnx::ModelSignature;
+use ferry_api::records::VersionRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{self, Catalog, CatalogError};
 
 /// What the manifest remembers of a served model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub struct CachedModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedEndpoint {
     /// The endpoint's record as last applied.
-    pub record: ferry_registry::records::EndpointRecord,
+    pub record: ferry_api::records::EndpointRecord,
     /// Every version it references, by number.
     pub versions: BTreeMap<i64, CachedModel>,
 }
@@ -75,7 +75,7 @@ impl ArtifactCache {
     /// useful, or a response trickling in) fails and leaves nothing behind.
     pub async fn ensure(
         &self,
-        catalog: &Catalog,
+        catalog: &dyn Catalog,
         record: &VersionRecord,
         limit: std::time::Duration,
     ) -> Result<PathBuf, CatalogError> {
@@ -88,7 +88,7 @@ impl ArtifactCache {
             record.sha256,
             uuid::Uuid::new_v4().simple()
         ));
-        match tokio::time::timeout(limit, catalog.download(record, &tmp)).await {
+        match tokio::time::timeout(limit, catalog::download(catalog, record, &tmp)).await {
             Ok(result) => result?,
             Err(_) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
@@ -113,7 +113,7 @@ impl ArtifactCache {
     pub async fn verify(&self, sha256: &str) -> Result<PathBuf, CatalogError> {
         let path = self.path_of(sha256);
         let check = path.clone();
-        let digest = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let digest = ferry_api::blocking::run_blocking(move || -> std::io::Result<String> {
             let mut file = std::fs::File::open(&check)?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
@@ -138,23 +138,33 @@ impl ArtifactCache {
         Ok(path)
     }
 
-    /// The manifest written last, or an empty one.
-    pub fn load_manifest(&self) -> Manifest {
-        std::fs::read(self.dir.join("manifest.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// The manifest written last, or an empty one (read on a blocking thread).
+    pub async fn load_manifest(&self) -> Manifest {
+        let path = self.dir.join("manifest.json");
+        ferry_api::blocking::run_blocking(move || {
+            std::fs::read(path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
     }
 
-    /// Replaces the manifest atomically.
+    /// Replaces the manifest atomically (written and synced on a blocking thread).
     ///
     /// # Errors
     /// When it cannot be written.
-    pub fn save_manifest(&self, manifest: &Manifest) -> std::io::Result<()> {
+    pub async fn save_manifest(&self, manifest: &Manifest) -> std::io::Result<()> {
         let tmp = self.dir.join("tmp").join("manifest.json");
+        let target = self.dir.join("manifest.json");
         let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join("manifest.json"))
+        ferry_api::blocking::run_blocking(move || {
+            std::fs::write(&tmp, bytes)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, target)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }

@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ferry_registry::names::VersionRef;
-use ferry_registry::onnx::ModelSignature;
-use ferry_registry::records::{EndpointRecord, VersionRecord};
+use ferry_api::events::EventKind;
+use ferry_api::names::VersionRef;
+use ferry_api::onnx::ModelSignature;
+use ferry_api::records::{EndpointRecord, VersionRecord};
 
 use crate::ServingConfig;
 use crate::cache::{ArtifactCache, CachedEndpoint, CachedModel};
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{self, CatalogError, SharedCatalog};
 use crate::repository::{EndpointRouting, ModelRepository, ServedModel, ServedVersion};
 use crate::runtime::{LoadedModel, ModelSource, OnnxRuntime, RuntimeMetrics, RuntimeOptions};
 use crate::shadow::ShadowTarget;
@@ -104,19 +105,20 @@ impl Loader {
     pub async fn load_with(
         &self,
         name: &str,
-        version: &str,
+        number: i64,
         source: ModelSource,
         signature: ModelSignature,
         sha256: Option<String>,
         options: RuntimeOptions,
     ) -> Result<ServedVersion, String> {
         let started = std::time::Instant::now();
+        let version = number.to_string();
         let model = LoadedModel::load(
             &self.runtime,
             source,
             signature,
             options,
-            self.metrics.model(name, version),
+            self.metrics.model(name, &version),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -128,7 +130,8 @@ impl Loader {
             "model loaded and warmed up"
         );
         Ok(ServedVersion {
-            version: version.to_string(),
+            number,
+            version,
             model,
             sha256,
             loaded_at: Utc::now(),
@@ -143,20 +146,20 @@ impl Loader {
     pub async fn load(
         &self,
         name: &str,
-        version: &str,
+        number: i64,
         source: ModelSource,
         signature: ModelSignature,
         sha256: Option<String>,
     ) -> Result<ServedVersion, String> {
         let options = self.config.options_for(name);
-        self.load_with(name, version, source, signature, sha256, options)
+        self.load_with(name, number, source, signature, sha256, options)
             .await
     }
 }
 
 /// Follows the registry for the models and endpoints of a [`Selection`].
 pub struct Follower {
-    catalog: Catalog,
+    catalog: SharedCatalog,
     cache: ArtifactCache,
     loader: Loader,
     selection: Selection,
@@ -172,7 +175,7 @@ struct Needed {
 impl Follower {
     /// A follower; nothing happens until [`Follower::run`].
     pub fn new(
-        catalog: Catalog,
+        catalog: SharedCatalog,
         cache: ArtifactCache,
         loader: Loader,
         selection: Selection,
@@ -234,15 +237,16 @@ impl Follower {
                     let mut models = BTreeSet::new();
                     let mut endpoints = BTreeSet::new();
                     for event in &page.events {
-                        if event.kind.starts_with("endpoint.") {
-                            if matches!(
-                                event.kind.as_str(),
-                                "endpoint.updated" | "endpoint.deleted"
-                            ) {
+                        match event.event_kind() {
+                            Some(EventKind::EndpointUpdated | EventKind::EndpointDeleted) => {
                                 endpoints.insert(event.subject.clone());
                             }
-                        } else if is_model_event(&event.kind) {
-                            models.insert(event.subject.clone());
+                            Some(kind) if kind.moves_a_model() => {
+                                models.insert(event.subject.clone());
+                            }
+                            // Other kinds, and kinds a newer registry added, change nothing
+                            // served.
+                            _ => {}
                         }
                     }
                     for name in endpoints {
@@ -301,7 +305,7 @@ impl Follower {
         match &self.selection.endpoints {
             Endpoints::None => {}
             Endpoints::Named(list) => names.extend(list.iter().cloned()),
-            Endpoints::All => match self.catalog.endpoint_names().await {
+            Endpoints::All => match catalog::endpoint_names(self.catalog.as_ref()).await {
                 Ok(list) => names.extend(list),
                 Err(e) => tracing::warn!(error = %e, "cannot list the registry's endpoints"),
             },
@@ -312,7 +316,7 @@ impl Follower {
         let models: Vec<String> = match &self.selection.models {
             Models::None => Vec::new(),
             Models::Named(list) => list.iter().map(|(n, _)| n.clone()).collect(),
-            Models::All => match self.catalog.model_names().await {
+            Models::All => match catalog::model_names(self.catalog.as_ref()).await {
                 Ok(list) => list,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list the registry's models");
@@ -331,7 +335,7 @@ impl Follower {
     /// a model if selected.
     async fn sync_name(&self, name: &str, endpoint_event: bool) {
         if self.selection.wants_endpoint(name) {
-            match self.catalog.endpoint(name).await {
+            match catalog::endpoint(self.catalog.as_ref(), name).await {
                 Ok(Some(record)) => {
                     self.sync_endpoint(record).await;
                     return;
@@ -345,7 +349,7 @@ impl Follower {
                     if serving_endpoint {
                         tracing::info!(endpoint = name, "endpoint deleted; no longer served");
                         self.loader.repository.remove(name);
-                        self.forget_endpoint(name);
+                        self.forget_endpoint(name).await;
                     } else if endpoint_event && self.selection.model_reference(name).is_none() {
                         self.loader
                             .repository
@@ -377,7 +381,7 @@ impl Follower {
     async fn sync_model(&self, name: &str, reference: Option<&VersionRef>) {
         let resolved = match reference {
             Some(r) => self.catalog.resolve(name, r).await,
-            None => self.catalog.default_version(name).await,
+            None => catalog::default_version(self.catalog.as_ref(), name).await,
         };
         let record = match resolved {
             Ok(record) => record,
@@ -408,7 +412,7 @@ impl Follower {
                     tracing::info!(model = name, from = %old, to = record.version, "swapped the served version");
                     self.forget_unused(name, &previous);
                 }
-                self.remember_model(name, &record);
+                self.remember_model(name, &record).await;
             }
             Err(e) => self.record_failure(name, &e),
         }
@@ -522,7 +526,7 @@ impl Follower {
         if let Some(previous) = current {
             self.forget_unused(&name, &previous);
         }
-        self.remember_endpoint(&record, &needed);
+        self.remember_endpoint(&record, &needed).await;
     }
 
     async fn load(
@@ -533,7 +537,11 @@ impl Follower {
     ) -> Result<ServedVersion, String> {
         let path = self
             .cache
-            .ensure(&self.catalog, record, self.loader.config.load_timeout)
+            .ensure(
+                self.catalog.as_ref(),
+                record,
+                self.loader.config.load_timeout,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let options = if shadow {
@@ -545,7 +553,7 @@ impl Follower {
             .loader
             .load_with(
                 name,
-                &record.version.to_string(),
+                record.version,
                 ModelSource::File(path),
                 record.signature.clone(),
                 Some(record.sha256.clone()),
@@ -554,7 +562,7 @@ impl Follower {
             .await?;
         if record.has_profile {
             // Without its profile a version still serves; it just is not watched for drift.
-            match self.catalog.profile(record).await {
+            match catalog::profile(self.catalog.as_ref(), record).await {
                 Ok(profile) => served.profile = Some(Arc::new(profile)),
                 Err(e) => {
                     tracing::warn!(model = %record.name, version = record.version, error = %e, "cannot load the training profile; drift is not monitored for this version")
@@ -610,14 +618,14 @@ impl Follower {
         }
     }
 
-    fn remember_model(&self, name: &str, record: &VersionRecord) {
-        let mut manifest = self.cache.load_manifest();
+    async fn remember_model(&self, name: &str, record: &VersionRecord) {
+        let mut manifest = self.cache.load_manifest().await;
         manifest.models.insert(name.to_string(), cached(record));
-        self.save(&manifest);
+        self.save(&manifest).await;
     }
 
-    fn remember_endpoint(&self, record: &EndpointRecord, needed: &BTreeMap<i64, Needed>) {
-        let mut manifest = self.cache.load_manifest();
+    async fn remember_endpoint(&self, record: &EndpointRecord, needed: &BTreeMap<i64, Needed>) {
+        let mut manifest = self.cache.load_manifest().await;
         manifest.endpoints.insert(
             record.name.clone(),
             CachedEndpoint {
@@ -628,24 +636,24 @@ impl Follower {
                     .collect(),
             },
         );
-        self.save(&manifest);
+        self.save(&manifest).await;
     }
 
-    fn forget_endpoint(&self, name: &str) {
-        let mut manifest = self.cache.load_manifest();
+    async fn forget_endpoint(&self, name: &str) {
+        let mut manifest = self.cache.load_manifest().await;
         if manifest.endpoints.remove(name).is_some() {
-            self.save(&manifest);
+            self.save(&manifest).await;
         }
     }
 
-    fn save(&self, manifest: &crate::cache::Manifest) {
-        if let Err(e) = self.cache.save_manifest(manifest) {
+    async fn save(&self, manifest: &crate::cache::Manifest) {
+        if let Err(e) = self.cache.save_manifest(manifest).await {
             tracing::warn!(error = %e, "cannot write the cache manifest; a restart without the registry would not find this model");
         }
     }
 
     async fn serve_from_cache(&self) {
-        let manifest = self.cache.load_manifest();
+        let manifest = self.cache.load_manifest().await;
         for (name, cached_endpoint) in &manifest.endpoints {
             if !self.selection.wants_endpoint(name) {
                 continue;
@@ -707,7 +715,7 @@ impl Follower {
             version,
             sha256: cached.sha256.clone(),
             size: 0,
-            status: ferry_registry::records::VersionStatus::Active,
+            status: ferry_api::records::VersionStatus::Active,
             signature: cached.signature.clone(),
             lineage: Default::default(),
             params: Default::default(),
@@ -815,11 +823,4 @@ fn cached(record: &VersionRecord) -> CachedModel {
         sha256: record.sha256.clone(),
         signature: record.signature.clone(),
     }
-}
-
-fn is_model_event(kind: &str) -> bool {
-    matches!(
-        kind,
-        "model.created" | "version.created" | "version.updated" | "alias.set" | "alias.deleted"
-    )
 }

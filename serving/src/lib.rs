@@ -5,8 +5,13 @@
 //! - [`oip`]: the protocol's JSON, decoded straight into tensors and checked against the model's
 //!   signature before anything reaches ONNX Runtime;
 //! - [`repository`]: the table of served models, swapped atomically;
-//! - [`follow`]: keeps that table in step with the registry (or files, for development);
-//! - [`api`]: the HTTP routes. [`routes`] builds them; the `ferry` binary binds them.
+//! - [`follow`]: keeps that table in step with the registry (or files, for development), read
+//!   through a [`catalog`];
+//! - [`infer`]: the inference service every prediction goes through (plan, decode, run,
+//!   bookkeeping), whatever protocol brought it;
+//! - [`traffic`]: the pure split, shadow comparison, feedback join and per-version counters;
+//! - [`api`]: the HTTP routes, thin handlers over [`infer`]. [`routes`] builds them; the `ferry`
+//!   binary binds them.
 
 #![warn(missing_docs)]
 
@@ -16,6 +21,7 @@ pub mod catalog;
 pub mod drift;
 pub mod error;
 pub mod follow;
+pub mod infer;
 pub mod oip;
 pub mod prediction_log;
 pub mod report;
@@ -107,7 +113,7 @@ pub struct ServingState {
     /// Set once the initial models are loaded (`/v2/health/ready`).
     pub ready: Arc<AtomicBool>,
     /// Bearer tokens (shared with the registry); none means open.
-    pub tokens: ferry_registry::Tokens,
+    pub tokens: ferry_api::http::Tokens,
     /// Where answered predictions are appended, when enabled.
     pub prediction_log: Option<prediction_log::PredictionLog>,
     /// Drift scores for Prometheus (updated by the reporter).

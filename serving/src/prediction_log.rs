@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferry_registry::BlobStore;
+use ferry_api::storage::StoreRoot;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::mpsc;
 
@@ -90,7 +90,7 @@ impl PredictionLog {
     /// # Errors
     /// When the metrics cannot be registered.
     pub fn start(
-        store: BlobStore,
+        store: StoreRoot,
         replica: String,
         log_inputs: bool,
         registry: &Registry,
@@ -140,7 +140,7 @@ struct Batch {
 }
 
 async fn write_batches(
-    store: BlobStore,
+    store: StoreRoot,
     replica: String,
     mut records: mpsc::Receiver<PredictionRecord>,
     queued_bytes: Arc<AtomicUsize>,
@@ -182,7 +182,7 @@ async fn write_batches(
 }
 
 async fn flush(
-    store: &BlobStore,
+    store: &StoreRoot,
     replica: &str,
     endpoint: &str,
     batch: Batch,
@@ -247,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_written_in_batches_and_a_full_queue_drops_instead_of_waiting() {
-        let store = BlobStore::in_memory();
+        let store = StoreRoot::in_memory();
         let registry = Registry::new();
         let log =
             PredictionLog::start(store.clone(), "replica-1".into(), false, &registry).unwrap();
@@ -266,7 +266,9 @@ mod tests {
         // The ticker flushes within FLUSH_EVERY.
         let mut objects = Vec::new();
         for _ in 0..100 {
-            objects = store.list(store.root()).await.unwrap();
+            objects = futures::TryStreamExt::try_collect(store.store.list(Some(&store.root)))
+                .await
+                .unwrap();
             if !objects.is_empty() {
                 break;
             }
@@ -275,7 +277,14 @@ mod tests {
         assert_eq!(objects.len(), 1, "{objects:?}");
         let key = objects[0].location.to_string();
         assert!(key.starts_with("predictions/fraud/"), "{key}");
-        let body = store.get_all(&objects[0].location).await.unwrap();
+        let body = store
+            .store
+            .get(&objects[0].location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 3);
         // A record larger than the byte bound is dropped at once.
         log.record(PredictionRecord {

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_registry::analysis::{Report, VersionCounters};
+use ferry_api::traffic::{Report, VersionCounters};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{CatalogError, SharedCatalog};
 use crate::repository::ModelRepository;
 
 /// How often counters are pushed by default (`--report-interval`).
@@ -23,7 +23,7 @@ struct Pending {
 
 /// Sends every endpoint's counters every `interval`, until the task is dropped.
 pub async fn run(
-    catalog: Catalog,
+    catalog: SharedCatalog,
     repository: Arc<ModelRepository>,
     replica: String,
     interval: Duration,
@@ -37,7 +37,15 @@ pub async fn run(
         ticker.tick().await;
         let snapshot = repository.snapshot();
         if let Some(gauges) = &drift {
-            update_drift_gauges(gauges, &snapshot);
+            // Scoring every version's histograms is CPU work: on the blocking pool.
+            let (gauges, models) = (gauges.clone(), snapshot.clone());
+            if let Err(e) = ferry_api::blocking::run_blocking(move || {
+                update_drift_gauges(&gauges, &models);
+            })
+            .await
+            {
+                tracing::warn!(error = %e, "updating the drift gauges failed");
+            }
         }
         for (name, model) in snapshot.iter() {
             let Some(endpoint) = &model.endpoint else {
@@ -81,6 +89,7 @@ fn update_drift_gauges(
     gauges: &crate::api::DriftGauges,
     snapshot: &std::collections::HashMap<String, Arc<crate::repository::ServedModel>>,
 ) {
+    ferry_api::blocking::assert_off_reactor("scoring drift for the gauges");
     let now = Instant::now();
     for (name, model) in snapshot {
         let window = model.traffic.stats.window(now, DRIFT_WINDOW);
@@ -88,16 +97,12 @@ fn update_drift_gauges(
             let Some(profile) = &served.profile else {
                 continue;
             };
-            let drift = label
-                .parse::<i64>()
-                .ok()
-                .and_then(|v| window.get(&v))
-                .and_then(|c| c.drift.as_ref());
+            let drift = window.get(&served.number).and_then(|c| c.drift.as_ref());
             if let Some(drift) = drift {
                 gauges.set(
                     name,
                     label,
-                    &ferry_registry::drift::analyze_drift(profile, drift),
+                    &ferry_api::drift::analyze_drift(profile, drift),
                 );
             }
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use ferry_registry::records::EndpointPolicy;
+use ferry_api::records::EndpointPolicy;
 
 use crate::runtime::LoadedModel;
 use crate::shadow::ShadowTarget;
@@ -16,7 +16,9 @@ use crate::traffic::{EndpointStats, RecentPredictions};
 /// One loaded version of a model.
 #[derive(Clone)]
 pub struct ServedVersion {
-    /// The version label: the registry's number, or `1` for a file.
+    /// The version's number: the registry's, or 1 for a model served from a file.
+    pub number: i64,
+    /// The same as the label clients see (`model_version`, `/versions/{v}`).
     pub version: String,
     /// The running model.
     pub model: LoadedModel,
@@ -25,7 +27,7 @@ pub struct ServedVersion {
     /// When it finished loading.
     pub loaded_at: DateTime<Utc>,
     /// Its training profile, when one was pushed with it: live inputs are binned on its edges.
-    pub profile: Option<Arc<ferry_registry::drift::Profile>>,
+    pub profile: Option<Arc<ferry_api::drift::Profile>>,
 }
 
 /// How many recent predictions each served name remembers for feedback, by default.

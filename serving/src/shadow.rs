@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::repository::{ServedVersion, Traffic};
 use crate::runtime::{RuntimeError, Tensor};
-use crate::traffic::compare;
+use crate::traffic::{Comparison, compare};
 
 /// Copies waiting for one shadow; beyond this they are dropped.
 pub const SHADOW_QUEUE: usize = 256;
@@ -82,29 +82,33 @@ async fn run(
                 let model = served.model.clone();
                 running.push(async move {
                     let ShadowJob { inputs, outputs, primary, deadline } = job;
-                    (model.infer(inputs, outputs, deadline).await, primary)
+                    match model.infer(inputs, outputs, deadline).await {
+                        // The comparison walks whole tensors: on the blocking pool.
+                        Ok(outputs) => ferry_api::blocking::run_blocking(move || {
+                            compare(&primary, &outputs)
+                        })
+                        .await
+                        .map_err(|e| RuntimeError::Inference {
+                            reason: format!("comparing the shadow's outputs failed: {e}"),
+                        }),
+                        Err(e) => Err(e),
+                    }
                 });
             }
-            Some((result, primary)) = running.next(), if !running.is_empty() => {
-                record(&traffic, version, result, &primary);
+            Some(result) = running.next(), if !running.is_empty() => {
+                record(&traffic, version, result);
             }
         }
     }
-    while let Some((result, primary)) = running.next().await {
-        record(&traffic, version, result, &primary);
+    while let Some(result) = running.next().await {
+        record(&traffic, version, result);
     }
 }
 
-fn record(
-    traffic: &Traffic,
-    version: i64,
-    result: Result<Vec<Tensor>, RuntimeError>,
-    primary: &[Tensor],
-) {
+fn record(traffic: &Traffic, version: i64, result: Result<Comparison, RuntimeError>) {
     let now = Instant::now();
     match result {
-        Ok(outputs) => {
-            let comparison = compare(primary, &outputs);
+        Ok(comparison) => {
             traffic.stats.record_shadow(now, version, &comparison);
         }
         // Too busy or too late: the copy was shed, which is what shadows are for.

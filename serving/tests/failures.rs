@@ -4,7 +4,7 @@
 
 mod common;
 
-use ferry_registry::onnx::Dim;
+use ferry_api::onnx::Dim;
 use ferry_serving::runtime::{LoadedModel, ModelMetrics, ModelSource, RuntimeError, Tensor};
 
 fn is_inference_error(result: &Result<Vec<Tensor>, RuntimeError>) -> bool {
@@ -112,7 +112,7 @@ async fn a_batched_run_onnx_runtime_refuses_is_retried_request_by_request() {
 
 async fn load_with(
     bytes: Vec<u8>,
-    signature: ferry_registry::onnx::ModelSignature,
+    signature: ferry_api::onnx::ModelSignature,
 ) -> Option<Result<LoadedModel, RuntimeError>> {
     let runtime = common::runtime()?;
     Some(

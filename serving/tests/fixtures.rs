@@ -70,7 +70,7 @@ async fn each_fixture_answers_what_onnxruntime_computed() {
             &runtime,
             // In memory, as the registry hands artifacts over.
             ModelSource::from(bytes.clone()),
-            ferry_registry::onnx::inspect(&bytes).unwrap(),
+            ferry_api::onnx::inspect(&bytes).unwrap(),
             common::options(),
             ModelMetrics::detached(file, "1").unwrap(),
         )

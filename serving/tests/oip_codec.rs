@@ -5,14 +5,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
 use ferry_serving::oip::{self, OipError};
 use ferry_serving::runtime::{DataType, Tensor, TensorData};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> ModelSignature {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    ferry_registry::onnx::inspect(&std::fs::read(&path).unwrap()).unwrap()
+    ferry_api::onnx::inspect(&std::fs::read(&path).unwrap()).unwrap()
 }
 
 fn spec(name: &str, datatype: &str, shape: Option<Vec<Dim>>) -> TensorSpec {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferry_registry::analysis::{Report, VersionCounters};
-use ferry_registry::records::EndpointPolicy;
+use ferry_api::records::EndpointPolicy;
+use ferry_api::traffic::{Report, VersionCounters};
 use ferry_serving::runtime::Tensor;
 use ferry_serving::traffic::{
     EndpointStats, FeedbackError, PredictionEntry, RecentPredictions, Route, compare,
@@ -102,7 +102,12 @@ fn routed_mirrored_and_judged_traffic_shows_how_each_version_does() {
         Err(FeedbackError::AlreadyGiven)
     );
 
-    let analysis = stats.analysis(later, Duration::from_secs(900), Some(&policy));
+    let analysis = stats.analysis(
+        later,
+        Duration::from_secs(900),
+        Some(&policy),
+        &std::collections::BTreeMap::new(),
+    );
     let by_version: BTreeMap<i64, _> = analysis.versions.iter().map(|v| (v.version, v)).collect();
     let (stable, canary, shadow) = (by_version[&1], by_version[&2], by_version[&3]);
 

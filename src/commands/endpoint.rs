@@ -1,15 +1,13 @@
 //! `ferry endpoint …`, `ferry predict`, `ferry feedback`: traffic policies and predictions from
 //! the command line.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail};
-use ferry_registry::analysis::EndpointAnalysis;
-use ferry_registry::client::RegistryClient;
-use ferry_registry::drift::DriftAnalysis;
-use ferry_registry::records::{
+use ferry_api::client::RegistryClient;
+use ferry_api::drift::DriftAnalysis;
+use ferry_api::records::{
     CanaryPolicy, DriftMetric, DriftPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy,
 };
+use ferry_api::traffic::EndpointAnalysis;
 use serde_json::{Value, json};
 
 use crate::cli::{
@@ -183,7 +181,8 @@ fn percent(share: f64) -> String {
 }
 
 async fn show(args: EndpointShowArgs) -> Result<()> {
-    let window = parse_window(&args.window)?;
+    let window = crate::config::parse_duration(&args.window)
+        .with_context(|| format!("--window `{}`", args.window))?;
     let api = connect(&args.client)?;
     let record = api.get_endpoint(&args.name).await?;
     let analysis = api.endpoint_analysis(&args.name, window).await?;
@@ -304,22 +303,6 @@ fn human_seconds(s: f64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-fn parse_window(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("window `{text}` must be like 60s, 5m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => bail!("window `{text}` must be like 60s, 5m or 1h"),
-    };
-    Ok(Duration::from_secs(secs))
 }
 
 /// `ferry predict`.

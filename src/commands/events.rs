@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use ferry_registry::records::Event;
-use ferry_registry::webhooks::patterns::{matches, validate_patterns};
+use ferry_api::events::EventData;
+use ferry_api::events::patterns::{matches, validate_patterns};
+use ferry_api::records::Event;
 
 use crate::cli::{EventsArgs, Output};
 use crate::output::{self, Table};
@@ -24,23 +25,20 @@ fn describe(kind: &str, data: &serde_json::Value) -> String {
 
 /// `fraud:4 (stable) psi 3.26 > 0.2 in f0 (3.26), f7 (0.31)` for `drift.detected`,
 /// `fraud:4 (stable) psi 0.03 <= 0.2, recovered from event 15` for `drift.recovered`; `None`
-/// for other kinds or a payload without the expected fields.
+/// for other kinds or a payload that is not the kind's.
 fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
-    let model = data["model"].as_str()?;
-    let version = data["version"].as_i64()?;
-    let role = data["role"].as_str().unwrap_or("-");
-    let metric = data["metric"].as_str()?;
-    let threshold = data["threshold"].as_f64()?;
-    let score = data["score"].as_f64()?;
-    let head = format!("{model}:{version} ({role}) {metric} {score:.2}");
-    match kind {
-        "drift.detected" => {
-            let drifted: Vec<String> = data["features"]
-                .as_array()?
+    let head = |model: &str, version: i64, role: &str, metric: &str, score: Option<f64>| {
+        score.map(|score| format!("{model}:{version} ({role}) {metric} {score:.2}"))
+    };
+    match EventData::decode(kind.parse().ok()?, data).ok()? {
+        EventData::DriftDetected(d) => {
+            let head = head(&d.model, d.version, &d.role, &d.metric, d.score)?;
+            let threshold = d.threshold;
+            let drifted: Vec<String> = d
+                .features
                 .iter()
-                .filter_map(|f| Some((f["name"].as_str()?, f["score"].as_f64()?)))
-                .filter(|(_, s)| *s > threshold)
-                .map(|(name, s)| format!("{name} ({s:.2})"))
+                .filter(|f| f.score > threshold)
+                .map(|f| format!("{} ({:.2})", f.name, f.score))
                 .collect();
             let mut named = drifted
                 .iter()
@@ -57,10 +55,14 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
                 format!("{head} > {threshold} in {named}")
             })
         }
-        "drift.recovered" => Some(match data["detected_event"].as_i64() {
-            Some(id) => format!("{head} <= {threshold}, recovered from event {id}"),
-            None => format!("{head} <= {threshold}, recovered"),
-        }),
+        EventData::DriftRecovered(d) => {
+            let head = head(&d.model, d.version, &d.role, &d.metric, d.score)?;
+            let threshold = d.threshold;
+            Some(match d.detected_event {
+                Some(id) => format!("{head} <= {threshold}, recovered from event {id}"),
+                None => format!("{head} <= {threshold}, recovered"),
+            })
+        }
         _ => None,
     }
 }
@@ -145,6 +147,8 @@ mod tests {
         let mut detected = json!({
             "endpoint": "fraud", "model": "fraud", "version": 4, "role": "stable",
             "metric": "psi", "threshold": 0.2, "score": 3.257_998, "samples": 500,
+            "consecutive_windows": 1, "window_seconds": 60.0,
+            "window_end": "2026-11-29T21:52:21.000000Z",
             "features": [
                 {"name": "f0", "score": 3.257_998},
                 {"name": "f7", "score": 0.31},
@@ -167,6 +171,8 @@ mod tests {
         let recovered = json!({
             "endpoint": "fraud", "model": "fraud", "version": 4, "role": "canary",
             "metric": "js", "threshold": 0.1, "score": 0.031, "detected_event": 15,
+            "samples": 500, "window_seconds": 60.0,
+            "window_end": "2026-11-29T21:53:21.000000Z",
         });
         assert_eq!(
             describe("drift.recovered", &recovered),

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ferry_registry::client::{ClientError, RegistryClient};
-use ferry_registry::lineage::{DataRef, ParamValue, VersionMetadata};
-use ferry_registry::names::{self, ModelRef, VersionRef};
-use ferry_registry::records::{ModelRecord, VersionRecord, VersionStatus};
+use ferry_api::client::{ClientError, RegistryClient};
+use ferry_api::lineage::{DataRef, ParamValue, VersionMetadata};
+use ferry_api::names::{self, ModelRef, VersionRef};
+use ferry_api::records::{ModelRecord, VersionRecord, VersionStatus};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -180,7 +180,7 @@ async fn build_metadata(args: &PushArgs) -> Result<VersionMetadata> {
         }
         Some(sha) => {
             let sha = sha.to_ascii_lowercase();
-            if !ferry_registry::lineage::is_hex_of_len(&sha, 40) {
+            if !ferry_api::lineage::is_hex_of_len(&sha, 40) {
                 bail!("--git takes `auto` or a full 40-character commit SHA, got `{sha}`");
             }
             metadata.git_commit = Some(sha);

@@ -2,13 +2,13 @@
 //!
 //! Files are read row group by row group through the `parquet` crate's row API (no Arrow), so
 //! memory stays at about one row group whatever the file's size, and the profile is built in the
-//! same two passes as for CSV ([`ferry_registry::drift::profile_rows`]).
+//! same two passes as for CSV ([`ferry_api::drift::profile_rows`]).
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use ferry_registry::drift::{CsvOptions, InputProfile, ProfileError, profile_rows};
+use ferry_api::drift::{CsvOptions, InputProfile, ProfileError, profile_rows};
 use parquet::basic::Type as PhysicalType;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
@@ -125,7 +125,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use ferry_registry::drift::profile_csv;
+    use ferry_api::drift::profile_csv;
     use parquet::basic::Compression;
     use parquet::column::writer::ColumnWriter;
     use parquet::file::properties::WriterProperties;

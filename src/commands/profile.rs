@@ -5,8 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ferry_registry::drift::{CsvOptions, Header, Profile, profile_csv_file};
-use ferry_registry::onnx::{Dim, ModelSignature, OnnxScanner};
+use ferry_api::drift::{CsvOptions, Header, Profile, profile_csv_file};
+use ferry_api::onnx::{Dim, ModelSignature, OnnxScanner};
 
 use crate::cli::{Output, ProfileArgs};
 use crate::output::{self, Table};

@@ -1,7 +1,7 @@
 //! `ferry webhook …`: subscriptions that trigger pipelines (e.g. retraining on drift).
 
 use anyhow::{Result, bail};
-use ferry_registry::webhooks::{DeliveryRecord, DeliveryStatus, NewWebhook};
+use ferry_api::webhooks::{DeliveryRecord, DeliveryStatus, NewWebhook};
 
 use crate::cli::{Output, WebhookCommand};
 use crate::commands::model::connect;

@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_registry::analysis::EndpointAnalysis;
-use ferry_registry::records::{DriftMetric, EndpointPolicy, RolloutStep};
+use ferry_api::records::{DriftMetric, EndpointPolicy, RolloutStep};
+use ferry_api::traffic::EndpointAnalysis;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, Patch, PatchParams};
@@ -688,7 +688,7 @@ pub fn rollout_step(event: &RolloutEvent, source: &str) -> RolloutStep {
         reason: event.reason.clone(),
         message: truncate(
             &event.message,
-            ferry_registry::endpoints::MAX_ROLLOUT_MESSAGE_CHARS,
+            ferry_api::rollout::MAX_ROLLOUT_MESSAGE_CHARS,
         ),
         phase: serde_json::to_value(event.phase)
             .ok()

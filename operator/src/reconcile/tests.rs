@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::TimeZone;
-use ferry_registry::analysis::{EndpointAnalysis, VersionAnalysis};
-use ferry_registry::client::ClientError;
-use ferry_registry::records::{CanaryPolicy, EndpointRecord, EventPage};
+use ferry_api::client::ClientError;
+use ferry_api::records::{CanaryPolicy, EndpointRecord, EventPage};
+use ferry_api::traffic::{EndpointAnalysis, VersionAnalysis};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -739,7 +739,7 @@ fn backoff_doubles_up_to_five_minutes() {
 
 #[test]
 fn candidate_drift_needs_enough_samples_and_reads_psi() {
-    use ferry_registry::drift::DriftAnalysis;
+    use ferry_api::drift::DriftAnalysis;
     let config = md(spec(), None, &[]).spec.rollout_config().unwrap();
     let mut a = analysis(0);
     let drift: DriftAnalysis = serde_json::from_value(json!({

@@ -1,7 +1,7 @@
 //! Table-driven tests of the rollout engine: a simulated clock, an endpoint analysis made to
 //! order, and the engine's decisions read back like the reconcile loop would.
 
-use ferry_registry::analysis::{EndpointAnalysis, VersionAnalysis};
+use ferry_api::traffic::{EndpointAnalysis, VersionAnalysis};
 
 use super::*;
 

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::extract::Path;
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::names::{self, VersionRef};
+use ferry_api::names::{self, VersionRef};
 
 pub async fn download(
     State(state): State<AppState>,

@@ -7,11 +7,12 @@ use serde::Deserialize;
 
 use super::extract::{Json, Path, Query};
 use crate::AppState;
-use crate::analysis::{EndpointAnalysis, Report};
-use crate::endpoints::{Preconditions, etag, parse_window};
+use crate::endpoints::{Preconditions, etag};
 use crate::error::{Error, Result};
-use crate::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep};
 use crate::store::EndpointWrite;
+use ferry_api::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep};
+use ferry_api::traffic::parse_window;
+use ferry_api::traffic::{EndpointAnalysis, Report};
 
 // The same paging limits as the model listings.
 const DEFAULT_PAGE: u32 = 50;

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use super::extract::Query;
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::records::{Event, EventPage};
 use crate::store::MetadataStore;
+use ferry_api::records::{Event, EventPage};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;

@@ -22,7 +22,7 @@ use crate::error::Error;
 /// Largest JSON body any route accepts.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// The registry's routes, without the process-wide layers ([`crate::layers::common`]), so that
+/// The registry's routes, without the process-wide layers ([`ferry_api::http::layers::common`]), so that
 /// `ferry up` can merge them with serving's routes under one set of layers.
 pub fn routes(state: AppState) -> Router {
     let config = state.config.clone();
@@ -105,7 +105,7 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state.clone())
         .route(
             "/metrics",
-            get(crate::metrics::expose).with_state(state.prometheus.clone()),
+            get(ferry_api::http::metrics::expose).with_state(state.prometheus.clone()),
         );
     api.merge(system)
 }
@@ -114,13 +114,13 @@ pub fn routes(state: AppState) -> Router {
 /// problem-document 404 for unknown paths.
 pub fn router(state: AppState) -> Router {
     let metrics = state.http_metrics.clone();
-    crate::layers::common(routes(state).fallback(not_found), metrics)
+    ferry_api::http::layers::common(routes(state).fallback(not_found), metrics)
 }
 
 /// The 404 for paths no route matches.
 pub async fn not_found(uri: axum::http::Uri) -> Error {
     Error::NotFound(format!(
         "no route for {}",
-        crate::names::printable(uri.path())
+        ferry_api::names::printable(uri.path())
     ))
 }

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use super::extract::{Json, Path, Query};
 use crate::AppState;
 use crate::error::{Error, Result};
-use crate::names::{self, VersionRef};
-use crate::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
 use crate::store::Inserted;
 use crate::upload::UploadSession;
+use ferry_api::names::{self, VersionRef};
+use ferry_api::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -242,7 +242,7 @@ async fn receive(
                     }
                     bytes.extend_from_slice(&chunk);
                 }
-                session.set_metadata(&bytes)?;
+                session.set_metadata(bytes).await?;
             }
             Some("model") => {
                 let counter = state.metrics.upload_bytes.clone();

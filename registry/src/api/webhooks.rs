@@ -12,8 +12,9 @@ use super::extract::{Json, Path, Query};
 use crate::AppState;
 use crate::auth::RequireAdmin;
 use crate::error::{Error, Result};
-use crate::records::Page;
-use crate::webhooks::{DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord, display_url};
+use crate::webhooks::display_url;
+use ferry_api::records::Page;
+use ferry_api::webhooks::{DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;

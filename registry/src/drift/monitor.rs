@@ -24,15 +24,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::analyze::{DriftAnalysis, analyze_drift};
-use super::profile::Profile;
-use crate::analysis::DriftCounters;
-use crate::endpoints::{ReceivedReport, TrafficRole};
+use ferry_api::drift::{DriftAnalysis, Profile, analyze_drift};
+use ferry_api::events::{DriftDetected, DriftRecovered, EventData, FeatureScore};
+use ferry_api::records::{DriftMetric, DriftPolicy, EndpointPolicy, Event};
+use ferry_api::traffic::{DriftCounters, ReceivedReport, TrafficRole};
+
 use crate::error::{Error, Result};
-use crate::records::{DriftMetric, DriftPolicy, EndpointPolicy, Event};
 use crate::store::MetadataStore;
 
 /// The evaluation interval when none is configured.
@@ -170,7 +169,7 @@ pub(crate) struct DriftJudgment {
     pub score: Option<f64>,
     pub samples: u64,
     /// The event to emit with the change, and whether it opens (`true`) or closes the incident.
-    pub event: Option<(Transition, serde_json::Value)>,
+    pub event: Option<EventData>,
 }
 
 /// Starts the monitor on a background task: [`evaluate_once`] every `interval` (at least
@@ -345,16 +344,13 @@ async fn evaluate_endpoint(
             start: start.unwrap_or(now),
             end: now,
         };
-        let event = transition.map(|t| {
-            let data = match t {
-                Transition::Detected => detected_event(&window, analysis),
-                Transition::Recovered => recovered_event(
-                    &window,
-                    analysis,
-                    d.previous.as_ref().and_then(|p| p.incident_event),
-                ),
-            };
-            (t, data)
+        let event = transition.map(|t| match t {
+            Transition::Detected => detected_event(&window, analysis),
+            Transition::Recovered => recovered_event(
+                &window,
+                analysis,
+                d.previous.as_ref().and_then(|p| p.incident_event),
+            ),
         });
         let judgment = DriftJudgment {
             endpoint: name.to_string(),
@@ -449,52 +445,55 @@ fn metric_name(metric: DriftMetric) -> &'static str {
     }
 }
 
-/// The `drift.detected` payload: the version, the policy, the window, and the worst features
+/// The `drift.detected` event: the version, the policy, the window, and the worst features
 /// (at most [`EVENT_FEATURES`], worst first) by the policy's metric.
-fn detected_event(window: &Window<'_>, analysis: &DriftAnalysis) -> serde_json::Value {
+fn detected_event(window: &Window<'_>, analysis: &DriftAnalysis) -> EventData {
     let metric = window.policy.metric;
-    let features: Vec<serde_json::Value> = analysis
+    let features = analysis
         .ranked(metric)
         .into_iter()
         .take(EVENT_FEATURES)
-        .map(|(name, score)| json!({ "name": name, "score": score }))
+        .map(|(name, score)| FeatureScore {
+            name: name.to_string(),
+            score,
+        })
         .collect();
-    json!({
-        "endpoint": window.endpoint,
-        "model": window.model,
-        "version": window.version,
-        "role": window.role.as_str(),
-        "metric": metric_name(metric),
-        "threshold": window.policy.threshold,
-        "consecutive_windows": window.policy.consecutive_windows,
-        "score": analysis.score(metric),
-        "window_seconds": window.seconds(),
-        "window_end": crate::store::timestamp(window.end),
-        "samples": analysis.samples,
-        "features": features,
-    })
+    EventData::DriftDetected(Box::new(DriftDetected {
+        endpoint: window.endpoint.to_string(),
+        model: window.model.to_string(),
+        version: window.version,
+        role: window.role.as_str().to_string(),
+        metric: metric_name(metric).to_string(),
+        threshold: window.policy.threshold,
+        consecutive_windows: window.policy.consecutive_windows,
+        score: analysis.score(metric),
+        window_seconds: window.seconds(),
+        window_end: crate::store::timestamp(window.end),
+        samples: analysis.samples,
+        features,
+    }))
 }
 
-/// The `drift.recovered` payload, pointing at the `drift.detected` event it closes.
+/// The `drift.recovered` event, pointing at the `drift.detected` event it closes.
 fn recovered_event(
     window: &Window<'_>,
     analysis: &DriftAnalysis,
     detected: Option<i64>,
-) -> serde_json::Value {
+) -> EventData {
     let metric = window.policy.metric;
-    json!({
-        "endpoint": window.endpoint,
-        "model": window.model,
-        "version": window.version,
-        "role": window.role.as_str(),
-        "metric": metric_name(metric),
-        "threshold": window.policy.threshold,
-        "score": analysis.score(metric),
-        "window_seconds": window.seconds(),
-        "window_end": crate::store::timestamp(window.end),
-        "samples": analysis.samples,
-        "detected_event": detected,
-    })
+    EventData::DriftRecovered(Box::new(DriftRecovered {
+        endpoint: window.endpoint.to_string(),
+        model: window.model.to_string(),
+        version: window.version,
+        role: window.role.as_str().to_string(),
+        metric: metric_name(metric).to_string(),
+        threshold: window.policy.threshold,
+        score: analysis.score(metric),
+        window_seconds: window.seconds(),
+        window_end: crate::store::timestamp(window.end),
+        samples: analysis.samples,
+        detected_event: detected,
+    }))
 }
 
 /// Profiles by version, for the versions whose stored profile is a valid one of the current
@@ -522,6 +521,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use serde_json::json;
 
     fn policy(threshold: f64, min_samples: u64, consecutive_windows: u32) -> DriftPolicy {
         DriftPolicy {
@@ -664,8 +664,8 @@ mod tests {
 
     #[test]
     fn a_detected_event_names_the_worst_features_first_and_at_most_ten() {
-        use crate::drift::analyze::FeatureDrift;
-        use crate::drift::score::Scores;
+        use ferry_api::drift::compare::FeatureDrift;
+        use ferry_api::drift::score::Scores;
         let mut analysis = DriftAnalysis {
             samples: 500,
             ..DriftAnalysis::default()
@@ -700,7 +700,7 @@ mod tests {
             start: now - TimeDelta::seconds(60),
             end: now,
         };
-        let event = detected_event(&window, &analysis);
+        let event = detected_event(&window, &analysis).to_json();
         assert_eq!(event["metric"], "psi");
         assert_eq!(event["version"], 3);
         assert_eq!(event["role"], "canary");

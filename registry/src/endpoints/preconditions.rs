@@ -2,7 +2,7 @@
 //! its ETag (`"3"`).
 
 use crate::error::{Error, Result};
-use crate::names;
+use ferry_api::names;
 
 /// The ETag of a revision: the number in double quotes.
 pub fn etag(revision: i64) -> String {

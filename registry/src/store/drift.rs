@@ -8,11 +8,12 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{MetadataStore, WriteTx, parse_json, parse_timestamp, timestamp};
-use crate::drift::Profile;
-use crate::drift::monitor::{DriftJudgment, DriftStateRecord, Transition, parse_profiles};
-use crate::endpoints::ReceivedReport;
+use crate::drift::monitor::{DriftJudgment, DriftStateRecord, parse_profiles};
 use crate::error::{Error, Result};
-use crate::records::{EndpointPolicy, Event};
+use ferry_api::drift::Profile;
+use ferry_api::events::EventData;
+use ferry_api::records::{EndpointPolicy, Event};
+use ferry_api::traffic::ReceivedReport;
 
 const STATE_COLUMNS: &str = "endpoint, version, consecutive, incident_event, window_end, \
                              last_score, last_samples, updated_at";
@@ -170,13 +171,9 @@ impl MetadataStore {
         }
         let open_incident = current.as_ref().and_then(|c| c.incident_event);
         let incident_event = match &judgment.event {
-            Some((Transition::Detected, data)) => Some(
-                tx.emit("drift.detected", &judgment.endpoint, data.clone())
-                    .await?,
-            ),
-            Some((Transition::Recovered, data)) => {
-                tx.emit("drift.recovered", &judgment.endpoint, data.clone())
-                    .await?;
+            Some(event @ EventData::DriftDetected(_)) => Some(tx.emit(event.clone()).await?),
+            Some(event) => {
+                tx.emit(event.clone()).await?;
                 None
             }
             None if judgment.state.incident => open_incident,

@@ -1,17 +1,17 @@
 //! Endpoints: each write checks its preconditions and the versions it routes to, bumps the
 //! revision, records which versions it references and emits its event, in one transaction.
 
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{MetadataStore, WriteTx, parse_json, parse_timestamp, timestamp};
-use crate::endpoints::{
-    Preconditions, referenced_versions, validate_policy, validate_rollout_step,
-};
+use crate::endpoints::Preconditions;
 use crate::error::{Error, Result};
-use crate::names;
-use crate::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep, VersionStatus};
+use ferry_api::events::{EndpointDeleted, EndpointUpdated, EventData, RolloutStepped};
+use ferry_api::names;
+use ferry_api::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep, VersionStatus};
+use ferry_api::rollout::validate_rollout_step;
+use ferry_api::traffic::{referenced_versions, validate_policy};
 
 /// What a `PUT` of an endpoint did.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,11 +77,12 @@ impl MetadataStore {
         let revision = current.as_ref().map_or(1, |c| c.revision + 1);
         let created = current.is_none();
         let event_id = tx
-            .emit(
-                "endpoint.updated",
-                name,
-                json!({ "endpoint": name, "revision": revision, "policy": policy, "created": created }),
-            )
+            .emit(EventData::EndpointUpdated(Box::new(EndpointUpdated {
+                endpoint: name.to_string(),
+                revision,
+                policy: policy.clone(),
+                created,
+            })))
             .await?;
         if created {
             sqlx::query(
@@ -218,11 +219,10 @@ impl MetadataStore {
             .bind(name)
             .execute(&mut *tx.tx)
             .await?;
-        tx.emit(
-            "endpoint.deleted",
-            name,
-            json!({ "endpoint": name, "revision": current.revision }),
-        )
+        tx.emit(EventData::EndpointDeleted(EndpointDeleted {
+            endpoint: name.to_string(),
+            revision: current.revision,
+        }))
         .await?;
         tx.commit(self).await?;
         Ok(current)
@@ -244,23 +244,19 @@ impl MetadataStore {
         let current = read_endpoint(&mut tx, name)
             .await?
             .ok_or_else(|| endpoint_not_found(name))?;
-        tx.emit(
-            "rollout.step",
-            name,
-            json!({
-                "endpoint": name,
-                "model": current.policy.model,
-                "revision": current.revision,
-                "reason": step.reason,
-                "message": step.message,
-                "phase": step.phase,
-                "stable": step.stable,
-                "candidate": step.candidate,
-                "step": step.step,
-                "weight": step.weight,
-                "source": step.source,
-            }),
-        )
+        tx.emit(EventData::RolloutStep(Box::new(RolloutStepped {
+            endpoint: name.to_string(),
+            model: current.policy.model.clone(),
+            revision: current.revision,
+            reason: step.reason,
+            message: step.message,
+            phase: step.phase,
+            stable: step.stable,
+            candidate: step.candidate,
+            step: step.step,
+            weight: step.weight,
+            source: step.source,
+        })))
         .await?;
         let mut event =
             tx.commit(self).await?.pop().ok_or_else(|| {

@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::{MetadataStore, parse_json, parse_timestamp};
 use crate::error::Result;
-use crate::records::{Event, EventPage};
+use ferry_api::records::{Event, EventPage};
 
 /// How often a waiting reader re-reads the table even without a local wake-up: another registry
 /// replica sharing the database may have written.

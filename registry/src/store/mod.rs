@@ -23,7 +23,8 @@ use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::error::{Error, Result};
-use crate::records::Event;
+use ferry_api::events::EventData;
+use ferry_api::records::Event;
 
 pub use endpoints::EndpointWrite;
 pub(crate) use models::idempotency_conflict;
@@ -299,19 +300,17 @@ pub(crate) struct WriteTx {
 
 impl WriteTx {
     /// Appends an event to the outbox; it becomes visible when the transaction commits.
-    pub(crate) async fn emit(
-        &mut self,
-        kind: &str,
-        subject: &str,
-        data: serde_json::Value,
-    ) -> Result<i64> {
+    pub(crate) async fn emit(&mut self, event: EventData) -> Result<i64> {
+        let kind = event.kind().as_str();
+        let subject = event.subject().to_string();
+        let data = event.to_json();
         let id = self.last_event_id + 1;
         sqlx::query(
             "INSERT INTO events (id, type, subject, data, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(kind)
-        .bind(subject)
+        .bind(&subject)
         .bind(data.to_string())
         .bind(timestamp(self.now))
         .execute(&mut *self.tx)
@@ -320,7 +319,7 @@ impl WriteTx {
         self.events.push(Event {
             id,
             kind: kind.to_string(),
-            subject: subject.to_string(),
+            subject,
             data,
             created_at: self.now,
         });

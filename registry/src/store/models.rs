@@ -2,17 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
 use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
-use crate::lineage::VersionMetadata;
-use crate::names::{LATEST, VersionRef};
-use crate::onnx::ModelSignature;
-use crate::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
+use ferry_api::events::{
+    AliasDeleted, AliasSet, EventData, ModelCreated, VersionCreated, VersionUpdated,
+};
+use ferry_api::lineage::VersionMetadata;
+use ferry_api::names::{LATEST, VersionRef};
+use ferry_api::onnx::ModelSignature;
+use ferry_api::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
 
 /// A version about to be recorded: its bytes are already published in the blob store.
 #[derive(Debug, Clone)]
@@ -106,7 +108,9 @@ impl MetadataStore {
             Some(latest) => latest + 1,
             None => {
                 let seq = tx
-                    .emit("model.created", &new.model, json!({ "model": new.model }))
+                    .emit(EventData::ModelCreated(ModelCreated {
+                        model: new.model.clone(),
+                    }))
                     .await?;
                 sqlx::query(
                     "INSERT INTO models (name, seq, latest_version, created_at, updated_at) VALUES ($1, $2, 0, $3, $3)",
@@ -149,11 +153,12 @@ impl MetadataStore {
         .bind(&now)
         .execute(&mut *tx.tx)
         .await?;
-        tx.emit(
-            "version.created",
-            &new.model,
-            json!({ "model": new.model, "version": version, "sha256": new.sha256, "size": size }),
-        )
+        tx.emit(EventData::VersionCreated(VersionCreated {
+            model: new.model.clone(),
+            version,
+            sha256: new.sha256.clone(),
+            size,
+        }))
         .await?;
         let created_at = tx.now;
         tx.commit(self).await?;
@@ -468,11 +473,12 @@ impl MetadataStore {
             .bind(model)
             .execute(&mut *tx.tx)
             .await?;
-        tx.emit(
-            "alias.set",
-            model,
-            json!({ "model": model, "alias": alias, "version": version, "previous": previous }),
-        )
+        tx.emit(EventData::AliasSet(AliasSet {
+            model: model.to_string(),
+            alias: alias.to_string(),
+            version,
+            previous,
+        }))
         .await?;
         tx.commit(self).await?;
         Ok(record)
@@ -508,11 +514,11 @@ impl MetadataStore {
             .bind(model)
             .execute(&mut *tx.tx)
             .await?;
-        tx.emit(
-            "alias.deleted",
-            model,
-            json!({ "model": model, "alias": alias, "version": previous }),
-        )
+        tx.emit(EventData::AliasDeleted(AliasDeleted {
+            model: model.to_string(),
+            alias: alias.to_string(),
+            version: previous,
+        }))
         .await?;
         tx.commit(self).await?;
         Ok(AliasRecord {
@@ -585,11 +591,11 @@ impl MetadataStore {
                 .bind(version)
                 .execute(&mut *tx.tx)
                 .await?;
-            tx.emit(
-                "version.updated",
-                model,
-                json!({ "model": model, "version": version, "status": status }),
-            )
+            tx.emit(EventData::VersionUpdated(VersionUpdated {
+                model: model.to_string(),
+                version,
+                status,
+            }))
             .await?;
             tx.commit(self).await?;
         } else {
@@ -663,7 +669,7 @@ fn parse_page_token(token: Option<&str>) -> Result<i64> {
         Some(t) => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
             Error::BadRequest(format!(
                 "invalid page_token {}: pass the next_page_token of the previous page",
-                crate::names::printable(t)
+                ferry_api::names::printable(t)
             ))
         }),
     }
@@ -677,6 +683,6 @@ fn model_not_found(name: &str) -> Error {
 pub(crate) fn idempotency_conflict(key: &str) -> Error {
     Error::Conflict(format!(
         "Idempotency-Key {} was already used for a different upload (other bytes or metadata) of this model",
-        crate::names::printable(key)
+        ferry_api::names::printable(key)
     ))
 }

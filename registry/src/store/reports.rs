@@ -10,17 +10,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::json;
 
 use super::endpoints::to_json;
 use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
-use crate::analysis::{EndpointAnalysis, Report};
-use crate::endpoints::{
-    ReceivedReport, analyze_with_profiles, referenced_versions, validate_report,
-};
 use crate::error::{Error, Result};
-use crate::names;
-use crate::records::Event;
+use ferry_api::events::{EndpointDegraded, EndpointRecovered, EventData};
+use ferry_api::names;
+use ferry_api::records::Event;
+use ferry_api::traffic::{EndpointAnalysis, Report};
+use ferry_api::traffic::{ReceivedReport, referenced_versions, summarize_reports, validate_report};
 
 /// Reports deleted per transaction when pruning, so that no prune holds the writer lock long.
 const PRUNE_BATCH: i64 = 500;
@@ -96,19 +94,21 @@ impl MetadataStore {
         .flatten();
         match (&previous, &report.load_error) {
             (previous, Some(error)) if previous.as_ref() != Some(error) => {
-                tx.emit(
-                    "endpoint.degraded",
-                    name,
-                    json!({ "endpoint": name, "replica": report.replica, "error": error, "revision": report.revision }),
-                )
+                tx.emit(EventData::EndpointDegraded(EndpointDegraded {
+                    endpoint: name.to_string(),
+                    replica: report.replica.clone(),
+                    error: error.clone(),
+                    revision: report.revision,
+                }))
                 .await?;
             }
             (Some(previous), None) => {
-                tx.emit(
-                    "endpoint.recovered",
-                    name,
-                    json!({ "endpoint": name, "replica": report.replica, "previous_error": previous, "revision": report.revision }),
-                )
+                tx.emit(EventData::EndpointRecovered(EndpointRecovered {
+                    endpoint: name.to_string(),
+                    replica: report.replica.clone(),
+                    previous_error: previous.clone(),
+                    revision: report.revision,
+                }))
                 .await?;
             }
             _ => {}
@@ -246,7 +246,7 @@ impl MetadataStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(analyze_with_profiles(
+            Ok(summarize_reports(
                 &endpoint.name,
                 window.as_secs_f64(),
                 &endpoint.policy,

@@ -20,8 +20,6 @@
 
 pub mod backoff;
 mod metrics;
-pub mod patterns;
-pub mod records;
 pub mod signature;
 mod store;
 mod worker;
@@ -32,7 +30,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub use metrics::WebhookMetrics;
-pub use records::{CreatedWebhook, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
 pub use worker::{RoundSummary, WebhookWorker};
 
 use crate::error::{Error, Result};
@@ -187,24 +184,7 @@ fn validate_url(raw: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-/// A webhook URL as events and logs show it: without its query string, which may carry a token.
-pub fn display_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            let had_query = url.query().is_some();
-            url.set_query(None);
-            url.set_fragment(None);
-            let _ = url.set_password(None);
-            let _ = url.set_username("");
-            let mut shown = url.to_string();
-            if had_query {
-                shown.push_str("?…");
-            }
-            shown
-        }
-        Err(_) => "(invalid URL)".to_string(),
-    }
-}
+pub use ferry_api::webhooks::display_url;
 
 #[cfg(test)]
 mod tests {

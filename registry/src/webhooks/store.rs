@@ -3,16 +3,18 @@
 //! delivery rows it covers, and claims and outcomes are serialized with everything else.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::patterns::{matches, validate_patterns};
-use super::records::{CreatedWebhook, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
 use super::{Secret, display_url, validate_secret, validate_url};
 use crate::error::{Error, Result};
-use crate::records::{Event, Page};
 use crate::store::{MetadataStore, parse_json, parse_timestamp, timestamp};
+use ferry_api::events::patterns::{matches, validate_patterns};
+use ferry_api::events::{EventData, WebhookChanged};
+use ferry_api::records::{Event, Page};
+use ferry_api::webhooks::{
+    CreatedWebhook, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord,
+};
 
 const WEBHOOK_COLUMNS: &str = "id, seq, url, events, cursor, created_at";
 const DELIVERY_COLUMNS: &str = "id, webhook, event_id, event_type, status, attempts, \
@@ -67,11 +69,11 @@ impl MetadataStore {
         let mut tx = self.begin_write().await?;
         let now = timestamp(tx.now);
         let seq = tx
-            .emit(
-                "webhook.created",
-                &id,
-                json!({ "id": id, "url": display_url(&url), "events": events }),
-            )
+            .emit(EventData::WebhookCreated(WebhookChanged {
+                id: id.clone(),
+                url: display_url(&url),
+                events: events.clone(),
+            }))
             .await?;
         sqlx::query(
             "INSERT INTO webhooks (id, seq, url, events, secret, cursor, created_at) \
@@ -172,11 +174,11 @@ impl MetadataStore {
             .bind(id)
             .execute(&mut *tx.tx)
             .await?;
-        tx.emit(
-            "webhook.deleted",
-            id,
-            json!({ "id": id, "url": display_url(&record.url), "events": record.events }),
-        )
+        tx.emit(EventData::WebhookDeleted(WebhookChanged {
+            id: id.to_string(),
+            url: display_url(&record.url),
+            events: record.events.clone(),
+        }))
         .await?;
         tx.commit(self).await?;
         Ok(record)
@@ -544,7 +546,7 @@ fn check_id(what: &str, id: &str) -> Result<()> {
     uuid::Uuid::parse_str(id).map(|_| ()).map_err(|_| {
         Error::BadRequest(format!(
             "{what} id {} is not a UUID",
-            crate::names::printable(id)
+            ferry_api::names::printable(id)
         ))
     })
 }
@@ -563,7 +565,7 @@ fn parse_page_token(token: Option<&str>) -> Result<i64> {
         Some(t) => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
             Error::BadRequest(format!(
                 "invalid page_token {}: pass the next_page_token of the previous page",
-                crate::names::printable(t)
+                ferry_api::names::printable(t)
             ))
         }),
     }

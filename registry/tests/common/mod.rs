@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
-use ferry_registry::metrics::HttpMetrics;
+use ferry_api::http::metrics::HttpMetrics;
 use ferry_registry::{AppState, BlobStore, Config, MetadataStore};
 use http_body_util::BodyExt;
 use serde_json::Value;

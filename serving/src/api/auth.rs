@@ -4,7 +4,7 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use ferry_registry::Tokens;
+use ferry_api::http::Tokens;
 
 use crate::error::ServingError;
 
@@ -18,10 +18,10 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ServingError> {
     if !tokens.is_open() {
-        let known = ferry_registry::auth::bearer(request.headers())
+        let known = ferry_api::http::auth::bearer(request.headers())
             .is_some_and(|presented| tokens.authenticate(presented).is_some());
         if !known {
-            ferry_registry::auth::drain_refused(request).await;
+            ferry_api::http::auth::drain_refused(request).await;
             return Err(ServingError::Unauthorized);
         }
     }

@@ -34,13 +34,8 @@ impl DriftGauges {
     }
 
     /// Sets the scores of one version.
-    pub fn set(
-        &self,
-        endpoint: &str,
-        version: &str,
-        analysis: &ferry_registry::drift::DriftAnalysis,
-    ) {
-        let set = |feature: &str, scores: &ferry_registry::drift::Scores| {
+    pub fn set(&self, endpoint: &str, version: &str, analysis: &ferry_api::drift::DriftAnalysis) {
+        let set = |feature: &str, scores: &ferry_api::drift::Scores| {
             for (metric, value) in [("psi", scores.psi), ("kl", scores.kl), ("js", scores.js)] {
                 self.scores
                     .with_label_values(&[endpoint, version, feature, metric])

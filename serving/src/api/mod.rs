@@ -1,8 +1,10 @@
 //! The Open Inference Protocol v2 routes.
 
 mod auth;
+mod feedback;
 mod infer;
 mod metrics;
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,8 +32,8 @@ pub fn routes(state: ServingState) -> Router {
         .route("/v2/models/{name}/ready", get(model_ready))
         .route("/v2/models/{name}/config", get(model_config))
         .route("/v2/models/{name}/infer", post(infer::infer))
-        .route("/v2/models/{name}/feedback", post(infer::feedback))
-        .route("/v2/models/{name}/stats", get(infer::stats))
+        .route("/v2/models/{name}/feedback", post(feedback::feedback))
+        .route("/v2/models/{name}/stats", get(stats::stats))
         .route(
             "/v2/models/{name}/versions/{version}",
             get(version_metadata),
@@ -97,7 +99,7 @@ pub(crate) fn find_model(
     }
     Err(ServingError::NotFound(format!(
         "no model named `{}` is served here",
-        ferry_registry::names::printable(name).trim_matches('`')
+        ferry_api::names::printable(name).trim_matches('`')
     )))
 }
 

@@ -2,7 +2,7 @@
 //! metadata (`GET /v2/models/{name}[/versions/{v}]`) and the repository index
 //! (`POST /v2/repository/index`).
 
-use ferry_registry::onnx::{ModelSignature, TensorSpec};
+use ferry_api::onnx::{ModelSignature, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 use super::error::OipError;

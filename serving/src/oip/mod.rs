@@ -12,7 +12,7 @@
 //!   documents, in the shapes `tritonclient` and `perf_analyzer` expect.
 //!
 //! ```
-//! use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+//! use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
 //! use ferry_serving::oip;
 //! use ferry_serving::runtime::{Tensor, TensorData};
 //!
@@ -48,7 +48,7 @@
 //! ```
 //!
 //! [`Tensor`]: crate::runtime::Tensor
-//! [`ModelSignature`]: ferry_registry::onnx::ModelSignature
+//! [`ModelSignature`]: ferry_api::onnx::ModelSignature
 
 mod data;
 mod error;

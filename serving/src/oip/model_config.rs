@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
 use serde::{Deserialize, Serialize};
 
 use super::metadata::PLATFORM;

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use ferry_registry::onnx::ModelSignature;
+use ferry_api::onnx::ModelSignature;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;

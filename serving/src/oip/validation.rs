@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
 
 use super::MAX_RANK;
 use super::error::OipError;

@@ -194,7 +194,7 @@ impl Pending {
 mod tests {
     use std::sync::Arc;
 
-    use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+    use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
     use tokio::sync::{Semaphore, oneshot};
 
     use super::*;

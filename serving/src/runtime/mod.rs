@@ -21,7 +21,7 @@
 //! let onnxruntime = library::load(None)?; // ORT_DYLIB_PATH, else ./.ort/
 //! let metrics = RuntimeMetrics::register(prometheus::default_registry())?;
 //! let bytes = std::fs::read("tests/fixtures/mlp.onnx")?;
-//! let signature = ferry_registry::onnx::inspect(&bytes)?;
+//! let signature = ferry_api::onnx::inspect(&bytes)?;
 //! let model = LoadedModel::load(
 //!     &onnxruntime,
 //!     ModelSource::from(bytes),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_registry::onnx::{ModelSignature, TensorSpec};
+use ferry_api::onnx::{ModelSignature, TensorSpec};
 
 use super::error::RuntimeError;
 use super::options::RuntimeOptions;
@@ -114,7 +114,7 @@ pub(crate) fn servable_datatype(role: &str, spec: &TensorSpec) -> Result<DataTyp
 
 #[cfg(test)]
 mod tests {
-    use ferry_registry::onnx::Dim;
+    use ferry_api::onnx::Dim;
 
     use super::*;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
-use ferry_registry::onnx::ModelSignature;
+use ferry_api::onnx::ModelSignature;
 use tokio::sync::{Semaphore, oneshot};
 
 use super::batcher::{self, BatchPolicy};

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
-use ferry_registry::onnx::{Dim, ModelSignature, TensorSpec};
+use ferry_api::onnx::{Dim, ModelSignature, TensorSpec};
 use ort::session::Session;
 use ort::value::{Outlet, ValueType};
 use tokio::sync::oneshot;

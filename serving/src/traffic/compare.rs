@@ -12,7 +12,7 @@
 //! [`Comparison::record`] counts such a request as compared, in the agreement denominator, and
 //! in the top difference bucket `[1, ∞)`, but adds nothing to the difference sums.
 
-use ferry_registry::analysis::{ShadowCounters, diff_bucket};
+use ferry_api::traffic::{ShadowCounters, diff_bucket};
 
 use crate::runtime::{Tensor, TensorData};
 
@@ -80,6 +80,8 @@ fn add_finite(sum: &mut f64, value: f64) {
 /// shared at all, the comparison is a mismatch unless both sides are empty.
 #[must_use]
 pub fn compare(primary: &[Tensor], shadow: &[Tensor]) -> Comparison {
+    // Element by element over whole output tensors: CPU work, kept off the reactor.
+    ferry_api::blocking::assert_off_reactor("comparing shadow outputs");
     let mut acc = Accumulator::default();
     let mut shared = 0usize;
     for p in primary {
@@ -340,7 +342,7 @@ fn elements<T: Element>(a: &[T], b: &[T], shape: &[usize], acc: &mut Accumulator
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_registry::analysis::{VersionAnalysis, VersionCounters};
+    use ferry_api::traffic::{VersionAnalysis, VersionCounters};
 
     fn f32s(name: &str, shape: Vec<usize>, values: &[f32]) -> Tensor {
         Tensor::new(name, shape, values.to_vec()).unwrap()

@@ -9,7 +9,7 @@
 //!    gets a copy ([`sampled`]).
 //! 2. [`compare`](mod@compare): when a shadow has answered, its outputs are compared with the primary's
 //!    ([`compare()`](compare::compare)) and the [`Comparison`] lands in the shadow version's
-//!    [`ShadowCounters`](ferry_registry::analysis::ShadowCounters): agreement rate and
+//!    [`ShadowCounters`](ferry_api::traffic::ShadowCounters): agreement rate and
 //!    difference distribution.
 //! 3. [`feedback`]: each primary prediction is remembered under its request id
 //!    ([`RecentPredictions`]) with its predicted classes ([`predicted_classes`]); feedback
@@ -30,4 +30,4 @@ pub mod stats;
 pub use compare::{Comparison, compare, predicted_classes};
 pub use feedback::{FeedbackError, FeedbackStoreStats, PredictionEntry, RecentPredictions};
 pub use split::{Route, bucket, route, route_policy, sampled};
-pub use stats::{EndpointStats, IntervalCounters, analyze, role_of};
+pub use stats::{EndpointStats, IntervalCounters};

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use ferry_registry::records::EndpointPolicy;
+use ferry_api::records::EndpointPolicy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -121,7 +121,7 @@ fn unit_interval(domain: &[u8], parts: &[&[u8]]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_registry::records::CanaryPolicy;
+    use ferry_api::records::CanaryPolicy;
 
     /// Deterministic stand-ins for random request ids (UUID-shaped, from SplitMix64), so the
     /// statistical tests below pass or fail the same way on every run.

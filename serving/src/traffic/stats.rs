@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::mem;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use ferry_registry::analysis::{EndpointAnalysis, VersionAnalysis, VersionCounters};
-use ferry_registry::records::EndpointPolicy;
+use ferry_api::drift::Profile;
+use ferry_api::records::EndpointPolicy;
+use ferry_api::traffic::{EndpointAnalysis, VersionCounters, summarize};
 
 use super::compare::Comparison;
 
@@ -206,11 +207,11 @@ impl EndpointStats {
 
     /// Counts live input rows of `version` into its drift histograms, on the edges of the
     /// training profile of one input (`values` row-major, `row_width` values per row).
-    pub fn record_drift<T: ferry_registry::analysis::DriftValue>(
+    pub fn record_drift<T: ferry_api::traffic::DriftValue>(
         &self,
         now: Instant,
         version: i64,
-        profile: &ferry_registry::drift::InputProfile,
+        profile: &ferry_api::drift::InputProfile,
         values: &[T],
         row_width: usize,
     ) {
@@ -241,16 +242,24 @@ impl EndpointStats {
     }
 
     /// [`window`](Self::window) summarized per version, ordered and labelled by the roles the
-    /// versions play in `policy` (see [`analyze`]).
+    /// versions play in `policy`, with the drift of those that have a profile: the contract's
+    /// [`summarize`], the same numbers the registry computes from every replica's reports.
     #[must_use]
     pub fn analysis(
         &self,
         now: Instant,
         duration: Duration,
         policy: Option<&EndpointPolicy>,
+        profiles: &BTreeMap<i64, Arc<Profile>>,
     ) -> EndpointAnalysis {
         let window = self.effective_window(duration);
-        analyze(&self.endpoint, window, &self.window(now, duration), policy)
+        summarize(
+            &self.endpoint,
+            window.as_secs_f64(),
+            policy,
+            &self.window(now, duration),
+            profiles,
+        )
     }
 
     /// Applies `update` to `version`'s counters in the current slot and in the pending report.
@@ -321,67 +330,12 @@ fn trim(counters: &mut VersionCounters) {
     counts.truncate(used);
 }
 
-/// The role of `version` in `policy`: `stable`, `canary`, `shadow`, or `retired` for a version
-/// the policy no longer names (it still has counts in the window).
-#[must_use]
-pub fn role_of(policy: Option<&EndpointPolicy>, version: i64) -> &'static str {
-    let Some(policy) = policy else {
-        return "retired";
-    };
-    if policy.stable == version {
-        "stable"
-    } else if policy.canary.as_ref().is_some_and(|c| c.version == version) {
-        "canary"
-    } else if policy.shadows.iter().any(|s| s.version == version) {
-        "shadow"
-    } else {
-        "retired"
-    }
-}
-
-/// Summarizes per-version counters over a window of `window` into what `/stats` and rollouts
-/// read: every version `policy` names (even with nothing counted yet) in the order stable,
-/// canary, shadows, then versions it no longer names, oldest first. `replicas` is left empty for
-/// the caller to fill.
-#[must_use]
-pub fn analyze(
-    endpoint: &str,
-    window: Duration,
-    counters: &BTreeMap<i64, VersionCounters>,
-    policy: Option<&EndpointPolicy>,
-) -> EndpointAnalysis {
-    let mut order: Vec<i64> = Vec::new();
-    if let Some(policy) = policy {
-        order.push(policy.stable);
-        order.extend(policy.canary.as_ref().map(|c| c.version));
-        order.extend(policy.shadows.iter().map(|s| s.version));
-    }
-    order.extend(counters.keys().copied());
-    let mut seen = std::collections::BTreeSet::new();
-    order.retain(|v| seen.insert(*v));
-    let empty = VersionCounters::default();
-    let versions = order
-        .into_iter()
-        .map(|v| {
-            let c = counters.get(&v).unwrap_or(&empty);
-            VersionAnalysis::from_counters(v, role_of(policy, v), c)
-        })
-        .collect();
-    EndpointAnalysis {
-        endpoint: endpoint.to_owned(),
-        window_seconds: window.as_secs_f64(),
-        replicas: Vec::new(),
-        versions,
-        load_error: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::Tensor;
     use crate::traffic::compare::compare;
-    use std::sync::Arc;
+    use ferry_api::traffic::VersionAnalysis;
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -659,7 +613,7 @@ mod tests {
         ok(&s, t0, 5);
         ok(&s, t0, 4);
         ok(&s, t0, 4);
-        let analysis = s.analysis(t0, Duration::from_secs(90), Some(&policy));
+        let analysis = s.analysis(t0, Duration::from_secs(90), Some(&policy), &BTreeMap::new());
         let rows: Vec<(i64, &str, u64)> = analysis
             .versions
             .iter()
@@ -676,6 +630,5 @@ mod tests {
         );
         assert_eq!(analysis.window_seconds, 60.0);
         assert_eq!(analysis.endpoint, "fraud");
-        assert_eq!(role_of(None, 4), "retired");
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ferry_registry::onnx::{ModelSignature, inspect};
+use ferry_api::onnx::{ModelSignature, inspect};
 use ferry_serving::runtime::library::{self, LibrarySearch};
 use ferry_serving::runtime::{
     LoadedModel, ModelMetrics, ModelSource, OnnxRuntime, RuntimeOptions, Tensor, TensorData,

@@ -16,7 +16,7 @@
 //! A check without data (no feedback, no class axis, no drift score) is recorded as skipped with
 //! the reason, and does not block.
 
-use ferry_registry::analysis::{EndpointAnalysis, VersionAnalysis};
+use ferry_api::traffic::{EndpointAnalysis, VersionAnalysis};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::client::{ClientError, RegistryClient};
+use super::{ClientError, RegistryClient};
 use crate::records::Page;
 use crate::webhooks::{CreatedWebhook, DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
 

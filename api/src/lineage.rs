@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 
 /// Where the training code lives and which commit produced the model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,11 +87,11 @@ impl VersionMetadata {
     /// Parses the metadata part, naming the field at fault when the JSON has the wrong shape.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] with the JSON path and serde's explanation.
+    /// [`ValidationError::BadRequest`] with the JSON path and serde's explanation.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         // serde would also accept a JSON array for a struct; metadata is an object.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(Error::BadRequest(
+            return Err(ValidationError::BadRequest(
                 "metadata is not valid: expected a JSON object".into(),
             ));
         }
@@ -100,13 +100,15 @@ impl VersionMetadata {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." {
-                Error::BadRequest(format!("metadata is not valid: {inner}"))
+                ValidationError::BadRequest(format!("metadata is not valid: {inner}"))
             } else {
-                Error::BadRequest(format!("metadata field `{path}` is not valid: {inner}"))
+                ValidationError::BadRequest(format!(
+                    "metadata field `{path}` is not valid: {inner}"
+                ))
             }
         })?;
         de.end()
-            .map_err(|e| Error::BadRequest(format!("metadata is not valid: {e}")))?;
+            .map_err(|e| ValidationError::BadRequest(format!("metadata is not valid: {e}")))?;
         parsed.validate()?;
         Ok(parsed)
     }
@@ -114,12 +116,12 @@ impl VersionMetadata {
     /// Checks the values serde cannot: hash formats, sizes, finiteness.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] naming the field.
+    /// [`ValidationError::BadRequest`] naming the field.
     pub fn validate(&self) -> Result<()> {
         if let Some(commit) = &self.git_commit
             && !is_hex_of_len(commit, 40)
         {
-            return Err(Error::BadRequest(format!(
+            return Err(ValidationError::BadRequest(format!(
                 "metadata field `git_commit` must be the full 40-character lowercase hex commit SHA, got {}",
                 crate::names::printable(commit)
             )));
@@ -128,20 +130,20 @@ impl VersionMetadata {
             check_len("git_repo", repo, MAX_VALUE_LEN)?;
         }
         if self.data.len() > MAX_ENTRIES {
-            return Err(Error::BadRequest(format!(
+            return Err(ValidationError::BadRequest(format!(
                 "metadata field `data` lists {} datasets; the limit is {MAX_ENTRIES}",
                 self.data.len()
             )));
         }
         for (i, d) in self.data.iter().enumerate() {
             if d.uri.trim().is_empty() {
-                return Err(Error::BadRequest(format!(
+                return Err(ValidationError::BadRequest(format!(
                     "metadata field `data[{i}].uri` is empty"
                 )));
             }
             check_len(&format!("data[{i}].uri"), &d.uri, MAX_VALUE_LEN)?;
             if !is_hex_of_len(&d.sha256, 64) {
-                return Err(Error::BadRequest(format!(
+                return Err(ValidationError::BadRequest(format!(
                     "metadata field `data[{i}].sha256` must be 64 lowercase hex characters, got {}",
                     crate::names::printable(&d.sha256)
                 )));
@@ -153,7 +155,7 @@ impl VersionMetadata {
             ("tags", self.tags.len()),
         ] {
             if len > MAX_ENTRIES {
-                return Err(Error::BadRequest(format!(
+                return Err(ValidationError::BadRequest(format!(
                     "metadata field `{field}` has {len} entries; the limit is {MAX_ENTRIES}"
                 )));
             }
@@ -165,7 +167,7 @@ impl VersionMetadata {
             .chain(self.tags.keys())
         {
             if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err(Error::BadRequest(format!(
+                return Err(ValidationError::BadRequest(format!(
                     "metadata key {} must be 1 to {MAX_KEY_LEN} bytes",
                     crate::names::printable(key)
                 )));
@@ -173,7 +175,7 @@ impl VersionMetadata {
         }
         for (key, value) in &self.metrics {
             if !value.is_finite() {
-                return Err(Error::BadRequest(format!(
+                return Err(ValidationError::BadRequest(format!(
                     "metadata field `metrics.{key}` must be a finite number"
                 )));
             }
@@ -192,7 +194,7 @@ impl VersionMetadata {
         if let Some(sha) = &self.sha256
             && !is_hex_of_len(sha, 64)
         {
-            return Err(Error::BadRequest(format!(
+            return Err(ValidationError::BadRequest(format!(
                 "metadata field `sha256` must be 64 lowercase hex characters, got {}",
                 crate::names::printable(sha)
             )));
@@ -206,7 +208,7 @@ impl VersionMetadata {
     /// Checks what `--require-lineage` demands: a git commit and at least one hashed dataset.
     ///
     /// # Errors
-    /// [`Error::Unprocessable`] listing everything that is missing.
+    /// [`ValidationError::Unprocessable`] listing everything that is missing.
     pub fn require_lineage(&self) -> Result<()> {
         let mut missing = Vec::new();
         if self.git_commit.is_none() {
@@ -218,7 +220,7 @@ impl VersionMetadata {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(Error::Unprocessable(format!(
+            Err(ValidationError::Unprocessable(format!(
                 "this registry requires lineage for every version; metadata is missing {}",
                 missing.join(" and ")
             )))
@@ -237,7 +239,7 @@ impl VersionMetadata {
 
 fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
-        return Err(Error::BadRequest(format!(
+        return Err(ValidationError::BadRequest(format!(
             "metadata field `{field}` is {} bytes; the limit is {max}",
             value.len()
         )));
@@ -302,7 +304,7 @@ mod tests {
     #[test]
     fn malformed_json_is_a_bad_request() {
         let err = VersionMetadata::from_json(b"{not json").unwrap_err();
-        assert!(matches!(err, Error::BadRequest(_)));
+        assert!(matches!(err, ValidationError::BadRequest(_)));
     }
 
     #[test]
@@ -323,7 +325,7 @@ mod tests {
         let bad = br#"{"profile":{"format":1,"inputs":[{"input":"x","features":[{"name":"a","column":0,
             "edges":[1.0,0.0],"counts":[0,2,0],"summary":{"count":2,"mean":0.5,"std":0.5,"min":0.0,"max":1.0}}]}]}}"#;
         let err = VersionMetadata::from_json(bad).unwrap_err();
-        assert!(matches!(err, Error::BadRequest(_)));
+        assert!(matches!(err, ValidationError::BadRequest(_)));
         assert!(
             err.to_string()
                 .contains("`profile.inputs[0].features[0].edges` must be strictly increasing"),

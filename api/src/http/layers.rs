@@ -12,7 +12,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use crate::metrics::{HttpMetrics, record_http};
+use super::metrics::{HttpMetrics, record_http};
 
 /// The request-id header: taken from the client when present, generated otherwise, and echoed
 /// on the response.
@@ -63,7 +63,7 @@ pub fn common<S: Clone + Send + Sync + 'static>(
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(
             REQUEST_ID,
-            crate::request_id::FastUuid,
+            super::request_id::FastUuid,
         ))
         .layer(SetSensitiveRequestHeadersLayer::new(once(
             header::AUTHORIZATION,

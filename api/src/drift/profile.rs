@@ -28,7 +28,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 
 /// The profile format this registry writes and reads.
 pub const PROFILE_FORMAT: u32 = 1;
@@ -166,16 +166,18 @@ impl Profile {
     /// Reads and validates a profile from upload metadata (`VersionMetadata.profile`).
     ///
     /// # Errors
-    /// [`Error::BadRequest`] naming the field at fault, e.g.
+    /// [`ValidationError::BadRequest`] naming the field at fault, e.g.
     /// ``metadata field `profile.inputs[0].features[2].edges` must be strictly increasing…``.
     pub fn from_metadata(value: &serde_json::Value) -> Result<Profile> {
         let profile: Profile = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." {
-                Error::BadRequest(format!("metadata field `profile` is not valid: {inner}"))
+                ValidationError::BadRequest(format!(
+                    "metadata field `profile` is not valid: {inner}"
+                ))
             } else {
-                Error::BadRequest(format!(
+                ValidationError::BadRequest(format!(
                     "metadata field `profile.{path}` is not valid: {inner}"
                 ))
             }
@@ -187,10 +189,10 @@ impl Profile {
     /// Checks what the types cannot: the format, names, edges, counts and summaries.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] naming the first field at fault.
+    /// [`ValidationError::BadRequest`] naming the first field at fault.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: String| {
-            Err(Error::BadRequest(format!(
+            Err(ValidationError::BadRequest(format!(
                 "metadata field `profile.{field}` {why}"
             )))
         };
@@ -284,7 +286,7 @@ impl Profile {
 impl InputProfile {
     /// The narrowest row this input's features fit in (highest column + 1): serving checks it
     /// once against the input's shape when it loads the version, because
-    /// [`crate::analysis::DriftCounters::record_rows`] skips features outside the row.
+    /// [`crate::traffic::DriftCounters::record_rows`] skips features outside the row.
     pub fn min_row_width(&self) -> usize {
         self.features
             .iter()
@@ -1171,7 +1173,7 @@ mod tests {
         let p = build("v\n0.3\n0.7\n0.7\n0.9\n", &options(4)).unwrap();
         let f = &p.features[0];
         assert!(f.edges.contains(&f64::from(0.7f32)), "{:?}", f.edges);
-        let mut live = crate::analysis::DriftCounters::default();
+        let mut live = crate::traffic::DriftCounters::default();
         live.record_rows(&p, &[0.3f32, 0.7, 0.7, 0.9], 1);
         assert_eq!(live.inputs["x"][0], f.counts);
         let exact = CsvOptions {

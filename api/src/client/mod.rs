@@ -1,18 +1,21 @@
 //! A typed HTTP client for the registry API, used by the CLI and by serving.
 
+mod catalog;
+mod webhooks;
+
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use crate::analysis::{EndpointAnalysis, Report};
 use crate::lineage::VersionMetadata;
 use crate::names::VersionRef;
 use crate::records::{
     AliasRecord, EndpointPolicy, EndpointRecord, Event, EventPage, ModelRecord, Page, RolloutStep,
     VersionRecord,
 };
+use crate::traffic::{EndpointAnalysis, Report};
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]

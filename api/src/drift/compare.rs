@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::profile::Profile;
 use super::score::{Scores, scores};
-use crate::analysis::DriftCounters;
 use crate::records::DriftMetric;
+use crate::traffic::DriftCounters;
 
 /// How far one feature's live inputs are from its training profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub struct FeatureDrift {
 }
 
 /// The drift of one version's live inputs from its training profile: part of
-/// [`crate::analysis::VersionAnalysis`], and what the drift monitor judges.
+/// [`crate::traffic::VersionAnalysis`], and what the drift monitor judges.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftAnalysis {
     /// The fewest live values behind any profiled feature (0 when some feature got none): what

@@ -1,38 +1,14 @@
-//! Summing the reports of every replica inside a window into an endpoint's analysis.
+//! Summing traffic counters into the per-version numbers an endpoint is judged on.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::policy::referenced_versions;
-use crate::analysis::{EndpointAnalysis, Report, VersionAnalysis, VersionCounters};
+use super::counters::{EndpointAnalysis, Report, VersionAnalysis, VersionCounters};
+use super::policy::{TrafficRole, referenced_versions};
 use crate::drift::Profile;
 use crate::records::EndpointPolicy;
-
-/// What a version does in an endpoint's current policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrafficRole {
-    /// Answers every request not sent to the canary.
-    Stable,
-    /// Answers a share of requests.
-    Canary,
-    /// Receives copies of requests.
-    Shadow,
-    /// No longer in the policy, but reported inside the window.
-    Retired,
-}
-
-impl TrafficRole {
-    /// The spelling in analyses and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrafficRole::Stable => "stable",
-            TrafficRole::Canary => "canary",
-            TrafficRole::Shadow => "shadow",
-            TrafficRole::Retired => "retired",
-        }
-    }
-}
 
 /// A stored report with when it arrived.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,28 +19,15 @@ pub struct ReceivedReport {
     pub report: Report,
 }
 
-/// Sums `reports` (all inside the window; order does not matter except for which load error is
-/// the newest) per version, and labels each version with its role in `policy`: stable, canary,
-/// shadows in policy order, then versions no longer in the policy (`retired`) by number.
-/// Versions of the policy nobody reported on still appear, with zero counts.
-pub fn analyze(
+/// Sums the reports of every replica inside a window (order does not matter except for which
+/// load error is the newest) per version, then [`summarize`]s them; the analysis names the
+/// replicas that reported. What the registry's `GET …/analysis` answers.
+pub fn summarize_reports<P: Borrow<Profile>>(
     endpoint: &str,
     window_seconds: f64,
     policy: &EndpointPolicy,
     reports: &[ReceivedReport],
-) -> EndpointAnalysis {
-    analyze_with_profiles(endpoint, window_seconds, policy, reports, &BTreeMap::new())
-}
-
-/// Like [`analyze`], and scores the drift of every version of the policy that has a training
-/// profile in `profiles` (by version number) from its summed live histograms. Retired versions
-/// are not scored: their numbers may belong to the model the endpoint served before.
-pub fn analyze_with_profiles(
-    endpoint: &str,
-    window_seconds: f64,
-    policy: &EndpointPolicy,
-    reports: &[ReceivedReport],
-    profiles: &BTreeMap<i64, Profile>,
+    profiles: &BTreeMap<i64, P>,
 ) -> EndpointAnalysis {
     let mut replicas = BTreeSet::new();
     let mut sums: BTreeMap<i64, VersionCounters> = BTreeMap::new();
@@ -81,29 +44,54 @@ pub fn analyze_with_profiles(
             newest_error = Some((received.received_at, error));
         }
     }
-    let mut versions = Vec::with_capacity(sums.len() + 2);
-    for used in referenced_versions(policy) {
-        let counters = sums.remove(&used.version).unwrap_or_default();
+    let mut analysis = summarize(endpoint, window_seconds, Some(policy), &sums, profiles);
+    analysis.replicas = replicas.into_iter().collect();
+    analysis.load_error = newest_error.map(|(_, e)| e.to_string());
+    analysis
+}
+
+/// The per-version numbers of an endpoint from counters summed over a window: every version
+/// `policy` names, in its order (stable, canary, shadows; with zero counts when nothing was
+/// counted), then versions it no longer names (`retired`) by number. Versions of the policy with
+/// a training profile in `profiles` get their drift scored; retired ones do not (their numbers
+/// may belong to the model the endpoint served before). Without a policy every version is
+/// retired. `replicas` and `load_error` are left for the caller.
+///
+/// Serving's `/stats` (one replica's window) and the registry's analysis (every replica's
+/// reports, [`summarize_reports`]) are this one function.
+pub fn summarize<P: Borrow<Profile>>(
+    endpoint: &str,
+    window_seconds: f64,
+    policy: Option<&EndpointPolicy>,
+    counters: &BTreeMap<i64, VersionCounters>,
+    profiles: &BTreeMap<i64, P>,
+) -> EndpointAnalysis {
+    let empty = VersionCounters::default();
+    let used = policy.map(referenced_versions).unwrap_or_default();
+    let mut versions = Vec::with_capacity(counters.len() + used.len());
+    for u in &used {
         versions.push(VersionAnalysis::from_counters_with_profile(
-            used.version,
-            used.role.as_str(),
-            &counters,
-            profiles.get(&used.version),
+            u.version,
+            u.role.as_str(),
+            counters.get(&u.version).unwrap_or(&empty),
+            profiles.get(&u.version).map(Borrow::borrow),
         ));
     }
-    for (version, counters) in &sums {
-        versions.push(VersionAnalysis::from_counters(
-            *version,
-            TrafficRole::Retired.as_str(),
-            counters,
-        ));
+    for (version, c) in counters {
+        if !used.iter().any(|u| u.version == *version) {
+            versions.push(VersionAnalysis::from_counters(
+                *version,
+                TrafficRole::Retired.as_str(),
+                c,
+            ));
+        }
     }
     EndpointAnalysis {
         endpoint: endpoint.to_string(),
         window_seconds,
-        replicas: replicas.into_iter().collect(),
+        replicas: Vec::new(),
         versions,
-        load_error: newest_error.map(|(_, e)| e.to_string()),
+        load_error: None,
     }
 }
 
@@ -111,6 +99,7 @@ pub fn analyze_with_profiles(
 mod tests {
     use super::*;
     use crate::records::{CanaryPolicy, ShadowPolicy};
+    use std::collections::BTreeMap;
 
     fn policy() -> EndpointPolicy {
         EndpointPolicy {
@@ -170,7 +159,13 @@ mod tests {
             report("b", 10, &[(5, 10), (3, 1), (1, 2)], None),
             report("a", 11, &[(5, 20), (7, 4)], None),
         ];
-        let analysis = analyze("e", 300.0, &policy(), &reports);
+        let analysis = summarize_reports(
+            "e",
+            300.0,
+            &policy(),
+            &reports,
+            &BTreeMap::<i64, Profile>::new(),
+        );
         let got: Vec<(i64, &str, u64)> = analysis
             .versions
             .iter()
@@ -200,20 +195,57 @@ mod tests {
             report("b", 40, &[], None),
         ];
         assert_eq!(
-            analyze("e", 60.0, &policy(), &reports)
-                .load_error
-                .as_deref(),
+            summarize_reports(
+                "e",
+                60.0,
+                &policy(),
+                &reports,
+                &BTreeMap::<i64, Profile>::new()
+            )
+            .load_error
+            .as_deref(),
             Some("new")
         );
         assert_eq!(
-            analyze("e", 60.0, &policy(), &reports[2..]).load_error,
+            summarize_reports(
+                "e",
+                60.0,
+                &policy(),
+                &reports[2..],
+                &BTreeMap::<i64, Profile>::new()
+            )
+            .load_error,
             None
         );
     }
 
     #[test]
+    fn without_a_policy_every_counted_version_is_retired_in_version_order() {
+        let counters: BTreeMap<i64, VersionCounters> = [(3, 2), (1, 5)]
+            .into_iter()
+            .map(|(v, requests)| {
+                (
+                    v,
+                    VersionCounters {
+                        requests,
+                        ..VersionCounters::default()
+                    },
+                )
+            })
+            .collect();
+        let analysis = summarize("e", 60.0, None, &counters, &BTreeMap::<i64, Profile>::new());
+        let got: Vec<(i64, &str, u64)> = analysis
+            .versions
+            .iter()
+            .map(|v| (v.version, v.role.as_str(), v.requests))
+            .collect();
+        assert_eq!(got, vec![(1, "retired", 5), (3, "retired", 2)]);
+    }
+
+    #[test]
     fn no_reports_is_an_analysis_of_zeros_for_the_policy() {
-        let analysis = analyze("e", 60.0, &policy(), &[]);
+        let analysis =
+            summarize_reports("e", 60.0, &policy(), &[], &BTreeMap::<i64, Profile>::new());
         assert!(analysis.replicas.is_empty());
         assert_eq!(analysis.versions.len(), 4);
         assert!(analysis.versions.iter().all(|v| v.requests == 0));

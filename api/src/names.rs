@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 
 /// The pattern every model, alias and endpoint name must match, as shown in error messages.
 pub const NAME_PATTERN: &str = "^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$ (no `..`)";
@@ -21,10 +21,10 @@ pub const LATEST: &str = "latest";
 /// Checks a name of kind `what` ("model", "alias", "endpoint") against [`NAME_PATTERN`].
 ///
 /// # Errors
-/// [`Error::BadRequest`] that quotes the pattern and says what broke it.
+/// [`ValidationError::BadRequest`] that quotes the pattern and says what broke it.
 pub fn validate(what: &str, name: &str) -> Result<()> {
     let bad = |why: &str| {
-        Err(Error::BadRequest(format!(
+        Err(ValidationError::BadRequest(format!(
             "invalid {what} name {}: {why}; names must match {NAME_PATTERN}",
             printable(name)
         )))
@@ -59,16 +59,16 @@ pub fn validate(what: &str, name: &str) -> Result<()> {
 /// the reserved `latest`.
 ///
 /// # Errors
-/// [`Error::BadRequest`] naming the rule that failed.
+/// [`ValidationError::BadRequest`] naming the rule that failed.
 pub fn validate_alias(alias: &str) -> Result<()> {
     validate("alias", alias)?;
     if alias.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::BadRequest(format!(
+        return Err(ValidationError::BadRequest(format!(
             "invalid alias name `{alias}`: an alias cannot be all digits, those name versions"
         )));
     }
     if alias == LATEST {
-        return Err(Error::BadRequest(
+        return Err(ValidationError::BadRequest(
             "invalid alias name `latest`: it is reserved for the newest active version".into(),
         ));
     }
@@ -90,20 +90,20 @@ impl VersionRef {
     /// digits are a version number, anything else an alias (a leading `@` is allowed).
     ///
     /// # Errors
-    /// [`Error::BadRequest`] for version 0, numbers out of range, and invalid alias names.
+    /// [`ValidationError::BadRequest`] for version 0, numbers out of range, and invalid alias names.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.strip_prefix('@').unwrap_or(text);
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
             return match text.parse::<i64>() {
                 Ok(n) if n >= 1 => Ok(VersionRef::Number(n)),
-                _ => Err(Error::BadRequest(format!(
+                _ => Err(ValidationError::BadRequest(format!(
                     "invalid version `{text}`: versions are numbered from 1"
                 ))),
             };
         }
         if text != LATEST {
             validate_alias(text).map_err(|e| {
-                Error::BadRequest(format!(
+                ValidationError::BadRequest(format!(
                     "invalid version `{}`: a version is a number from 1, `latest` or an alias, and as an alias: {}",
                     printable(text),
                     e
@@ -137,7 +137,7 @@ impl ModelRef {
     /// Parses `name`, `name:V` or `name@ALIAS`.
     ///
     /// # Errors
-    /// [`Error::BadRequest`] when the name or the version part is invalid.
+    /// [`ValidationError::BadRequest`] when the name or the version part is invalid.
     pub fn parse(text: &str) -> Result<Self> {
         let (name, version) = if let Some((name, alias)) = text.split_once('@') {
             (name, VersionRef::parse(alias)?)
@@ -145,7 +145,7 @@ impl ModelRef {
             match VersionRef::parse(v)? {
                 number @ VersionRef::Number(_) => (name, number),
                 VersionRef::Alias(_) => {
-                    return Err(Error::BadRequest(format!(
+                    return Err(ValidationError::BadRequest(format!(
                         "invalid model reference `{}`: after `:` comes a version number; use `@` for an alias",
                         printable(text)
                     )));

@@ -22,7 +22,7 @@ pub struct NewWebhook {
 impl fmt::Debug for NewWebhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewWebhook")
-            .field("url", &super::display_url(&self.url))
+            .field("url", &display_url(&self.url))
             .field("events", &self.events)
             .field("secret", &self.secret.as_ref().map(|_| "…redacted"))
             .finish()
@@ -126,4 +126,23 @@ pub struct DeliveryRecord {
     /// When the receiver acknowledged it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook URL as events and logs show it: without its query string, which may carry a token.
+pub fn display_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            let had_query = url.query().is_some();
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            let mut shown = url.to_string();
+            if had_query {
+                shown.push_str("?…");
+            }
+            shown
+        }
+        Err(_) => "(invalid URL)".to_string(),
+    }
 }

@@ -118,6 +118,14 @@ pub struct Event {
     pub created_at: DateTime<Utc>,
 }
 
+impl Event {
+    /// The event's kind, or `None` for a kind this build does not know (a newer registry's):
+    /// consumers skip those.
+    pub fn event_kind(&self) -> Option<crate::events::EventKind> {
+        self.kind.parse().ok()
+    }
+}
+
 /// A page of a newest-first listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::analysis::{Report, latency_bounds_us};
 use crate::drift::profile::{MAX_EDGES, MAX_FEATURES, MAX_INPUTS, MAX_NAME_LEN};
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 use crate::names;
+use crate::traffic::{Report, latency_bounds_us};
 
 /// Longest replica id, in characters.
 pub const MAX_REPLICA_CHARS: usize = 256;
@@ -26,7 +26,7 @@ const MAX_ERROR_CLASSES: usize = 32;
 /// Longest error class name.
 const MAX_ERROR_CLASS_LEN: usize = 64;
 
-/// Decade buckets of shadow differences (see [`crate::analysis::diff_bucket`]).
+/// Decade buckets of shadow differences (see [`crate::traffic::diff_bucket`]).
 const DIFF_BUCKETS: usize = 8;
 
 /// The analysis window when the request names none.
@@ -36,7 +36,7 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// very long one is shortened to [`MAX_LOAD_ERROR_BYTES`].
 ///
 /// # Errors
-/// [`Error::BadRequest`] listing every problem, each naming its field.
+/// [`ValidationError::BadRequest`] listing every problem, each naming its field.
 pub fn validate_report(mut report: Report) -> Result<Report> {
     let mut problems: Vec<String> = Vec::new();
     let replica_chars = report.replica.chars().count();
@@ -161,7 +161,7 @@ pub fn validate_report(mut report: Report) -> Result<Report> {
         }
     }
     if !problems.is_empty() {
-        return Err(Error::BadRequest(format!(
+        return Err(ValidationError::BadRequest(format!(
             "invalid report: {}",
             problems.join("; ")
         )));
@@ -185,43 +185,36 @@ fn shorten(mut text: String, max: usize) -> String {
     text
 }
 
-/// Parses the `window` of an analysis: `30s`, `5m`, `1h` or plain seconds (`300`); without
-/// one, 5 minutes (or `max`, when that is shorter).
+/// Parses the `window` of an analysis in the contract's duration grammar (`30s`, `5m`, `1h`,
+/// plain seconds `300`); without one, 5 minutes (or `max`, when that is shorter).
 ///
 /// # Errors
-/// [`Error::BadRequest`] for anything else, a window of 0, or one longer than `max` (the report
-/// retention: older reports are gone).
+/// [`ValidationError::BadRequest`] for anything else, a window of 0, or one longer than `max`
+/// (older counts are gone).
 pub fn parse_window(text: Option<&str>, max: Duration) -> Result<Duration> {
     let Some(text) = text else {
         return Ok(DEFAULT_WINDOW.min(max));
     };
-    let bad = || {
-        Error::BadRequest(format!(
-            "invalid window {}: use seconds (300) or a number with s, m or h (30s, 5m, 1h)",
+    let window = crate::units::parse_duration(text).map_err(|_| {
+        ValidationError::BadRequest(format!(
+            "invalid window {}: use seconds (300) or a number with a unit (30s, 5m, 1h)",
             names::printable(text)
         ))
-    };
-    let trimmed = text.trim();
-    let number = trimmed.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let scale = match &trimmed[number.len()..] {
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = value * scale;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(bad());
+    })?;
+    if window.is_zero() {
+        return Err(ValidationError::BadRequest(format!(
+            "invalid window {}: it must be longer than zero",
+            names::printable(text)
+        )));
     }
-    if seconds > max.as_secs_f64() {
-        return Err(Error::BadRequest(format!(
-            "window {} is longer than the {}s reports are kept for",
+    if window > max {
+        return Err(ValidationError::BadRequest(format!(
+            "window {} is longer than {} s, the longest kept",
             names::printable(text),
             max.as_secs()
         )));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|_| bad())
+    Ok(window)
 }
 
 #[cfg(test)]
@@ -229,7 +222,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::analysis::{ShadowCounters, VersionCounters};
+    use crate::traffic::{ShadowCounters, VersionCounters};
 
     fn report() -> Report {
         let mut versions = BTreeMap::new();
@@ -322,7 +315,7 @@ mod tests {
 
     #[test]
     fn oversized_drift_counters_are_refused_naming_the_input() {
-        use crate::analysis::DriftCounters;
+        use crate::traffic::DriftCounters;
         let mut r = report();
         let c = r.versions.get_mut(&1).unwrap();
         let mut drift = DriftCounters::default();
@@ -387,12 +380,21 @@ mod tests {
     fn bad_or_too_long_windows_are_refused() {
         let hour = Duration::from_secs(3600);
         for text in [
-            "", "0", "-5m", "5d", "500ms", "m", "inf", "nan", "abc", "1e400",
+            "",
+            "0",
+            "-5m",
+            "5d",
+            "m",
+            "inf",
+            "nan",
+            "abc",
+            "1e400",
+            "5 minutes",
         ] {
             let err = parse_window(Some(text), hour).unwrap_err().to_string();
             assert!(err.contains("window"), "{text}: {err}");
         }
         let err = parse_window(Some("2h"), hour).unwrap_err().to_string();
-        assert!(err.contains("3600s"), "{err}");
+        assert!(err.contains("3600 s"), "{err}");
     }
 }

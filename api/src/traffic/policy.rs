@@ -1,10 +1,9 @@
 //! What makes a traffic policy acceptable, checked without I/O. Whether its versions exist and
 //! are active is checked by the store, inside the transaction that writes it.
 
-use axum::http::HeaderName;
+use http::HeaderName;
 
-use super::analyze::TrafficRole;
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 use crate::names;
 use crate::records::EndpointPolicy;
 
@@ -20,6 +19,50 @@ const WEIGHT_STEPS: f64 = 1000.0;
 
 /// Float noise tolerated around a weight or rate (`0.1 + 0.2` is a fine `0.3`).
 const TOLERANCE: f64 = 1e-9;
+
+/// What a version does in an endpoint's current policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrafficRole {
+    /// Answers every request not sent to the canary.
+    Stable,
+    /// Answers a share of requests.
+    Canary,
+    /// Receives copies of requests.
+    Shadow,
+    /// No longer in the policy, but reported inside the window.
+    Retired,
+}
+
+impl TrafficRole {
+    /// The spelling in analyses and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficRole::Stable => "stable",
+            TrafficRole::Canary => "canary",
+            TrafficRole::Shadow => "shadow",
+            TrafficRole::Retired => "retired",
+        }
+    }
+}
+
+impl TrafficRole {
+    /// The role of `version` in `policy`; [`TrafficRole::Retired`] for a version it does not
+    /// name (or when there is no policy).
+    pub fn of(policy: Option<&EndpointPolicy>, version: i64) -> TrafficRole {
+        let Some(policy) = policy else {
+            return TrafficRole::Retired;
+        };
+        if policy.stable == version {
+            TrafficRole::Stable
+        } else if policy.canary.as_ref().is_some_and(|c| c.version == version) {
+            TrafficRole::Canary
+        } else if policy.shadows.iter().any(|s| s.version == version) {
+            TrafficRole::Shadow
+        } else {
+            TrafficRole::Retired
+        }
+    }
+}
 
 /// One version a policy routes to, and the field of the policy that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +104,7 @@ pub fn referenced_versions(policy: &EndpointPolicy) -> Vec<VersionUse> {
 /// rates clamped into [0, 1] (both only within float noise), the sticky header lowercased.
 ///
 /// # Errors
-/// [`Error::BadRequest`] listing every problem, each naming its field.
+/// [`ValidationError::BadRequest`] listing every problem, each naming its field.
 pub fn validate_policy(mut policy: EndpointPolicy) -> Result<EndpointPolicy> {
     let mut problems: Vec<String> = Vec::new();
     if let Err(e) = names::validate("model", &policy.model) {
@@ -157,7 +200,7 @@ pub fn validate_policy(mut policy: EndpointPolicy) -> Result<EndpointPolicy> {
     if problems.is_empty() {
         Ok(policy)
     } else {
-        Err(Error::BadRequest(format!(
+        Err(ValidationError::BadRequest(format!(
             "invalid endpoint policy: {}",
             problems.join("; ")
         )))

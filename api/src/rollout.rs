@@ -1,6 +1,6 @@
 //! What a reported rollout step must look like.
 
-use crate::error::{Error, Result};
+use crate::error::{Result, ValidationError};
 use crate::names;
 use crate::records::RolloutStep;
 
@@ -16,7 +16,7 @@ const MAX_LABEL_CHARS: usize = 256;
 /// Checks a rollout step.
 ///
 /// # Errors
-/// [`Error::BadRequest`] listing every problem, each naming its field.
+/// [`ValidationError::BadRequest`] listing every problem, each naming its field.
 pub fn validate_rollout_step(step: &RolloutStep) -> Result<()> {
     let mut problems: Vec<String> = Vec::new();
     let reason = step.reason.as_str();
@@ -72,7 +72,7 @@ pub fn validate_rollout_step(step: &RolloutStep) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!(
+        Err(ValidationError::BadRequest(format!(
             "invalid rollout step: {}",
             problems.join("; ")
         )))

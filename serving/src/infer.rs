@@ -1,0 +1,318 @@
+//! The inference service: every prediction goes through here, whatever protocol brought it.
+//! Protocol handlers (`api/infer.rs` for REST) only extract the call and turn the outcome into
+//! their answer.
+//!
+//! One prediction is: [`plan`] (which version answers, by which route: the endpoint's pure
+//! split of the sticky key or the request id), read and decode the request, run it on the
+//! version's workers before the deadline, then the bookkeeping every answer owes the traffic
+//! layer — the version's counters and the request metrics, the prediction remembered for
+//! feedback, a drift sample, copies to the sampled shadows (after the answer is ready, so the
+//! client never waits for them), and the prediction log.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+
+use crate::ServingState;
+use crate::api::{find_model, find_version};
+use crate::error::ServingError;
+use crate::oip;
+use crate::prediction_log::PredictionRecord;
+use crate::repository::{ServedModel, ServedVersion};
+use crate::runtime::Tensor;
+use crate::shadow::ShadowJob;
+use crate::traffic::{PredictionEntry, Route, predicted_classes, route_policy, sampled};
+
+/// Bodies larger than this are decoded (and responses encoded) on a blocking thread: a few
+/// hundred KiB of JSON take long enough to stall other requests on a reactor thread.
+pub const INLINE_JSON_LIMIT: usize = 256 * 1024;
+
+/// Which version answers a request, and by which route.
+#[derive(Clone)]
+pub struct Plan {
+    /// The version that answers.
+    pub served: Arc<ServedVersion>,
+    /// `None` when the client named the version (`/versions/{v}` bypasses the split).
+    pub route: Option<Route>,
+}
+
+impl Plan {
+    /// `stable`, `canary`, or `direct` for a named version: the `x-ferry-route` value and the
+    /// metrics label.
+    pub fn route_label(&self) -> &'static str {
+        self.route.map_or("direct", Route::as_str)
+    }
+}
+
+/// Which version of `model` answers: the named `version`, else the endpoint's split of `key`
+/// (the sticky header's value, else the request id), else the model's default. Pure: the same
+/// table and key always give the same plan.
+///
+/// # Errors
+/// [`ServingError::NotFound`] for a named version that is not served.
+pub fn plan(model: &ServedModel, version: Option<&str>, key: &str) -> Result<Plan, ServingError> {
+    if version.is_some() {
+        return Ok(Plan {
+            served: find_version(model, version)?,
+            route: None,
+        });
+    }
+    let Some(endpoint) = &model.endpoint else {
+        return Ok(Plan {
+            served: model.default.clone(),
+            route: Some(Route::Stable),
+        });
+    };
+    let (route, number) = route_policy(&model.name, key, &endpoint.policy);
+    // A canary the table does not hold (the policy is being swapped) answers from the stable.
+    let served = model
+        .versions
+        .get(&number.to_string())
+        .cloned()
+        .unwrap_or_else(|| model.default.clone());
+    Ok(Plan {
+        served,
+        route: Some(route),
+    })
+}
+
+/// The shadows (by index in the endpoint's routing) that get a copy of the prediction
+/// `prediction_id`: sampled by a stable hash, only for requests the split routed.
+pub fn sampled_shadows(model: &ServedModel, plan: &Plan, prediction_id: &str) -> Vec<usize> {
+    match (&model.endpoint, plan.route) {
+        (Some(endpoint), Some(_)) => endpoint
+            .shadows
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| sampled(&model.name, s.version, prediction_id, s.sample_rate))
+            .map(|(i, _)| i)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// One inference call as a protocol handler extracted it.
+pub struct Call<'a> {
+    /// The endpoint or model named in the path.
+    pub name: &'a str,
+    /// The version named in the path, if any.
+    pub version: Option<&'a str>,
+    /// The request's headers (the request id; the endpoint's sticky header).
+    pub headers: &'a HeaderMap,
+    /// When the request arrived: the body's and the work's deadlines count from here.
+    pub started: Instant,
+}
+
+/// What a call came to: the route that answered (also on errors, for `x-ferry-route`) and the
+/// response body, or the error.
+pub struct Outcome {
+    /// `stable`, `canary` or `direct`; `None` when no model was found.
+    pub route: Option<&'static str>,
+    /// The encoded response, or why there is none.
+    pub result: Result<Bytes, ServingError>,
+}
+
+/// Runs one call: plan, read the body with `body`, decode, infer, and the bookkeeping.
+pub async fn predict<B>(state: &ServingState, call: Call<'_>, body: B) -> Outcome
+where
+    B: Future<Output = Result<Bytes, ServingError>>,
+{
+    let model = match find_model(state, call.name) {
+        Ok(m) => m,
+        Err(e) => {
+            return Outcome {
+                route: None,
+                result: Err(e),
+            };
+        }
+    };
+    let request_id = call
+        .headers
+        .get(ferry_api::http::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // The same user (sticky header) always lands on the same side of the split.
+    let sticky = model
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.policy.sticky_header.as_deref())
+        .and_then(|h| call.headers.get(h))
+        .and_then(|v| v.to_str().ok());
+    let plan = match plan(&model, call.version, sticky.unwrap_or(&request_id)) {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome {
+                route: None,
+                result: Err(e),
+            };
+        }
+    };
+    let route = plan.route_label();
+    let result = run(state, &model, &plan, body, &request_id).await;
+    let elapsed = call.started.elapsed();
+    let number = plan.served.number;
+    let label = &plan.served.version;
+    match &result {
+        Ok(_) => {
+            model
+                .traffic
+                .stats
+                .record_request(Instant::now(), number, elapsed, Ok(()));
+            state
+                .metrics
+                .observe(call.name, label, route, "ok", elapsed.as_secs_f64());
+        }
+        Err(e) => {
+            // Requests refused before they reached the model are not the version's doing.
+            if !matches!(
+                e,
+                ServingError::BadRequest(_) | ServingError::PayloadTooLarge(_)
+            ) {
+                model
+                    .traffic
+                    .stats
+                    .record_request(Instant::now(), number, elapsed, Err(e.class()));
+            }
+            state
+                .metrics
+                .observe(call.name, label, route, e.class(), elapsed.as_secs_f64());
+        }
+    }
+    let result = result.map(|answer| {
+        if let Some(log) = &state.prediction_log {
+            log.record(PredictionRecord {
+                endpoint: call.name.to_string(),
+                version: label.clone(),
+                route,
+                id: answer.prediction_id,
+                at: chrono::Utc::now(),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                response: answer.body.clone(),
+                request: log.log_inputs.then_some(answer.request),
+            });
+        }
+        answer.body
+    });
+    Outcome {
+        route: Some(route),
+        result,
+    }
+}
+
+/// A successful prediction: the response body, and what the prediction log needs.
+struct Answer {
+    body: Bytes,
+    prediction_id: String,
+    request: Bytes,
+}
+
+/// Reads, decodes and runs the request on the planned version, then remembers it for feedback,
+/// samples it for drift and copies it to the sampled shadows.
+async fn run<B>(
+    state: &ServingState,
+    model: &ServedModel,
+    plan: &Plan,
+    body: B,
+    request_id: &str,
+) -> Result<Answer, ServingError>
+where
+    B: Future<Output = Result<Bytes, ServingError>>,
+{
+    let body = body.await?;
+    // The deadline covers the work, from a complete request on; the body has its own.
+    let received = Instant::now();
+    let runtime = plan.served.model.clone();
+    let request_body = body.clone();
+    let decoded = if body.len() <= INLINE_JSON_LIMIT {
+        oip::decode_infer_request(&body, runtime.signature())
+    } else {
+        let signature = runtime.signature().clone();
+        tokio::task::spawn_blocking(move || oip::decode_infer_request(&body, &signature))
+            .await
+            .map_err(|e| ServingError::BadRequest(format!("decoding failed: {e}")))?
+    }
+    .map_err(|e| ServingError::BadRequest(e.to_string()))?;
+    // Feedback joins by the client's `id` when it sent one, else by the request id it got back
+    // in `x-request-id`.
+    let prediction_id = decoded.id.clone().unwrap_or_else(|| request_id.to_string());
+    let deadline = received + state.config.request_timeout;
+
+    // Decide the shadow copies first: their inputs must be cloned before the primary takes them.
+    let shadows = sampled_shadows(model, plan, &prediction_id);
+    let shadow_inputs: Option<Vec<Tensor>> = (!shadows.is_empty()).then(|| decoded.inputs.clone());
+    // Drift watches what the primary answers; the copy is counted off the request path.
+    let drift_sample = plan
+        .served
+        .profile
+        .as_ref()
+        .and_then(|profile| crate::drift::sample(plan.served.number, profile, &decoded.inputs));
+    let requested = decoded.outputs.clone();
+
+    let outputs = runtime
+        .infer(decoded.inputs, decoded.outputs, deadline)
+        .await?;
+
+    if let Some(sample) = drift_sample {
+        model.traffic.drift().offer(sample);
+    }
+    if let Some(route) = plan.route {
+        model.traffic.predictions.insert(
+            prediction_id.clone(),
+            PredictionEntry {
+                version: plan.served.number,
+                route,
+                classes: predicted_classes(&outputs),
+                at: Instant::now(),
+            },
+        );
+    }
+    if let (Some(endpoint), Some(inputs)) = (&model.endpoint, shadow_inputs) {
+        // The answer is ready: the copies go out now, and the client does not wait for them.
+        let shadow_deadline = Instant::now() + state.config.request_timeout;
+        let mut inputs = Some(inputs);
+        for (n, i) in shadows.iter().enumerate() {
+            let target = &endpoint.shadows[*i];
+            // The last copy takes the inputs; the others clone them.
+            let job_inputs = if n + 1 == shadows.len() {
+                inputs.take().unwrap_or_default()
+            } else {
+                inputs.clone().unwrap_or_default()
+            };
+            let job = ShadowJob {
+                inputs: job_inputs,
+                outputs: requested.clone(),
+                primary: outputs.clone(),
+                deadline: shadow_deadline,
+            };
+            if !target.offer(job) {
+                model
+                    .traffic
+                    .stats
+                    .record_shadow_dropped(Instant::now(), target.version);
+            }
+        }
+    }
+
+    let id = decoded.id;
+    let version = plan.served.version.clone();
+    let name = model.name.clone();
+    let big = outputs.iter().map(|t| t.data().len()).sum::<usize>() > INLINE_JSON_LIMIT / 8;
+    let body = if big {
+        tokio::task::spawn_blocking(move || {
+            oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
+        })
+        .await
+        .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))?
+    } else {
+        oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
+    };
+    Ok(Answer {
+        body: Bytes::from(body),
+        prediction_id,
+        request: request_body,
+    })
+}
