@@ -183,44 +183,56 @@ pub struct UpArgs {
 }
 
 /// `ferry serving`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ServingCommand {
     /// A model to serve (repeatable): NAME (its `production` alias, else its newest version),
     /// NAME@ALIAS or NAME:VERSION from the registry, or NAME=PATH.onnx from a file.
     #[arg(long = "model", value_name = "SPEC")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<String>,
     /// An endpoint to serve by its traffic policy (repeatable): canary split, shadows, feedback.
     #[arg(long = "endpoint", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
     /// Serve every endpoint of the registry, following new ones as they appear.
     #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
     pub all_endpoints: bool,
     /// Registry to load models from and follow.
     #[arg(long, env = "FERRY_REGISTRY", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
     /// Bearer token for the registry (the `read` role is enough).
     #[arg(long, env = "FERRY_REGISTRY_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub registry_token: Option<String>,
     /// Where downloaded models are kept, by SHA-256, for restarts without the registry
     /// [default: ./ferry-cache].
     #[arg(long, env = "FERRY_CACHE_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
+    #[serde(flatten)]
     pub runtime: RuntimeArgs,
 }
 
 /// What every server process takes: where to listen, who may call it, and a config file.
 /// `--listen` defaults to 127.0.0.1:8080 for `ferry up` and `ferry registry`, 127.0.0.1:8081 for
 /// `ferry serving`.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CommonArgs {
     /// TOML config file with any of these settings (snake_case keys).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080; 127.0.0.1:8081 for `ferry serving`].
     #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     /// API token ROLE:SECRET, role read, serving, write or admin (repeatable; FERRY_TOKENS takes a
     /// comma-separated list).
@@ -231,82 +243,104 @@ pub struct CommonArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tokens: Vec<String>,
     /// File with one ROLE:SECRET per line.
     #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_file: Option<PathBuf>,
     /// A client must send its request line and headers within this time or its connection is
     /// closed (slow-client protection), e.g. 10s [default: 10s].
     #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout: Option<String>,
     /// Open connections accepted at once; past it new connections are closed at once instead
     /// of queueing [default: 10000].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     /// After SIGTERM, keep accepting requests this long (readiness already failing) before
     /// draining, so load balancers and kube-proxy stop sending first, e.g. 5s [default: 0s].
     #[arg(long, env = "FERRY_SHUTDOWN_DELAY", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_delay: Option<String>,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RuntimeArgs {
     /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else .ort/libonnxruntime.so next to
     /// the current folder or the binary; `make ort` fetches it].
     #[arg(long, env = "FERRY_ONNXRUNTIME", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub onnxruntime: Option<PathBuf>,
     /// Most rows per run when batching requests; 1 disables dynamic batching [default: 64].
     #[arg(long, env = "FERRY_MAX_BATCH_SIZE", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<usize>,
     /// How long a request may wait for others to fill a batch [default: 0: batch only what is
     /// already waiting].
     #[arg(long, env = "FERRY_MAX_QUEUE_DELAY_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_ms: Option<u64>,
     /// Requests a model admits (queued or running) before answering 429 [default: 256].
     #[arg(long, env = "FERRY_QUEUE_CAPACITY", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_capacity: Option<usize>,
     /// Worker threads per model, each with its own session [default: 1].
     #[arg(long, env = "FERRY_WORKERS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// ONNX Runtime intra-op threads per session [default: the CPUs available].
     #[arg(long, env = "FERRY_INTRA_OP_THREADS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intra_op_threads: Option<usize>,
     /// ONNX Runtime inter-op threads per session [default: 1].
     #[arg(long, env = "FERRY_INTER_OP_THREADS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inter_op_threads: Option<usize>,
     /// Deadline of an inference request, queueing included; past it the answer is 504
     /// [default: 10000].
     #[arg(long, env = "FERRY_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
     /// Largest inference request body, e.g. 64MiB [default: 64MiB].
     #[arg(long, env = "FERRY_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_size: Option<String>,
     /// Predictions remembered per endpoint for joining feedback [default: 100000].
     #[arg(long, env = "FERRY_FEEDBACK_CAPACITY", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_capacity: Option<usize>,
     /// How long a prediction accepts feedback, e.g. 1h, 30m [default: 1h].
     #[arg(long, env = "FERRY_FEEDBACK_TTL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_ttl: Option<String>,
     /// Longest a model download from the registry may take before the load fails (the last
     /// good routing table stays and the load is retried), e.g. 10m [default: 10m].
     #[arg(long, env = "FERRY_LOAD_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub load_timeout: Option<String>,
     /// How often this replica sends its counters (requests, latency, feedback, drift histograms)
     /// to the registry; the analysis and drift monitor see traffic at most this late, e.g. 1s
     /// [default: 5s].
     #[arg(long, env = "FERRY_REPORT_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_interval: Option<String>,
     /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
     /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
     #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction_log: Option<String>,
     /// Log the request bodies (model inputs) too, not only the answers.
     #[arg(long, env = "FERRY_LOG_INPUTS")]
+    #[serde(skip_serializing_if = "is_false")]
     pub log_inputs: bool,
     /// Per-model override NAME:KEY=VALUE (repeatable), KEY one of max_batch_size,
     /// max_queue_delay_ms, queue_capacity, workers, intra_op_threads, inter_op_threads.
     #[arg(long = "model-option", value_name = "NAME:KEY=VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub model_options: Vec<String>,
 }
 
@@ -352,12 +386,15 @@ pub struct GcArgs {
 
 /// Settings of a server process. Precedence: flags, then `FERRY_*` environment variables, then
 /// the config file, then defaults.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ServerArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: CommonArgs,
     /// Folder for the embedded database and blobs [default: ./ferry-data].
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// Metadata database: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://<data-dir>/ferry.db].
     #[arg(
@@ -366,36 +403,46 @@ pub struct ServerArgs {
         value_name = "URL",
         hide_env_values = true
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     /// Blob store: file:///DIR, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX
     /// [default: file://<data-dir>/blobs]. Cloud credentials come from the usual AWS_*, GOOGLE_*,
     /// AZURE_* variables.
     #[arg(long, env = "FERRY_BLOB_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_url: Option<String>,
     /// S3 endpoint for S3-compatible servers (MinIO, Ceph, …).
     #[arg(long, env = "FERRY_S3_ENDPOINT", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
     /// S3 region.
     #[arg(long, env = "FERRY_S3_REGION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_region: Option<String>,
     /// Allow plain-HTTP S3 endpoints.
     #[arg(long, env = "FERRY_S3_ALLOW_HTTP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_allow_http: Option<bool>,
     /// Extra object_store option KEY=VALUE (repeatable), e.g. aws_virtual_hosted_style_request=false.
     #[arg(long = "blob-option", value_name = "KEY=VALUE")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blob_options: Vec<String>,
     /// How long a failing or unreachable cloud object store (S3, GCS, Azure) is retried before
     /// the request that needed it fails with 503, e.g. 30s, 2m [default: 30s].
     #[arg(long, env = "FERRY_BLOB_RETRY_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_retry_timeout: Option<String>,
     /// Largest model accepted, e.g. 2GiB, 500MiB [default: 2GiB].
     #[arg(long, env = "FERRY_MAX_UPLOAD_SIZE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_size: Option<String>,
     /// Refuse versions without a git commit and at least one hashed dataset.
     #[arg(long, env = "FERRY_REQUIRE_LINEAGE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub require_lineage: Option<bool>,
     /// Seconds a client may pause mid-upload before it is dropped [default: 60].
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_idle_timeout: Option<u64>,
     /// Relay every event to this RabbitMQ (amqp://USER:PASS@HOST:5672/VHOST): exchange
     /// `ferry.events`, persistent messages, publisher confirms.
@@ -405,23 +452,29 @@ pub struct ServerArgs {
         value_name = "URL",
         hide_env_values = true
     )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub amqp_url: Option<String>,
     /// Attempts before a webhook delivery moves to the dead-letter list [default: 8].
     #[arg(long, env = "FERRY_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_max_attempts: Option<u32>,
     /// Longest a webhook receiver may take to answer, e.g. 10s [default: 10s].
     #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_timeout: Option<String>,
     /// How often endpoints' drift policies are judged, and over what window, e.g. 60s, 5m
     /// [default: 60s].
     #[arg(long, env = "FERRY_DRIFT_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_interval: Option<String>,
     /// How long serving replicas' reports are kept, e.g. 1h; also the longest analysis window
     /// [default: 1h].
     #[arg(long, env = "FERRY_REPORT_RETENTION", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub report_retention: Option<String>,
     /// Apply pending migrations at start instead of refusing a database that is behind.
     #[arg(long, env = "FERRY_AUTO_MIGRATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_migrate: Option<bool>,
 }
 
@@ -811,4 +864,11 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// For serde: settings that are off are not written, so a config file may turn them on.
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !value
 }

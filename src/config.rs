@@ -1,91 +1,144 @@
-//! Server settings: serde defaults, then the config file, then `FERRY_*` environment variables
-//! and flags (clap gives flags precedence over the environment), validated once into the typed
-//! configuration the services take.
+//! Server settings in one layering: clap reads the flags and the `FERRY_*` environment variables
+//! (flags first), [`overlay`] lays them over the config file's values (the same settings in
+//! snake_case), defaults fill the rest, and each `resolve*` validates the result once into the
+//! typed configuration the services take. A new setting is a field of the flag structs in
+//! `cli.rs`: its flag, variable and file key follow from it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
 use crate::cli::{CommonArgs, RuntimeArgs, ServerArgs, ServingCommand};
 
-/// The config file: the same settings as the flags, in snake_case.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    header_read_timeout: Option<String>,
-    max_connections: Option<usize>,
-    shutdown_delay: Option<String>,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    blob_url: Option<String>,
-    s3_endpoint: Option<String>,
-    s3_region: Option<String>,
-    s3_allow_http: Option<bool>,
-    #[serde(default)]
-    blob_options: std::collections::BTreeMap<String, String>,
-    blob_retry_timeout: Option<String>,
-    max_upload_size: Option<String>,
-    require_lineage: Option<bool>,
-    #[serde(default)]
-    tokens: Vec<String>,
-    tokens_file: Option<PathBuf>,
-    upload_idle_timeout: Option<u64>,
-    auto_migrate: Option<bool>,
-    report_retention: Option<String>,
-    drift_interval: Option<String>,
-    amqp_url: Option<String>,
-    webhook_max_attempts: Option<u32>,
-    webhook_timeout: Option<String>,
-    // Serving.
-    onnxruntime: Option<PathBuf>,
-    max_batch_size: Option<usize>,
-    max_queue_delay_ms: Option<u64>,
-    queue_capacity: Option<usize>,
-    workers: Option<usize>,
-    intra_op_threads: Option<usize>,
-    inter_op_threads: Option<usize>,
-    request_timeout_ms: Option<u64>,
-    max_request_size: Option<String>,
-    #[serde(default)]
-    model_options: std::collections::BTreeMap<String, ModelOptionsFile>,
-    #[serde(default)]
-    models: Vec<String>,
-    registry: Option<String>,
-    cache_dir: Option<PathBuf>,
-    prediction_log: Option<String>,
-    log_inputs: Option<bool>,
-    feedback_capacity: Option<usize>,
-    feedback_ttl: Option<String>,
-    load_timeout: Option<String>,
-    report_interval: Option<String>,
-}
+/// The config file's settings by key: TOML read into JSON values, so they overlay the flags'
+/// own serde form.
+type FileValues = serde_json::Map<String, serde_json::Value>;
 
-/// `[model_options.NAME]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelOptionsFile {
-    max_batch_size: Option<usize>,
-    max_queue_delay_ms: Option<u64>,
-    queue_capacity: Option<usize>,
-    workers: Option<usize>,
-    intra_op_threads: Option<usize>,
-    inter_op_threads: Option<usize>,
-}
+/// Settings whose file value and flags add up (the file's first) instead of the flags replacing
+/// it: both are lists of `KEY=VALUE` overrides.
+const ADDITIVE: &[&str] = &["blob_options", "model_options"];
 
-fn load_file(path: Option<&Path>) -> Result<FileConfig> {
-    match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .with_context(|| format!("config file {} is invalid", path.display()))
-        }
-        None => Ok(FileConfig::default()),
+/// Reads the config file, if any: every key must be a setting some command takes (the flags'
+/// names in snake_case, as clap knows them), so a misspelt key is an error instead of being
+/// ignored. `[blob_options]` and `[model_options.NAME]` tables become the flags' `KEY=VALUE`
+/// and `NAME:KEY=VALUE` forms.
+fn load_file(path: Option<&Path>) -> Result<FileValues> {
+    let Some(path) = path else {
+        return Ok(FileValues::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("config file {} is invalid", path.display()))?;
+    let serde_json::Value::Object(mut values) = serde_json::to_value(table)
+        .with_context(|| format!("config file {} is invalid", path.display()))?
+    else {
+        bail!("config file {} is not a table", path.display());
+    };
+    let known = known_settings();
+    if let Some(unknown) = values.keys().find(|k| !known.contains(k.as_str())) {
+        bail!(
+            "config file {}: unknown setting `{unknown}`; settings are the flags' names in              snake_case (see --help)",
+            path.display()
+        );
     }
+    if let Some(options) = values.remove("blob_options") {
+        let serde_json::Value::Object(options) = options else {
+            bail!("config file {}: `blob_options` must be a table of KEY = \"VALUE\"", path.display());
+        };
+        let list = options
+            .iter()
+            .map(|(k, v)| format!("{k}={}", plain(v)))
+            .map(serde_json::Value::String)
+            .collect();
+        values.insert("blob_options".into(), serde_json::Value::Array(list));
+    }
+    if let Some(models) = values.remove("model_options") {
+        let serde_json::Value::Object(models) = models else {
+            bail!("config file {}: `model_options` must be tables [model_options.NAME]", path.display());
+        };
+        let mut list = Vec::new();
+        for (name, options) in models {
+            let serde_json::Value::Object(options) = options else {
+                bail!("config file {}: `model_options.{name}` must be a table", path.display());
+            };
+            for (k, v) in options {
+                list.push(serde_json::Value::String(format!("{name}:{k}={}", plain(&v))));
+            }
+        }
+        values.insert("model_options".into(), serde_json::Value::Array(list));
+    }
+    Ok(values)
+}
+
+/// A scalar as it would be typed on the command line.
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The names of every setting any command takes: the ids clap gives its arguments (the fields'
+/// names), across every subcommand.
+fn known_settings() -> std::collections::BTreeSet<String> {
+    fn walk(command: &clap::Command, out: &mut std::collections::BTreeSet<String>) {
+        for arg in command.get_arguments() {
+            out.insert(arg.get_id().as_str().to_string());
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(&<crate::cli::Cli as clap::CommandFactory>::command(), &mut out);
+    out.remove("config");
+    out
+}
+
+/// The settings clap parsed (flags, then `FERRY_*` variables) over the config file's: one
+/// layering for every setting. `given` is serialized without the settings nobody gave, laid
+/// over the file's values, and read back, so a setting is a field of the flag struct and
+/// nothing else; lists replace the file's, except the [`ADDITIVE`] ones.
+///
+/// # Errors
+/// A file value of the wrong type, naming the setting.
+fn overlay<T: serde::Serialize + serde::de::DeserializeOwned>(
+    given: &T,
+    file: &FileValues,
+) -> Result<T> {
+    let serde_json::Value::Object(flags) =
+        serde_json::to_value(given).context("reading the flags")?
+    else {
+        bail!("the flags are not a table");
+    };
+    let mut merged = file.clone();
+    for (key, value) in flags {
+        match (merged.get_mut(&key), value) {
+            (Some(serde_json::Value::Array(from_file)), serde_json::Value::Array(from_flags))
+                if ADDITIVE.contains(&key.as_str()) =>
+            {
+                from_file.extend(from_flags);
+            }
+            (_, value) => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    let value = serde_json::Value::Object(merged.clone());
+    serde_path_to_error::deserialize(&value).map_err(|e| {
+        // Flattened structs lose serde's path: find the setting by reading each one alone.
+        let key = merged
+            .iter()
+            .find(|(k, v)| {
+                let alone = serde_json::json!({ k.as_str(): v });
+                serde_json::from_value::<T>(alone).is_err()
+            })
+            .map_or_else(|| e.path().to_string(), |(k, _)| k.clone());
+        anyhow::anyhow!("setting `{key}` is not valid: {}", e.inner())
+    })
 }
 
 /// Everything a server process needs, resolved and validated.
@@ -117,118 +170,94 @@ pub struct ServerSettings {
 /// Names the setting that is invalid and why.
 pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
     let file = load_file(args.common.config.as_deref())?;
+    let args = overlay(args, &file)?;
     let listen = args
         .common
         .listen
-        .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let data_dir = args
         .data_dir
         .clone()
-        .or(file.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("ferry-data"));
-    let database_url = match args.database_url.clone().or(file.database_url.clone()) {
+    let database_url = match args.database_url.clone() {
         Some(url) => url,
         None => format!("sqlite://{}", data_dir.join("ferry.db").display()),
     };
-    let blob_url = match args.blob_url.clone().or(file.blob_url.clone()) {
+    let blob_url = match args.blob_url.clone() {
         Some(url) => url,
         None => data_dir.join("blobs").display().to_string(),
     };
-    let mut blob_options: Vec<(String, String)> = file.blob_options.clone().into_iter().collect();
+    let mut blob_options: Vec<(String, String)> = Vec::new();
     for option in &args.blob_options {
         let (k, v) = option
             .split_once('=')
             .with_context(|| format!("--blob-option `{option}` is not KEY=VALUE"))?;
         blob_options.push((k.trim().to_string(), v.trim().to_string()));
     }
-    if let Some(endpoint) = args.s3_endpoint.clone().or(file.s3_endpoint.clone()) {
+    if let Some(endpoint) = args.s3_endpoint.clone() {
         blob_options.push(("aws_endpoint".into(), endpoint));
     }
-    if let Some(region) = args.s3_region.clone().or(file.s3_region.clone()) {
+    if let Some(region) = args.s3_region.clone() {
         blob_options.push(("aws_region".into(), region));
     }
-    if let Some(allow) = args.s3_allow_http.or(file.s3_allow_http) {
+    if let Some(allow) = args.s3_allow_http {
         blob_options.push(("aws_allow_http".into(), allow.to_string()));
     }
-    let blob_retry_timeout = match args
-        .blob_retry_timeout
-        .clone()
-        .or(file.blob_retry_timeout.clone())
-    {
+    let blob_retry_timeout = match &args.blob_retry_timeout {
         Some(text) => {
-            parse_duration(&text).with_context(|| format!("blob retry timeout `{text}`"))?
+            parse_duration(text).with_context(|| format!("blob retry timeout `{text}`"))?
         }
         None => ferry_registry::blob_store::DEFAULT_RETRY_TIMEOUT,
     };
 
     let mut registry = ferry_registry::Config::default();
-    if let Some(size) = args
-        .max_upload_size
-        .clone()
-        .or(file.max_upload_size.clone())
-    {
+    if let Some(size) = &args.max_upload_size {
         registry.upload.max_model_bytes =
-            parse_size(&size).with_context(|| format!("max upload size `{size}`"))?;
+            parse_size(size).with_context(|| format!("max upload size `{size}`"))?;
     }
-    registry.upload.require_lineage = args
-        .require_lineage
-        .or(file.require_lineage)
-        .unwrap_or(false);
-    if let Some(secs) = args.upload_idle_timeout.or(file.upload_idle_timeout) {
+    registry.upload.require_lineage = args.require_lineage.unwrap_or(false);
+    if let Some(secs) = args.upload_idle_timeout {
         if secs == 0 {
             bail!("upload idle timeout must be at least 1 second");
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
     }
-    if let Some(url) = args.amqp_url.clone().or(file.amqp_url.clone()) {
+    if let Some(url) = &args.amqp_url {
         registry.relay = Some(
-            ferry_registry::relay::RelayConfig::new(&url)
+            ferry_registry::relay::RelayConfig::new(url)
                 .map_err(anyhow::Error::msg)
                 .context("--amqp-url")?,
         );
     }
-    if let Some(n) = args.webhook_max_attempts.or(file.webhook_max_attempts) {
+    if let Some(n) = args.webhook_max_attempts {
         if n == 0 {
             bail!("webhook max attempts must be at least 1");
         }
         registry.webhooks.max_attempts = n;
     }
-    if let Some(text) = args
-        .webhook_timeout
-        .clone()
-        .or(file.webhook_timeout.clone())
-    {
+    if let Some(text) = &args.webhook_timeout {
         registry.webhooks.request_timeout =
-            parse_duration(&text).with_context(|| format!("webhook timeout `{text}`"))?;
+            parse_duration(text).with_context(|| format!("webhook timeout `{text}`"))?;
     }
-    if let Some(text) = args.drift_interval.clone().or(file.drift_interval.clone()) {
+    if let Some(text) = &args.drift_interval {
         registry.drift_interval =
-            parse_duration(&text).with_context(|| format!("drift interval `{text}`"))?;
+            parse_duration(text).with_context(|| format!("drift interval `{text}`"))?;
     }
-    if let Some(text) = args
-        .report_retention
-        .clone()
-        .or(file.report_retention.clone())
-    {
+    if let Some(text) = &args.report_retention {
         registry.report_retention =
-            parse_duration(&text).with_context(|| format!("report retention `{text}`"))?;
+            parse_duration(text).with_context(|| format!("report retention `{text}`"))?;
     }
-    registry.tokens = tokens(
-        &args.common.tokens,
-        args.common.tokens_file.as_deref(),
-        &file,
-    )?;
+    registry.tokens = tokens(&args.common)?;
 
     Ok(ServerSettings {
         listen,
-        connections: connection_limits(&args.common, &file)?,
+        connections: connection_limits(&args.common)?,
         data_dir,
         database_url,
         blob_url,
         blob_options,
         blob_retry_timeout,
-        auto_migrate: args.auto_migrate.or(file.auto_migrate).unwrap_or(false),
+        auto_migrate: args.auto_migrate.unwrap_or(false),
         registry,
     })
 }
@@ -244,43 +273,21 @@ pub struct ConnectionLimits {
     pub shutdown_delay: Duration,
 }
 
-fn connection_limits(common: &CommonArgs, file: &FileConfig) -> Result<ConnectionLimits> {
-    let header_read_timeout = match common
-        .header_read_timeout
-        .clone()
-        .or(file.header_read_timeout.clone())
-    {
+fn connection_limits(common: &CommonArgs) -> Result<ConnectionLimits> {
+    let header_read_timeout = match &common.header_read_timeout {
         Some(text) => {
-            parse_duration(&text).with_context(|| format!("header read timeout `{text}`"))?
+            parse_duration(text).with_context(|| format!("header read timeout `{text}`"))?
         }
         None => Duration::from_secs(10),
     };
-    if header_read_timeout.is_zero() {
-        bail!("header read timeout must be longer than zero");
-    }
-    let max_connections = common
-        .max_connections
-        .or(file.max_connections)
-        .unwrap_or(10_000);
+    let max_connections = common.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         bail!("max connections must be at least 1");
     }
-    let shutdown_delay = match common
-        .shutdown_delay
-        .clone()
-        .or(file.shutdown_delay.clone())
-    {
+    let shutdown_delay = match &common.shutdown_delay {
         // `0s` is a valid delay (the default): stop accepting at once.
-        Some(text)
-            if text
-                .trim()
-                .trim_end_matches(char::is_alphabetic)
-                .trim_matches('0')
-                .is_empty() =>
-        {
-            Duration::ZERO
-        }
-        Some(text) => parse_duration(&text).with_context(|| format!("shutdown delay `{text}`"))?,
+        Some(text) => ferry_api::units::parse_duration(text)
+            .with_context(|| format!("shutdown delay `{text}`"))?,
         None => Duration::ZERO,
     };
     if shutdown_delay > Duration::from_secs(300) {
@@ -295,17 +302,9 @@ fn connection_limits(common: &CommonArgs, file: &FileConfig) -> Result<Connectio
     })
 }
 
-fn tokens(
-    flags: &[String],
-    tokens_file: Option<&Path>,
-    file: &FileConfig,
-) -> Result<ferry_api::http::auth::Tokens> {
-    let mut specs: Vec<String> = if flags.is_empty() {
-        file.tokens.clone()
-    } else {
-        flags.to_vec()
-    };
-    if let Some(path) = tokens_file.or(file.tokens_file.as_deref()) {
+fn tokens(common: &CommonArgs) -> Result<ferry_api::http::auth::Tokens> {
+    let mut specs = common.tokens.clone();
+    if let Some(path) = &common.tokens_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read tokens file {}", path.display()))?;
         specs.extend(text.lines().map(str::to_string));
@@ -334,83 +333,64 @@ pub struct RuntimeSettings {
 /// Names the invalid setting.
 pub fn resolve_runtime(args: &RuntimeArgs, config: Option<&Path>) -> Result<RuntimeSettings> {
     let file = load_file(config)?;
-    runtime_settings(args, &file)
+    runtime_settings(&overlay(args, &file)?)
 }
 
-fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSettings> {
+/// The runtime options one `--model-option` (or `[model_options.NAME]` key) may override.
+const MODEL_OPTION_KEYS: &str = "max_batch_size, max_queue_delay_ms, queue_capacity, workers, \
+     intra_op_threads or inter_op_threads";
+
+fn runtime_settings(args: &RuntimeArgs) -> Result<RuntimeSettings> {
     let mut serving = ferry_serving::ServingConfig::default();
     let defaults = &mut serving.runtime;
-    apply(
-        defaults,
-        &ModelOptionsFile {
-            max_batch_size: args.max_batch_size.or(file.max_batch_size),
-            max_queue_delay_ms: args.max_queue_delay_ms.or(file.max_queue_delay_ms),
-            queue_capacity: args.queue_capacity.or(file.queue_capacity),
-            workers: args.workers.or(file.workers),
-            intra_op_threads: args.intra_op_threads.or(file.intra_op_threads),
-            inter_op_threads: args.inter_op_threads.or(file.inter_op_threads),
-        },
-    );
+    for (key, value) in [
+        ("max_batch_size", args.max_batch_size.map(|v| v as u64)),
+        ("max_queue_delay_ms", args.max_queue_delay_ms),
+        ("queue_capacity", args.queue_capacity.map(|v| v as u64)),
+        ("workers", args.workers.map(|v| v as u64)),
+        ("intra_op_threads", args.intra_op_threads.map(|v| v as u64)),
+        ("inter_op_threads", args.inter_op_threads.map(|v| v as u64)),
+    ] {
+        if let Some(value) = value {
+            set_option(defaults, key, value)?;
+        }
+    }
     defaults
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("invalid runtime options")?;
-    if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
+    if let Some(ms) = args.request_timeout_ms {
         if ms == 0 {
             bail!("request timeout must be at least 1 ms");
         }
         serving.request_timeout = Duration::from_millis(ms);
     }
-    if let Some(size) = args
-        .max_request_size
-        .clone()
-        .or(file.max_request_size.clone())
-    {
+    if let Some(size) = &args.max_request_size {
         serving.max_request_bytes = usize::try_from(
-            parse_size(&size).with_context(|| format!("max request size `{size}`"))?,
+            parse_size(size).with_context(|| format!("max request size `{size}`"))?,
         )
         .context("max request size is too large")?;
     }
-    if let Some(n) = args.feedback_capacity.or(file.feedback_capacity) {
+    if let Some(n) = args.feedback_capacity {
         serving.feedback_capacity = n;
     }
-    if let Some(text) = args.feedback_ttl.clone().or(file.feedback_ttl.clone()) {
+    if let Some(text) = &args.feedback_ttl {
         serving.feedback_ttl =
-            parse_duration(&text).with_context(|| format!("feedback TTL `{text}`"))?;
+            parse_duration(text).with_context(|| format!("feedback TTL `{text}`"))?;
     }
-    if let Some(text) = args.load_timeout.clone().or(file.load_timeout.clone()) {
+    if let Some(text) = &args.load_timeout {
         serving.load_timeout =
-            parse_duration(&text).with_context(|| format!("load timeout `{text}`"))?;
-        if serving.load_timeout.is_zero() {
-            bail!("load timeout must be longer than zero");
-        }
+            parse_duration(text).with_context(|| format!("load timeout `{text}`"))?;
     }
-    if let Some(text) = args
-        .report_interval
-        .clone()
-        .or(file.report_interval.clone())
-    {
+    if let Some(text) = &args.report_interval {
         serving.report_interval =
-            parse_duration(&text).with_context(|| format!("report interval `{text}`"))?;
+            parse_duration(text).with_context(|| format!("report interval `{text}`"))?;
         if serving.report_interval < std::time::Duration::from_millis(100) {
             bail!("report interval must be at least 100ms");
         }
     }
-    let mut per_model: std::collections::BTreeMap<String, ModelOptionsFile> =
+    let mut per_model: std::collections::BTreeMap<String, ferry_serving::runtime::RuntimeOptions> =
         std::collections::BTreeMap::new();
-    for (name, options) in &file.model_options {
-        per_model.insert(
-            name.clone(),
-            ModelOptionsFile {
-                max_batch_size: options.max_batch_size,
-                max_queue_delay_ms: options.max_queue_delay_ms,
-                queue_capacity: options.queue_capacity,
-                workers: options.workers,
-                intra_op_threads: options.intra_op_threads,
-                inter_op_threads: options.inter_op_threads,
-            },
-        );
-    }
     for spec in &args.model_options {
         let (name, kv) = spec
             .split_once(':')
@@ -418,28 +398,17 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
         let (key, value) = kv
             .split_once('=')
             .with_context(|| format!("--model-option `{spec}` is not NAME:KEY=VALUE"))?;
-        let entry = per_model.entry(name.to_string()).or_default();
-        let number = |v: &str| -> Result<u64> {
-            v.trim()
-                .parse::<u64>()
-                .with_context(|| format!("--model-option `{spec}`: `{v}` is not a number"))
-        };
-        match key.trim() {
-            "max_batch_size" => entry.max_batch_size = Some(number(value)? as usize),
-            "max_queue_delay_ms" => entry.max_queue_delay_ms = Some(number(value)?),
-            "queue_capacity" => entry.queue_capacity = Some(number(value)? as usize),
-            "workers" => entry.workers = Some(number(value)? as usize),
-            "intra_op_threads" => entry.intra_op_threads = Some(number(value)? as usize),
-            "inter_op_threads" => entry.inter_op_threads = Some(number(value)? as usize),
-            other => bail!(
-                "--model-option `{spec}`: unknown key `{other}`; use max_batch_size, \
-                 max_queue_delay_ms, queue_capacity, workers, intra_op_threads or inter_op_threads"
-            ),
-        }
+        let number = value
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("--model-option `{spec}`: `{value}` is not a number"))?;
+        let options = per_model
+            .entry(name.to_string())
+            .or_insert_with(|| serving.runtime.clone());
+        set_option(options, key.trim(), number)
+            .with_context(|| format!("--model-option `{spec}`"))?;
     }
-    for (name, overrides) in per_model {
-        let mut options = serving.runtime.clone();
-        apply(&mut options, &overrides);
+    for (name, options) in per_model {
         options
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -447,32 +416,30 @@ fn runtime_settings(args: &RuntimeArgs, file: &FileConfig) -> Result<RuntimeSett
         serving.model_options.insert(name, options);
     }
     Ok(RuntimeSettings {
-        onnxruntime: args.onnxruntime.clone().or(file.onnxruntime.clone()),
+        onnxruntime: args.onnxruntime.clone(),
         serving,
-        prediction_log: args.prediction_log.clone().or(file.prediction_log.clone()),
-        log_inputs: args.log_inputs || file.log_inputs.unwrap_or(false),
+        prediction_log: args.prediction_log.clone(),
+        log_inputs: args.log_inputs,
     })
 }
 
-fn apply(options: &mut ferry_serving::runtime::RuntimeOptions, o: &ModelOptionsFile) {
-    if let Some(v) = o.max_batch_size {
-        options.max_batch_size = v;
+/// Sets one runtime option by its key.
+fn set_option(
+    options: &mut ferry_serving::runtime::RuntimeOptions,
+    key: &str,
+    value: u64,
+) -> Result<()> {
+    let count = || usize::try_from(value).context("the number is too large");
+    match key {
+        "max_batch_size" => options.max_batch_size = count()?,
+        "max_queue_delay_ms" => options.max_queue_delay = Duration::from_millis(value),
+        "queue_capacity" => options.queue_capacity = count()?,
+        "workers" => options.workers = count()?,
+        "intra_op_threads" => options.intra_op_threads = count()?,
+        "inter_op_threads" => options.inter_op_threads = count()?,
+        other => bail!("unknown key `{other}`; use {MODEL_OPTION_KEYS}"),
     }
-    if let Some(v) = o.max_queue_delay_ms {
-        options.max_queue_delay = Duration::from_millis(v);
-    }
-    if let Some(v) = o.queue_capacity {
-        options.queue_capacity = v;
-    }
-    if let Some(v) = o.workers {
-        options.workers = v;
-    }
-    if let Some(v) = o.intra_op_threads {
-        options.intra_op_threads = v;
-    }
-    if let Some(v) = o.inter_op_threads {
-        options.inter_op_threads = v;
-    }
+    Ok(())
 }
 
 /// One `--model` of `ferry serving`.
@@ -552,13 +519,9 @@ pub struct ServingSettings {
 /// Names the invalid setting.
 pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
     let file = load_file(cmd.common.config.as_deref())?;
-    let specs: Vec<String> = if cmd.models.is_empty() {
-        file.models.clone()
-    } else {
-        cmd.models.clone()
-    };
+    let cmd = overlay(cmd, &file)?;
     let mut models = Vec::new();
-    for spec in &specs {
+    for spec in &cmd.models {
         let parsed = parse_model_spec(spec).with_context(|| format!("--model `{spec}`"))?;
         let name = match &parsed {
             ModelSpec::File { name, .. } | ModelSpec::Registry { name, .. } => name.clone(),
@@ -583,14 +546,10 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
             "nothing to serve: pass --model NAME@ALIAS or --endpoint NAME (with --registry URL), or --model NAME=PATH.onnx"
         );
     }
-    if cmd.registry.is_none()
-        && file.registry.is_none()
-        && !matches!(&endpoints, EndpointSpec::Named(e) if e.is_empty())
-    {
+    if cmd.registry.is_none() && !matches!(&endpoints, EndpointSpec::Named(e) if e.is_empty()) {
         bail!("endpoints come from a registry: pass --registry URL");
     }
-    let registry = cmd.registry.clone().or(file.registry.clone());
-    if registry.is_none()
+    if cmd.registry.is_none()
         && let Some(ModelSpec::Registry { name, .. }) = models
             .iter()
             .find(|m| matches!(m, ModelSpec::Registry { .. }))
@@ -603,20 +562,18 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
         listen: cmd
             .common
             .listen
-            .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
-        connections: connection_limits(&cmd.common, &file)?,
-        tokens: tokens(&cmd.common.tokens, cmd.common.tokens_file.as_deref(), &file)?,
+        connections: connection_limits(&cmd.common)?,
+        tokens: tokens(&cmd.common)?,
         models,
         endpoints,
-        registry,
+        registry: cmd.registry.clone(),
         registry_token: cmd.registry_token.clone(),
         cache_dir: cmd
             .cache_dir
             .clone()
-            .or(file.cache_dir.clone())
             .unwrap_or_else(|| PathBuf::from("ferry-cache")),
-        runtime: runtime_settings(&cmd.runtime, &file)?,
+        runtime: runtime_settings(&cmd.runtime)?,
     })
 }
 
@@ -749,7 +706,7 @@ mod tests {
             model_options: vec!["big:max_batch_size=8".into(), "big:workers=2".into()],
             ..RuntimeArgs::default()
         };
-        let settings = runtime_settings(&args, &FileConfig::default()).unwrap();
+        let settings = runtime_settings(&args).unwrap();
         assert_eq!(settings.serving.options_for("other").max_batch_size, 32);
         assert_eq!(settings.serving.options_for("big").max_batch_size, 8);
         assert_eq!(settings.serving.options_for("big").workers, 2);
@@ -760,7 +717,7 @@ mod tests {
         assert!(
             format!(
                 "{:#}",
-                runtime_settings(&bad, &FileConfig::default()).unwrap_err()
+                runtime_settings(&bad).unwrap_err()
             )
             .contains("unknown key")
         );
@@ -768,18 +725,18 @@ mod tests {
             workers: Some(0),
             ..RuntimeArgs::default()
         };
-        assert!(runtime_settings(&zero, &FileConfig::default()).is_err());
+        assert!(runtime_settings(&zero).is_err());
     }
 
     #[test]
     fn the_report_interval_defaults_to_five_seconds_and_takes_sub_second_values() {
-        let settings = runtime_settings(&RuntimeArgs::default(), &FileConfig::default()).unwrap();
+        let settings = runtime_settings(&RuntimeArgs::default()).unwrap();
         assert_eq!(settings.serving.report_interval, Duration::from_secs(5));
         let fast = RuntimeArgs {
             report_interval: Some("500ms".into()),
             ..RuntimeArgs::default()
         };
-        let settings = runtime_settings(&fast, &FileConfig::default()).unwrap();
+        let settings = runtime_settings(&fast).unwrap();
         assert_eq!(settings.serving.report_interval, Duration::from_millis(500));
         let too_fast = RuntimeArgs {
             report_interval: Some("10ms".into()),
@@ -787,7 +744,7 @@ mod tests {
         };
         let err = format!(
             "{:#}",
-            runtime_settings(&too_fast, &FileConfig::default()).unwrap_err()
+            runtime_settings(&too_fast).unwrap_err()
         );
         assert!(err.contains("at least 100ms"), "{err}");
     }
@@ -806,5 +763,97 @@ mod tests {
         };
         let err = format!("{:#}", resolve(&args).unwrap_err());
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn one_layering_for_every_setting_of_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(
+            &file,
+            r#"
+listen = "127.0.0.1:9001"
+models = ["a=a.onnx", "b=b.onnx"]
+tokens = ["read:0123456789abcdef0123"]
+log_inputs = true
+max_batch_size = 16
+report_interval = "2s"
+[blob_options]
+aws_region = "eu-west-1"
+[model_options.a]
+workers = 3
+"#,
+        )
+        .unwrap();
+        let cmd = ServingCommand {
+            models: vec!["c=c.onnx".into()],
+            common: crate::cli::CommonArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            },
+            runtime: RuntimeArgs {
+                max_batch_size: Some(8),
+                model_options: vec!["a:max_batch_size=2".into()],
+                ..RuntimeArgs::default()
+            },
+            ..ServingCommand::default()
+        };
+        let settings = resolve_serving(&cmd).unwrap();
+        // A list given by flag replaces the file's; a scalar only in the file is taken from it.
+        assert_eq!(settings.models.len(), 1);
+        assert_eq!(settings.listen.port(), 9001);
+        assert!(!settings.tokens.is_open());
+        assert!(settings.runtime.log_inputs, "a switch the file turns on");
+        assert_eq!(settings.runtime.serving.runtime.max_batch_size, 8);
+        assert_eq!(
+            settings.runtime.serving.report_interval,
+            Duration::from_secs(2)
+        );
+        // Per-model options add up: the file's, then the flags'.
+        let a = settings.runtime.serving.options_for("a");
+        assert_eq!((a.workers, a.max_batch_size), (3, 2));
+        // The same file serves `ferry registry` (keys of other commands are settings too).
+        let server = resolve(&ServerArgs {
+            common: crate::cli::CommonArgs {
+                config: Some(file),
+                ..Default::default()
+            },
+            blob_options: vec!["aws_allow_http=true".into()],
+            ..ServerArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            server.blob_options,
+            vec![
+                ("aws_region".to_string(), "eu-west-1".to_string()),
+                ("aws_allow_http".to_string(), "true".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_value_of_the_wrong_type_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ferry.toml");
+        std::fs::write(&file, "max_connections = \"many\"\n").unwrap();
+        let args = ServerArgs {
+            common: crate::cli::CommonArgs {
+                config: Some(file),
+                ..Default::default()
+            },
+            ..ServerArgs::default()
+        };
+        let err = format!("{:#}", resolve(&args).unwrap_err());
+        assert!(err.contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn every_flag_of_every_command_is_a_known_config_key() {
+        let known = known_settings();
+        for key in ["listen", "tokens", "models", "endpoints", "blob_options", "model_options",
+                    "feedback_ttl", "shutdown_delay", "amqp_url", "data_dir"] {
+            assert!(known.contains(key), "{key}");
+        }
+        assert!(!known.contains("config"));
     }
 }
