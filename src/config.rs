@@ -46,7 +46,10 @@ fn load_file(path: Option<&Path>) -> Result<FileValues> {
     }
     if let Some(options) = values.remove("blob_options") {
         let serde_json::Value::Object(options) = options else {
-            bail!("config file {}: `blob_options` must be a table of KEY = \"VALUE\"", path.display());
+            bail!(
+                "config file {}: `blob_options` must be a table of KEY = \"VALUE\"",
+                path.display()
+            );
         };
         let list = options
             .iter()
@@ -57,15 +60,24 @@ fn load_file(path: Option<&Path>) -> Result<FileValues> {
     }
     if let Some(models) = values.remove("model_options") {
         let serde_json::Value::Object(models) = models else {
-            bail!("config file {}: `model_options` must be tables [model_options.NAME]", path.display());
+            bail!(
+                "config file {}: `model_options` must be tables [model_options.NAME]",
+                path.display()
+            );
         };
         let mut list = Vec::new();
         for (name, options) in models {
             let serde_json::Value::Object(options) = options else {
-                bail!("config file {}: `model_options.{name}` must be a table", path.display());
+                bail!(
+                    "config file {}: `model_options.{name}` must be a table",
+                    path.display()
+                );
             };
             for (k, v) in options {
-                list.push(serde_json::Value::String(format!("{name}:{k}={}", plain(&v))));
+                list.push(serde_json::Value::String(format!(
+                    "{name}:{k}={}",
+                    plain(&v)
+                )));
             }
         }
         values.insert("model_options".into(), serde_json::Value::Array(list));
@@ -93,7 +105,10 @@ fn known_settings() -> std::collections::BTreeSet<String> {
         }
     }
     let mut out = std::collections::BTreeSet::new();
-    walk(&<crate::cli::Cli as clap::CommandFactory>::command(), &mut out);
+    walk(
+        &<crate::cli::Cli as clap::CommandFactory>::command(),
+        &mut out,
+    );
     out.remove("config");
     out
 }
@@ -714,13 +729,7 @@ mod tests {
             model_options: vec!["big:speed=11".into()],
             ..RuntimeArgs::default()
         };
-        assert!(
-            format!(
-                "{:#}",
-                runtime_settings(&bad).unwrap_err()
-            )
-            .contains("unknown key")
-        );
+        assert!(format!("{:#}", runtime_settings(&bad).unwrap_err()).contains("unknown key"));
         let zero = RuntimeArgs {
             workers: Some(0),
             ..RuntimeArgs::default()
@@ -742,10 +751,7 @@ mod tests {
             report_interval: Some("10ms".into()),
             ..RuntimeArgs::default()
         };
-        let err = format!(
-            "{:#}",
-            runtime_settings(&too_fast).unwrap_err()
-        );
+        let err = format!("{:#}", runtime_settings(&too_fast).unwrap_err());
         assert!(err.contains("at least 100ms"), "{err}");
     }
 
@@ -850,8 +856,18 @@ workers = 3
     #[test]
     fn every_flag_of_every_command_is_a_known_config_key() {
         let known = known_settings();
-        for key in ["listen", "tokens", "models", "endpoints", "blob_options", "model_options",
-                    "feedback_ttl", "shutdown_delay", "amqp_url", "data_dir"] {
+        for key in [
+            "listen",
+            "tokens",
+            "models",
+            "endpoints",
+            "blob_options",
+            "model_options",
+            "feedback_ttl",
+            "shutdown_delay",
+            "amqp_url",
+            "data_dir",
+        ] {
             assert!(known.contains(key), "{key}");
         }
         assert!(!known.contains("config"));

@@ -1,7 +1,6 @@
 //! Starting server processes: `ferry up`, `ferry registry`, `ferry registry migrate`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -9,13 +8,13 @@ use ferry_api::http::auth::Tokens;
 use ferry_api::http::metrics::HttpMetrics;
 use ferry_registry::catalog::LocalCatalog;
 use ferry_registry::store::SchemaState;
-use ferry_registry::{AppState, BlobStore, MetadataStore};
+use ferry_registry::{AppState, Background, BlobStore, MetadataStore};
 use ferry_serving::cache::ArtifactCache;
 use ferry_serving::catalog::SharedCatalog;
-use ferry_serving::follow::{Endpoints, Follower, Loader, Models, Selection};
-use ferry_serving::repository::{ModelRepository, ServedModel};
-use ferry_serving::runtime::{ModelSource, RuntimeMetrics};
-use ferry_serving::{ServingConfig, ServingState};
+use ferry_serving::follow::{Endpoints, Models, Selection};
+use ferry_serving::lifecycle::{Serving, ServingOptions};
+use ferry_serving::repository::ServedModel;
+use ferry_serving::runtime::ModelSource;
 use tokio::net::TcpListener;
 
 use crate::config::{
@@ -25,6 +24,9 @@ use crate::config::{
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How long background jobs get to reach a safe point once requests have drained.
+const JOB_GRACE: Duration = Duration::from_secs(5);
 
 /// The demo model `ferry up` pushes into an empty registry: a small MLP classifier (the same
 /// bytes as the `mlp.onnx` test fixture, which `scripts/gen_fixtures.py --check` keeps equal).
@@ -49,7 +51,7 @@ pub enum Mode {
 pub async fn run(
     settings: ServerSettings,
     mode: Mode,
-    serving: Option<RuntimeSettings>,
+    serving_runtime: Option<RuntimeSettings>,
 ) -> Result<()> {
     refuse_open_network(&settings.registry.tokens, &settings.listen)?;
     let store = connect(&settings).await?;
@@ -88,37 +90,18 @@ pub async fn run(
     }
 
     let mut app = ferry_registry::api::routes(state.clone());
-    let mut serving_ready = None;
-    let mut follower = None;
-    let mut reporter = None;
-    // Judges endpoints' drift policies on the replicas' reports; safe with several registries.
-    let mut background = vec![ferry_registry::drift::spawn_drift_monitor(
-        store.clone(),
-        settings.registry.drift_interval,
-    )];
-    // Webhook deliveries and the AMQP relay pick up from the database: aborting them is safe.
-    background.push(
-        ferry_registry::webhooks::spawn_webhooks(
-            store.clone(),
-            settings.registry.webhooks.clone(),
-            &state.prometheus,
-        )
-        .context("starting webhook deliveries")?,
-    );
-    if let Some(relay) = settings.registry.relay.clone() {
-        background.push(
-            ferry_registry::relay::spawn_relay(store.clone(), relay, &state.prometheus)
-                .context("starting the AMQP relay")?,
-        );
-    }
-    if let Some(runtime) = serving {
+    // Judges drift, delivers webhooks, relays events: safe with several registries.
+    let background = Background::start(&store, &settings.registry, &state.prometheus)
+        .context("starting the registry's background jobs")?;
+    let mut serving = None;
+    if let Some(runtime) = serving_runtime {
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
-        let (serving_state, loader) = serving_state(
+        let mut started = start_serving(
             &state.prometheus,
             runtime,
             settings.registry.tokens.clone(),
-            &replica,
+            replica,
         )?;
         let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
             .context("opening the serving cache")?;
@@ -126,28 +109,16 @@ pub async fn run(
             store: store.clone(),
             blobs: blobs.clone(),
         });
-        let selection = Selection {
-            models: Models::All,
-            endpoints: Endpoints::All,
-        };
-        let repository = serving_state.repository.clone();
-        serving_ready = Some(serving_state.ready.clone());
-        let run = Follower::new(
-            catalog.clone(),
-            cache,
-            loader,
-            selection,
-            serving_state.ready.clone(),
-        );
-        follower = Some(tokio::spawn(run.run()));
-        reporter = Some(tokio::spawn(ferry_serving::report::run(
+        started.follow(
             catalog,
-            repository,
-            replica.clone(),
-            serving_state.config.report_interval,
-            Some(serving_state.drift_gauges.clone()),
-        )));
-        app = app.merge(ferry_serving::routes(serving_state));
+            cache,
+            Selection {
+                models: Models::All,
+                endpoints: Endpoints::All,
+            },
+        );
+        app = app.merge(started.routes());
+        serving = Some(started);
     }
     let app = ferry_api::http::layers::common(
         app.fallback(ferry_registry::api::not_found),
@@ -164,13 +135,14 @@ pub async fn run(
         blobs = %blobs.display(),
         "ferry {} serving the registry API at http://{local}/api/v1{}",
         env!("CARGO_PKG_VERSION"),
-        if follower.is_some() { format!(" and models at http://{local}/v2/models") } else { String::new() }
+        if serving.is_some() { format!(" and models at http://{local}/v2/models") } else { String::new() }
     );
     if settings.registry.tokens.is_open() {
         tracing::warn!(
             "no API tokens configured: the API is open to anyone on this machine (loopback only)"
         );
     }
+    let serving_ready = serving.as_ref().map(|s| s.state.ready.clone());
     serve(
         listener,
         app,
@@ -179,12 +151,12 @@ pub async fn run(
         serving_ready,
     )
     .await?;
-    for task in background {
-        task.abort();
+    // Requests have drained: stop the jobs at their safe points, serving's first (its last
+    // report goes to this registry's store).
+    if let Some(serving) = serving {
+        serving.shutdown(JOB_GRACE).await;
     }
-    for task in [follower, reporter].into_iter().flatten() {
-        task.abort();
-    }
+    background.shutdown(JOB_GRACE).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -199,11 +171,11 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
     let prometheus = Arc::new(prometheus::Registry::new());
     let http_metrics = HttpMetrics::register(&prometheus).context("registering metrics")?;
     let replica = ferry_serving::report::replica_id(settings.listen.port());
-    let (state, loader) = serving_state(
+    let mut serving = start_serving(
         &prometheus,
         settings.runtime.clone(),
         settings.tokens.clone(),
-        &replica,
+        replica,
     )?;
 
     // Files first: they load once and are never followed.
@@ -214,15 +186,15 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
                 .with_context(|| format!("cannot read model file {}", path.display()))?;
             let signature = ferry_api::onnx::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid ONNX model", path.display()))?;
-            let version = loader
+            let version = serving
+                .loader
                 .load(name, 1, ModelSource::from(bytes), signature, None)
                 .await
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("loading {}", path.display()))?;
-            let traffic = state.repository.traffic_for(name, false);
-            state
-                .repository
-                .install(ServedModel::single(name.clone(), version, traffic));
+            let repository = &serving.state.repository;
+            let traffic = repository.traffic_for(name, false);
+            repository.install(ServedModel::single(name.clone(), version, traffic));
         }
     }
     let targets: Vec<(String, Option<ferry_api::names::VersionRef>)> = settings
@@ -238,10 +210,8 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
         EndpointSpec::Named(list) if list.is_empty() => Endpoints::None,
         EndpointSpec::Named(list) => Endpoints::Named(list.clone()),
     };
-    let mut follower = None;
-    let mut reporter = None;
     if targets.is_empty() && matches!(endpoints, Endpoints::None) {
-        state.ready.store(true, Ordering::Release);
+        serving.ready_without_following();
     } else {
         let Some(url) = &settings.registry else {
             bail!("registry models need --registry URL");
@@ -250,68 +220,34 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
             .context("the registry URL")?;
         let cache = ArtifactCache::open(&settings.cache_dir)
             .with_context(|| format!("opening the cache {}", settings.cache_dir.display()))?;
-        let catalog: SharedCatalog = Arc::new(client);
         let models = if targets.is_empty() {
             Models::None
         } else {
             Models::Named(targets)
         };
-        let run = Follower::new(
-            catalog.clone(),
-            cache,
-            loader,
-            Selection { models, endpoints },
-            state.ready.clone(),
-        );
-        follower = Some(tokio::spawn(run.run()));
-        reporter = Some(tokio::spawn(ferry_serving::report::run(
-            catalog,
-            state.repository.clone(),
-            replica.clone(),
-            state.config.report_interval,
-            Some(state.drift_gauges.clone()),
-        )));
+        serving.follow(Arc::new(client), cache, Selection { models, endpoints });
     }
 
-    let ready = state.ready.clone();
-    let serving_ready = state.ready.clone();
-    let system = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            axum::routing::get(move || {
-                let ready = ready.clone();
-                async move {
-                    if ready.load(Ordering::Acquire) {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            axum::routing::get(ferry_api::http::metrics::expose).with_state(prometheus.clone()),
-        );
-    let app =
-        ferry_api::http::layers::common(ferry_serving::routes(state).merge(system), http_metrics);
+    let system = serving.health_routes().route(
+        "/metrics",
+        axum::routing::get(ferry_api::http::metrics::expose).with_state(prometheus.clone()),
+    );
+    let app = ferry_api::http::layers::common(serving.routes().merge(system), http_metrics);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(listen = %local, "ferry {} serving models at http://{local}/v2/models", env!("CARGO_PKG_VERSION"));
+    let ready = serving.state.ready.clone();
     serve(
         listener,
         app,
         settings.connections,
         &prometheus,
-        Some(serving_ready),
+        Some(ready),
     )
     .await?;
-    for task in [follower, reporter].into_iter().flatten() {
-        task.abort();
-    }
+    serving.shutdown(JOB_GRACE).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -327,62 +263,36 @@ fn refuse_open_network(tokens: &Tokens, listen: &std::net::SocketAddr) -> Result
     Ok(())
 }
 
-/// Loads ONNX Runtime and builds serving's state and loader.
-fn serving_state(
+/// Starts serving with the runtime settings: ONNX Runtime, metrics, the prediction log.
+fn start_serving(
     prometheus: &prometheus::Registry,
     runtime: RuntimeSettings,
     tokens: Tokens,
-    replica: &str,
-) -> Result<(ServingState, Loader)> {
-    let library = ferry_serving::runtime::library::load(runtime.onnxruntime.as_deref())?;
-    tracing::info!(path = %library.path().display(), "ONNX Runtime loaded");
-    let runtime_metrics = RuntimeMetrics::register(prometheus).context("registering metrics")?;
-    let request_metrics =
-        ferry_serving::api::RequestMetrics::register(prometheus).context("registering metrics")?;
+    replica: String,
+) -> Result<Serving> {
     let prediction_log = match &runtime.prediction_log {
-        Some(url) => {
-            let store = ferry_api::storage::StoreRoot::open(
+        Some(url) => Some(
+            ferry_api::storage::StoreRoot::open(
                 url,
                 &[],
                 ferry_api::storage::DEFAULT_RETRY_TIMEOUT,
             )
             .map_err(anyhow::Error::msg)
-            .context("opening the prediction log's store")?;
-            tracing::info!(store = %store.display, inputs = runtime.log_inputs, "logging predictions");
-            Some(
-                ferry_serving::prediction_log::PredictionLog::start(
-                    store,
-                    replica.to_string(),
-                    runtime.log_inputs,
-                    prometheus,
-                )
-                .context("registering metrics")?,
-            )
-        }
+            .context("opening the prediction log's store")?,
+        ),
         None => None,
     };
-    let config: Arc<ServingConfig> = Arc::new(runtime.serving);
-    let repository = Arc::new(ModelRepository::new(
-        config.feedback_capacity,
-        config.feedback_ttl,
-    ));
-    let state = ServingState {
-        repository: repository.clone(),
-        config: config.clone(),
-        metrics: request_metrics,
-        ready: Arc::new(AtomicBool::new(false)),
-        tokens,
-        prediction_log,
-        drift_gauges: ferry_serving::api::DriftGauges::register(prometheus)
-            .context("registering metrics")?,
-    };
-    let loader = Loader {
-        runtime: library,
-        repository,
-        metrics: runtime_metrics,
-        config,
-    };
-    Ok((state, loader))
+    Ok(Serving::start(
+        ServingOptions {
+            onnxruntime: runtime.onnxruntime,
+            config: runtime.serving,
+            prediction_log,
+            log_inputs: runtime.log_inputs,
+            tokens,
+            replica,
+        },
+        prometheus,
+    )?)
 }
 
 /// `ferry registry migrate`.

@@ -579,3 +579,48 @@ async fn serving_is_ready_only_once_its_endpoints_stable_version_is_loaded() {
     .await;
     assert_eq!((a.status, a.route.as_str()), (200, "stable"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_with_sigterm_reports_its_last_counters_first() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
+    let reg = registry.url();
+    let v1 = push(dir.path(), &reg, "mlp.onnx");
+    endpoint_set(dir.path(), &reg, &["--stable", &v1.to_string()]);
+    // Reports every 10 minutes: only the report sent at shutdown can carry these requests.
+    let mut replica = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--registry",
+            &reg,
+            "--endpoint",
+            "fraud",
+            "--report-interval",
+            "10m",
+            "--cache-dir",
+            dir.path().join("cache").to_str().unwrap(),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/models/fraud/infer", replica.url());
+    for _ in 0..25 {
+        assert_eq!(infer(&client, &url, &[]).await.status, 200);
+    }
+    let status = replica.terminate();
+    assert!(status.success(), "{status}: {}", replica.logs());
+    let analysis: Value = reqwest::get(format!("{reg}/api/v1/endpoints/fraud/analysis?window=5m"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        version_of(&analysis, v1)["requests"].as_u64(),
+        Some(25),
+        "{analysis}"
+    );
+}

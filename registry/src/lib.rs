@@ -28,11 +28,75 @@ pub mod webhooks;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
 pub use api::router;
 pub use blob_store::BlobStore;
 pub use error::{Error, Result};
 pub use store::MetadataStore;
 pub use upload::UploadLimits;
+
+/// The registry's background jobs — the drift monitor, webhook delivery and, when configured,
+/// the RabbitMQ relay — started together and stopped together: each stops at a safe point
+/// (between rounds) when [`Background::shutdown`] is called.
+pub struct Background {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Background {
+    /// Starts the jobs of `config` on `store`, registering their metrics in `prometheus`. They
+    /// are safe to run in several registries on one database.
+    ///
+    /// # Errors
+    /// When metrics cannot be registered, or the webhook client cannot be built.
+    pub fn start(
+        store: &MetadataStore,
+        config: &Config,
+        prometheus: &prometheus::Registry,
+    ) -> Result<Background> {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        drift::spawn_drift_monitor(
+            store.clone(),
+            config.drift_interval,
+            &mut tasks,
+            stop.child_token(),
+        );
+        webhooks::spawn_webhooks(
+            store.clone(),
+            config.webhooks.clone(),
+            prometheus,
+            &mut tasks,
+            stop.child_token(),
+        )?;
+        if let Some(relay) = config.relay.clone() {
+            relay::spawn_relay(
+                store.clone(),
+                relay,
+                prometheus,
+                &mut tasks,
+                stop.child_token(),
+            )?;
+        }
+        Ok(Background { stop, tasks })
+    }
+
+    /// Asks every job to stop at its next safe point and waits for them, at most `grace`;
+    /// jobs still running then are aborted (safe too: their work is at-least-once).
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.stop.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                jobs = self.tasks.len(),
+                "background jobs did not stop within the grace period; aborting them"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+}
 
 /// Settings of a running registry, validated once at start.
 #[derive(Debug, Clone)]

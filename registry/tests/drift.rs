@@ -495,7 +495,9 @@ async fn the_background_monitor_judges_reports_posted_over_http(app: &TestApp) {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{problem}");
     // The first evaluation runs at once and judges the last interval, this report included.
-    let monitor = spawn_drift_monitor(store.clone(), INTERVAL);
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    spawn_drift_monitor(store.clone(), INTERVAL, &mut tasks, stop.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let events = loop {
         let events = drift_events(&store, start).await;
@@ -504,7 +506,12 @@ async fn the_background_monitor_judges_reports_posted_over_http(app: &TestApp) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    monitor.abort();
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+        .await
+        .expect("the monitor stops when asked")
+        .unwrap()
+        .unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, "drift.detected");
     assert_eq!(events[0].data["metric"], "kl");

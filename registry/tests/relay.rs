@@ -491,10 +491,14 @@ async fn the_spawned_relay_publishes_new_events_on_its_own() {
     let queue = broker.bind_queue(FieldTable::default()).await;
     let mut config = broker.config("spawned");
     config.poll_interval = Duration::from_millis(50);
-    let task = ferry_registry::relay::spawn_relay(
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    ferry_registry::relay::spawn_relay(
         app.state.store.clone(),
         config,
         &prometheus::Registry::new(),
+        &mut tasks,
+        stop.clone(),
     )
     .unwrap();
     push(&app, "fraud").await;
@@ -505,7 +509,13 @@ async fn the_spawned_relay_publishes_new_events_on_its_own() {
         seen.extend(ids(&broker.drain(&queue).await));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    task.abort();
+    // Asked to stop, it finishes its round and stops by itself (no abort needed).
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+        .await
+        .expect("the relay stops when asked")
+        .unwrap()
+        .unwrap();
     assert_eq!(seen, [1, 2]);
     app.cleanup().await;
     broker.cleanup().await;

@@ -1179,13 +1179,17 @@ async fn the_spawned_worker_delivers_new_events_on_its_own() {
     let (_, secret) = registry
         .subscribe(&receiver.url, &["version.created"])
         .await;
-    let task = ferry_registry::webhooks::spawn_webhooks(
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    ferry_registry::webhooks::spawn_webhooks(
         registry.state.store.clone(),
         WebhookConfig {
             poll_interval: Duration::from_millis(50),
             ..config()
         },
         &registry.state.prometheus,
+        &mut tasks,
+        stop.clone(),
     )
     .unwrap();
     registry.push("fraud").await;
@@ -1195,7 +1199,13 @@ async fn the_spawned_worker_delivers_new_events_on_its_own() {
         assert!(tokio::time::Instant::now() < deadline, "nothing delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    task.abort();
+    // Asked to stop, the worker finishes its round and stops by itself.
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), tasks.join_next())
+        .await
+        .expect("the webhook worker stops when asked")
+        .unwrap()
+        .unwrap();
     assert_signed(&receiver.successes()[0], &secret);
     registry.cleanup().await;
 }

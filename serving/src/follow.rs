@@ -191,8 +191,17 @@ impl Follower {
     }
 
     /// Syncs once (from the registry, or from the cache when it is unreachable), marks the
-    /// process ready, then follows the event log until the task is dropped.
-    pub async fn run(self) {
+    /// process ready, then follows the event log until `stop` is cancelled. Stopping anywhere
+    /// is safe: the table of served models is swapped whole, a cancelled download removes its
+    /// partial file, and the cache manifest is replaced atomically.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        tokio::select! {
+            () = self.follow() => {}
+            () = stop.cancelled() => tracing::debug!("stopped following the registry"),
+        }
+    }
+
+    async fn follow(self) {
         let mut cursor = match self.head().await {
             Ok(head) => {
                 self.sync_all().await;

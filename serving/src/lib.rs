@@ -22,6 +22,7 @@ pub mod drift;
 pub mod error;
 pub mod follow;
 pub mod infer;
+pub mod lifecycle;
 pub mod oip;
 pub mod prediction_log;
 pub mod report;

@@ -21,20 +21,26 @@ struct Pending {
     elapsed: Duration,
 }
 
-/// Sends every endpoint's counters every `interval`, until the task is dropped.
+/// Sends every endpoint's counters every `interval` until `stop` is cancelled, then once more, so
+/// the counts of the last seconds before a shutdown reach the registry too.
 pub async fn run(
     catalog: SharedCatalog,
     repository: Arc<ModelRepository>,
     replica: String,
     interval: Duration,
     drift: Option<crate::api::DriftGauges>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    loop {
-        ticker.tick().await;
+    let mut last = false;
+    while !last {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => last = true,
+        }
         let snapshot = repository.snapshot();
         if let Some(gauges) = &drift {
             // Scoring every version's histograms is CPU work: on the blocking pool.

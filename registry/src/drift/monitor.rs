@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use ferry_api::drift::{DriftAnalysis, Profile, analyze_drift};
 use ferry_api::events::{DriftDetected, DriftRecovered, EventData, FeatureScore};
@@ -174,14 +175,24 @@ pub(crate) struct DriftJudgment {
 
 /// Starts the monitor on a background task: [`evaluate_once`] every `interval` (at least
 /// [`MIN_INTERVAL`]), the first one at once. Failures are logged and retried at the next tick.
-/// Must be called inside a Tokio runtime; abort the handle to stop it.
-pub fn spawn_drift_monitor(store: MetadataStore, interval: Duration) -> JoinHandle<()> {
+/// Runs on `tasks` until `stop` is cancelled.
+pub fn spawn_drift_monitor(
+    store: MetadataStore,
+    interval: Duration,
+    tasks: &mut JoinSet<()>,
+    stop: CancellationToken,
+) {
     let interval = interval.max(MIN_INTERVAL);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            // A pass in progress completes (its judgments commit together); stopping waits
+            // for the next tick.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
             match evaluate_once(&store, interval, Utc::now()).await {
                 Ok(events) => {
                     for event in &events {
@@ -193,7 +204,8 @@ pub fn spawn_drift_monitor(store: MetadataStore, interval: Duration) -> JoinHand
                 }
             }
         }
-    })
+        tracing::info!("drift monitor stopped");
+    });
 }
 
 /// One version to judge in this pass.

@@ -41,7 +41,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use lapin::{ExchangeKind, PublisherConfirm};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub use metrics::RelayMetrics;
 
@@ -442,10 +443,12 @@ impl Relay {
         }
     }
 
-    /// Relays forever: at once while events are waiting, otherwise when this process commits
-    /// one or after `poll_interval`. Failures reconnect after a growing, jittered delay; the
-    /// registry itself never waits for the broker.
-    pub async fn run(mut self) {
+    /// Relays until `stop` is cancelled: at once while events are waiting, otherwise when this
+    /// process commits one or after `poll_interval`. Failures reconnect after a growing, jittered
+    /// delay; the registry itself never waits for the broker. It stops between rounds, after the
+    /// round in flight has its confirmations (the cursor moves only past confirmed events), and
+    /// closes its connection.
+    pub async fn run(mut self, stop: CancellationToken) {
         tracing::info!(
             broker = %self.config.redacted_url(),
             exchange = %self.config.exchange,
@@ -454,7 +457,7 @@ impl Relay {
         );
         let mut wake = self.store.subscribe();
         let mut failures: u32 = 0;
-        loop {
+        while !stop.is_cancelled() {
             match self.run_once().await {
                 Ok(relayed) => {
                     failures = 0;
@@ -462,11 +465,13 @@ impl Relay {
                         continue;
                     }
                     wake.borrow_and_update();
-                    if tokio::time::timeout(self.config.poll_interval, wake.changed())
-                        .await
-                        .is_ok_and(|changed| changed.is_err())
-                    {
-                        tokio::time::sleep(self.config.poll_interval).await;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        changed = tokio::time::timeout(self.config.poll_interval, wake.changed()) => {
+                            if changed.is_ok_and(|changed| changed.is_err()) {
+                                tokio::time::sleep(self.config.poll_interval).await;
+                            }
+                        }
                     }
                 }
                 Err(e) => {
@@ -490,16 +495,24 @@ impl Relay {
                         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                         "event relay round failed"
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
         }
+        // Another replica may take over at once instead of waiting for the lease to expire.
+        if let Err(e) = self.close().await {
+            tracing::debug!(error = %e, "releasing the relay lease failed; it expires");
+        }
+        tracing::info!("event relay stopped");
     }
 }
 
-/// Builds a [`Relay`] (registering its metrics in `prometheus`) and runs it on a tokio task
-/// until the task is aborted. Aborting is safe: unconfirmed events are published again by the
-/// next relay (consumers deduplicate on `message_id`).
+/// Builds a [`Relay`] (registering its metrics in `prometheus`) and runs it on `tasks` until
+/// `stop` is cancelled. Even an abort would be safe: unconfirmed events are published again by
+/// the next relay (consumers deduplicate on `message_id`).
 ///
 /// # Errors
 /// [`Error::Internal`] when the metrics are already registered.
@@ -507,9 +520,12 @@ pub fn spawn_relay(
     store: MetadataStore,
     config: RelayConfig,
     prometheus: &prometheus::Registry,
-) -> Result<JoinHandle<()>> {
+    tasks: &mut JoinSet<()>,
+    stop: CancellationToken,
+) -> Result<()> {
     let relay = Relay::new(store, config, prometheus)?;
-    Ok(tokio::spawn(relay.run()))
+    tasks.spawn(relay.run(stop));
+    Ok(())
 }
 
 /// Connects, opens a channel in confirm mode and declares the topology, all within

@@ -27,7 +27,8 @@ mod worker;
 use std::fmt;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub use metrics::WebhookMetrics;
 pub use worker::{RoundSummary, WebhookWorker};
@@ -84,9 +85,9 @@ pub(crate) fn default_replica() -> String {
     }
 }
 
-/// Builds a [`WebhookWorker`] (registering its metrics in `prometheus`) and runs it on a tokio
-/// task until the task is aborted. Aborting at any point is safe: a delivery being sent stays
-/// claimed until its claim expires, then it is sent again (at-least-once).
+/// Builds a [`WebhookWorker`] (registering its metrics in `prometheus`) and runs it on `tasks`
+/// until `stop` is cancelled; it stops between rounds. Even an abort would be safe: a delivery
+/// being sent stays claimed until its claim expires, then it is sent again (at-least-once).
 ///
 /// # Errors
 /// [`Error::Internal`] when the metrics are already registered or the HTTP client cannot be
@@ -95,9 +96,12 @@ pub fn spawn_webhooks(
     store: MetadataStore,
     config: WebhookConfig,
     prometheus: &prometheus::Registry,
-) -> Result<JoinHandle<()>> {
+    tasks: &mut JoinSet<()>,
+    stop: CancellationToken,
+) -> Result<()> {
     let worker = WebhookWorker::new(store, config, prometheus)?;
-    Ok(tokio::spawn(worker.run()))
+    tasks.spawn(worker.run(stop));
+    Ok(())
 }
 
 /// A webhook's signing key. Its `Debug` and `Display` never show it.

@@ -1,6 +1,7 @@
 //! The webhook worker: fan-out and sending rounds, and the loop that repeats them.
 
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
@@ -167,7 +168,7 @@ impl WebhookWorker {
 
     /// Runs rounds forever: at once while there is work, otherwise when this process commits an
     /// event or after `poll_interval` (for retries coming due and other replicas' events).
-    pub async fn run(self) {
+    pub async fn run(self, stop: CancellationToken) {
         tracing::info!(
             replica = %self.config.replica,
             concurrency = self.config.concurrency,
@@ -176,7 +177,9 @@ impl WebhookWorker {
         );
         let mut wake = self.store.subscribe();
         let mut gauges_at: Option<Instant> = None;
-        loop {
+        // A round (fan-out, then sending what is due) always completes: stopping happens between
+        // rounds, so no delivery is left claimed mid-send.
+        while !stop.is_cancelled() {
             let busy = match self.fan_out_once().await {
                 Ok(queued) => queued > 0,
                 Err(e) => {
@@ -201,15 +204,18 @@ impl WebhookWorker {
             }
             if !busy {
                 wake.borrow_and_update();
-                if tokio::time::timeout(self.config.poll_interval, wake.changed())
-                    .await
-                    .is_ok_and(|changed| changed.is_err())
-                {
-                    // The store is gone (cannot happen while we hold it); never spin.
-                    tokio::time::sleep(self.config.poll_interval).await;
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    changed = tokio::time::timeout(self.config.poll_interval, wake.changed()) => {
+                        if changed.is_ok_and(|changed| changed.is_err()) {
+                            // The store is gone (cannot happen while we hold it); never spin.
+                            tokio::time::sleep(self.config.poll_interval).await;
+                        }
+                    }
                 }
             }
         }
+        tracing::info!("webhook delivery stopped");
     }
 
     async fn send_group(

@@ -1,0 +1,190 @@
+//! Serving as a whole, started and stopped: [`Serving::start`] loads ONNX Runtime, registers the
+//! metrics and builds the state the routes use; [`Serving::follow`] starts the follower and the
+//! reporter on the handle's tasks; [`Serving::shutdown`] stops them at a safe point — the
+//! follower between changes, the reporter after one last report, so the counts of a replica's
+//! last seconds are not lost — and waits for them. The `ferry` binary composes this with the
+//! registry's and binds the routes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use ferry_api::http::Tokens;
+use ferry_api::storage::StoreRoot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::ArtifactCache;
+use crate::catalog::SharedCatalog;
+use crate::follow::{Follower, Loader, Selection};
+use crate::prediction_log::PredictionLog;
+use crate::repository::ModelRepository;
+use crate::runtime::RuntimeMetrics;
+use crate::{ServingConfig, ServingState, api, report};
+
+/// What a serving process starts with.
+pub struct ServingOptions {
+    /// The ONNX Runtime library, when not found the usual way.
+    pub onnxruntime: Option<PathBuf>,
+    /// Timeouts, limits and runtime options.
+    pub config: ServingConfig,
+    /// Where answered predictions are appended, when enabled.
+    pub prediction_log: Option<StoreRoot>,
+    /// Log request bodies too.
+    pub log_inputs: bool,
+    /// Tokens clients present; none means open (loopback only, checked by the caller).
+    pub tokens: Tokens,
+    /// This replica's name in reports and the prediction log.
+    pub replica: String,
+}
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ONNX Runtime could not be loaded.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// Metrics of the same names are registered already.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Serving, started.
+pub struct Serving {
+    /// What the routes use.
+    pub state: ServingState,
+    /// Loads versions into the state's repository.
+    pub loader: Loader,
+    replica: String,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Serving {
+    /// Loads ONNX Runtime, registers serving's metrics in `prometheus` and builds its state.
+    /// Nothing is served yet: install models with [`Serving::loader`], or [`Serving::follow`]
+    /// a catalog.
+    ///
+    /// # Errors
+    /// [`StartError`].
+    pub fn start(
+        options: ServingOptions,
+        prometheus: &prometheus::Registry,
+    ) -> Result<Serving, StartError> {
+        let library = crate::runtime::library::load(options.onnxruntime.as_deref())?;
+        tracing::info!(path = %library.path().display(), "ONNX Runtime loaded");
+        let runtime_metrics = RuntimeMetrics::register(prometheus)?;
+        let request_metrics = api::RequestMetrics::register(prometheus)?;
+        let prediction_log = match options.prediction_log {
+            Some(store) => {
+                tracing::info!(store = %store.display, inputs = options.log_inputs, "logging predictions");
+                Some(PredictionLog::start(
+                    store,
+                    options.replica.clone(),
+                    options.log_inputs,
+                    prometheus,
+                )?)
+            }
+            None => None,
+        };
+        let config = Arc::new(options.config);
+        let repository = Arc::new(ModelRepository::new(
+            config.feedback_capacity,
+            config.feedback_ttl,
+        ));
+        let state = ServingState {
+            repository: repository.clone(),
+            config: config.clone(),
+            metrics: request_metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            tokens: options.tokens,
+            prediction_log,
+            drift_gauges: api::DriftGauges::register(prometheus)?,
+        };
+        let loader = Loader {
+            runtime: library,
+            repository,
+            metrics: runtime_metrics,
+            config,
+        };
+        Ok(Serving {
+            state,
+            loader,
+            replica: options.replica,
+            stop: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// Follows `catalog` for `selection` (the process becomes ready once it is served), and
+    /// reports this replica's counters to it.
+    pub fn follow(&mut self, catalog: SharedCatalog, cache: ArtifactCache, selection: Selection) {
+        let follower = Follower::new(
+            catalog.clone(),
+            cache,
+            self.loader.clone(),
+            selection,
+            self.state.ready.clone(),
+        );
+        self.tasks.spawn(follower.run(self.stop.child_token()));
+        self.tasks.spawn(report::run(
+            catalog,
+            self.state.repository.clone(),
+            self.replica.clone(),
+            self.state.config.report_interval,
+            Some(self.state.drift_gauges.clone()),
+            self.stop.child_token(),
+        ));
+    }
+
+    /// Marks the process ready with nothing to follow (models from files only).
+    pub fn ready_without_following(&self) {
+        self.state.ready.store(true, Ordering::Release);
+    }
+
+    /// The `/v2` routes.
+    pub fn routes(&self) -> Router {
+        crate::routes(self.state.clone())
+    }
+
+    /// `/healthz` (the process answers) and `/readyz` (the models to serve at start are loaded
+    /// and warmed up, and it is not shutting down), for a process that runs serving alone.
+    pub fn health_routes(&self) -> Router {
+        let ready = self.state.ready.clone();
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = ready.clone();
+                    async move {
+                        if ready.load(Ordering::Acquire) {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }),
+            )
+    }
+
+    /// Stops the follower and the reporter at a safe point (the reporter sends its last
+    /// counters first) and waits for them, at most `grace`; what is still running then is
+    /// aborted.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.state.ready.store(false, Ordering::Release);
+        self.stop.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "serving's tasks did not stop within the grace period; aborting them"
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+}
