@@ -856,6 +856,13 @@ pub struct EventsArgs {
     pub client: ClientArgs,
 }
 
+/// For serde: settings that are off are not written, so a config file may turn them on.
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -864,11 +871,4 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
-}
-
-/// For serde: settings that are off are not written, so a config file may turn them on.
-// serde's skip_serializing_if passes a reference.
-#[allow(clippy::trivially_copy_pass_by_ref)]
-fn is_false(value: &bool) -> bool {
-    !value
 }
