@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferry_api::drift::{CsvOptions, Profile, profile_csv};
+use ferry_api::drift::{Profile, ProfileOptions, profile_csv};
 use ferry_api::http::metrics::HttpMetrics;
 use ferry_api::onnx::{ModelSignature, OnnxScanner, inspect};
 use ferry_api::records::EndpointPolicy;
@@ -334,7 +334,7 @@ impl Target for ProfileTarget {
         if let Ok(profile) = profile_csv(
             || Ok(Cursor::new(csv.clone())),
             "input",
-            &CsvOptions::default(),
+            &ProfileOptions::default(),
         ) {
             let full = Profile {
                 format: ferry_api::drift::profile::PROFILE_FORMAT,
@@ -372,9 +372,9 @@ impl Target for ProfileTarget {
     fn run(&mut self, input: &[u8]) -> Result<Outcome, String> {
         match input.split_first() {
             Some((b'C', csv)) => {
-                let options = CsvOptions {
+                let options = ProfileOptions {
                     reservoir_size: 64,
-                    ..CsvOptions::default()
+                    ..ProfileOptions::default()
                 };
                 match profile_csv(|| Ok(Cursor::new(csv.to_vec())), "input", &options) {
                     Ok(built) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
-use ferry_api::drift::{CsvOptions, Profile, profile_csv_file};
+use ferry_api::drift::{Profile, ProfileOptions, profile_csv_file};
 use ferry_api::records::Event;
 use ferry_api::traffic::{DriftCounters, EndpointAnalysis, Report, VersionCounters};
 use ferry_registry::MetadataStore;
@@ -73,7 +73,7 @@ fn training_csv(path: &Path, rows: usize) {
 fn build_profile(dir: &Path) -> Profile {
     let path = dir.join("train.csv");
     training_csv(&path, 5000);
-    let input = profile_csv_file(&path, "input", &CsvOptions::default()).unwrap();
+    let input = profile_csv_file(&path, "input", &ProfileOptions::default()).unwrap();
     let names: Vec<&str> = input.features.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, FEATURES);
     Profile::new(vec![input])

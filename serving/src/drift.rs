@@ -183,7 +183,7 @@ mod tests {
         let input = ferry_api::drift::profile_csv(
             || Ok(csv.as_bytes()),
             "x",
-            &ferry_api::drift::CsvOptions::default(),
+            &ferry_api::drift::ProfileOptions::default(),
         )
         .unwrap();
         let profile = Arc::new(Profile {

@@ -5,6 +5,5 @@ pub mod events;
 pub mod gc;
 pub mod model;
 pub mod operator;
-pub mod parquet;
 pub mod profile;
 pub mod webhook;

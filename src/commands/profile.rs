@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ferry_api::drift::{CsvOptions, Header, Profile, profile_csv_file};
+use ferry_api::drift::{Header, Profile, ProfileOptions, profile_file};
 use ferry_api::onnx::{Dim, ModelSignature, OnnxScanner};
 
 use crate::cli::{Output, ProfileArgs};
@@ -80,9 +80,9 @@ pub async fn build(
         None => None,
     };
     let (input, width) = pick_input(signature.as_ref(), input)?;
-    let mut options = CsvOptions {
+    let mut options = ProfileOptions {
         feature_names,
-        ..CsvOptions::default()
+        ..ProfileOptions::default()
     };
     if let Some(b) = bins {
         options.bins = b;
@@ -92,15 +92,9 @@ pub async fn build(
     }
     let data = data.to_path_buf();
     let name = input.clone();
-    let profiled = tokio::task::spawn_blocking(move || {
-        if super::parquet::is_parquet(&data) {
-            super::parquet::profile_parquet_file(&data, &name, &options)
-        } else {
-            profile_csv_file(&data, &name, &options)
-        }
-    })
-    .await?
-    .with_context(|| format!("profiling {}", input))?;
+    let profiled = tokio::task::spawn_blocking(move || profile_file(&data, &name, &options))
+        .await?
+        .with_context(|| format!("profiling {}", input))?;
     let profile = Profile::new(vec![profiled]);
     if let (Some(width), Some(p)) = (width, profile.inputs.first())
         && p.min_row_width() > width

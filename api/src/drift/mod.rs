@@ -1,8 +1,9 @@
 //! Data drift: is what a model sees in production still what it was trained on?
 //!
 //! - [`profile`]: the training profile stored with a version (per-feature histograms on quantile
-//!   bin edges), its validation, the one binning rule [`bucket`], and the format-independent
-//!   two-pass builder the CLI's CSV and Parquet readers feed.
+//!   bin edges), its validation, and the one binning rule [`bucket`].
+//! - [`profiling`]: building a profile from training data, CSV or Parquet, in two streaming
+//!   passes.
 //! - [`score`]: PSI, KL(live ‖ training) and Jensen–Shannon distance between two histograms.
 //! - [`compare`]: a version's live histograms ([`crate::traffic::DriftCounters`], reported by
 //!   serving replicas) scored against its profile, per feature and overall.
@@ -12,11 +13,12 @@
 
 pub mod compare;
 pub mod profile;
+pub mod profiling;
 pub mod score;
 
 pub use compare::{DriftAnalysis, FeatureDrift, analyze_drift};
-pub use profile::{
-    CsvOptions, FeatureProfile, Header, InputProfile, Profile, ProfileError, Summary, bucket,
-    profile_csv, profile_csv_file, profile_rows,
+pub use profile::{FeatureProfile, InputProfile, Profile, Summary, bucket};
+pub use profiling::{
+    Header, ProfileError, ProfileOptions, profile_csv, profile_csv_file, profile_file, profile_rows,
 };
 pub use score::Scores;

@@ -2,16 +2,18 @@
 //!
 //! Files are read row group by row group through the `parquet` crate's row API (no Arrow), so
 //! memory stays at about one row group whatever the file's size, and the profile is built in the
-//! same two passes as for CSV ([`ferry_api::drift::profile_rows`]).
+//! same two passes as for CSV ([`super::profile_rows`]).
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use ferry_api::drift::{CsvOptions, InputProfile, ProfileError, profile_rows};
-use parquet::basic::Type as PhysicalType;
-use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::Field;
+use ::parquet::basic::Type as PhysicalType;
+use ::parquet::file::reader::{FileReader, SerializedFileReader};
+use ::parquet::record::Field;
+
+use super::{ProfileError, ProfileOptions, profile_rows};
+use crate::drift::profile::InputProfile;
 
 /// Whether `path` is a Parquet file: it starts with the `PAR1` magic.
 pub fn is_parquet(path: &Path) -> bool {
@@ -30,7 +32,7 @@ pub fn is_parquet(path: &Path) -> bool {
 pub fn profile_parquet_file(
     path: &Path,
     input: &str,
-    options: &CsvOptions,
+    options: &ProfileOptions,
 ) -> Result<InputProfile, ProfileError> {
     let names = numeric_columns(&open(path)?)?;
     let header = names.clone();
@@ -125,12 +127,13 @@ mod tests {
 
     use std::sync::Arc;
 
-    use ferry_api::drift::profile_csv;
-    use parquet::basic::Compression;
-    use parquet::column::writer::ColumnWriter;
-    use parquet::file::properties::WriterProperties;
-    use parquet::file::writer::SerializedFileWriter;
-    use parquet::schema::parser::parse_message_type;
+    use ::parquet::basic::Compression;
+    use ::parquet::column::writer::ColumnWriter;
+    use ::parquet::file::properties::WriterProperties;
+    use ::parquet::file::writer::SerializedFileWriter;
+    use ::parquet::schema::parser::parse_message_type;
+
+    use super::super::profile_csv;
 
     use super::*;
 
@@ -209,10 +212,10 @@ mod tests {
             write(&path, 1050, nulls, compression);
             assert!(is_parquet(&path));
             let from_parquet =
-                profile_parquet_file(&path, "input", &CsvOptions::default()).unwrap();
+                profile_parquet_file(&path, "input", &ProfileOptions::default()).unwrap();
             let csv = csv_of(1050, nulls);
             let from_csv =
-                profile_csv(|| Ok(csv.as_bytes()), "input", &CsvOptions::default()).unwrap();
+                profile_csv(|| Ok(csv.as_bytes()), "input", &ProfileOptions::default()).unwrap();
             assert_eq!(from_parquet, from_csv, "{compression:?}");
             let names: Vec<&str> = from_parquet
                 .features
@@ -256,7 +259,7 @@ mod tests {
         }
         group.close().unwrap();
         writer.close().unwrap();
-        let err = profile_parquet_file(&path, "input", &CsvOptions::default())
+        let err = profile_parquet_file(&path, "input", &ProfileOptions::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -267,7 +270,7 @@ mod tests {
         let truncated = dir.path().join("truncated.parquet");
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-        let err = profile_parquet_file(&truncated, "input", &CsvOptions::default())
+        let err = profile_parquet_file(&truncated, "input", &ProfileOptions::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("is not readable Parquet"), "{err}");
