@@ -275,37 +275,6 @@ fn empty_report(plan: &GcPlan, dry_run: bool) -> GcReport {
     }
 }
 
-impl MetadataStore {
-    /// Deletes the blob `sha256` unless a version references it, inside a write transaction so
-    /// that no version referencing it can commit meanwhile. Returns whether it was deleted.
-    ///
-    /// # Errors
-    /// [`Error::Database`], [`Error::ObjectStore`] when the delete fails.
-    pub async fn delete_blob_if_unreferenced(
-        &self,
-        blobs: &BlobStore,
-        sha256: &str,
-    ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let references: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM model_versions WHERE sha256 = $1")
-                .bind(sha256)
-                .fetch_one(&mut *tx.tx)
-                .await?;
-        let deleted = if references == 0 {
-            // Held under the lock: an upload of the same bytes waits here, then finds the blob
-            // gone and fails instead of recording a version without bytes.
-            blobs.delete(&blobs.blob_path(sha256)).await?;
-            true
-        } else {
-            false
-        };
-        // Nothing was written; committing only releases the lock.
-        tx.commit(self).await?;
-        Ok(deleted)
-    }
-}
-
 /// Files `<name>#<digits>` under `tmp/` and `blobs/sha256/` of a local store: what
 /// `object_store`'s local uploads write before renaming to the final name.
 async fn local_partials(dir: std::path::PathBuf) -> Result<Vec<GarbageItem>> {

@@ -22,8 +22,9 @@ use ferry_api::records::{EndpointRecord, VersionRecord};
 use crate::ServingConfig;
 use crate::cache::{ArtifactCache, CachedEndpoint, CachedModel};
 use crate::catalog::{self, CatalogError, SharedCatalog};
-use crate::repository::{EndpointRouting, ModelRepository, ServedModel, ServedVersion};
+use crate::repository::{EndpointRouting, ModelRepository, ServedModel};
 use crate::runtime::{LoadedModel, ModelSource, OnnxRuntime, RuntimeMetrics, RuntimeOptions};
+use crate::served::ServedVersion;
 use crate::shadow::ShadowTarget;
 
 /// How long one long-poll of the event log waits.

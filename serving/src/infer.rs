@@ -21,8 +21,9 @@ use crate::api::{find_model, find_version};
 use crate::error::ServingError;
 use crate::oip;
 use crate::prediction_log::PredictionRecord;
-use crate::repository::{ServedModel, ServedVersion};
+use crate::repository::ServedModel;
 use crate::runtime::Tensor;
+use crate::served::ServedVersion;
 use crate::shadow::ShadowJob;
 use crate::traffic::{PredictionEntry, Route, predicted_classes, route_policy, sampled};
 

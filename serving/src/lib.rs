@@ -28,6 +28,7 @@ pub mod prediction_log;
 pub mod report;
 pub mod repository;
 pub mod runtime;
+pub mod served;
 pub mod shadow;
 pub mod traffic;
 
@@ -70,8 +71,8 @@ impl Default for ServingConfig {
             max_request_bytes: 64 * 1024 * 1024,
             runtime: RuntimeOptions::default(),
             model_options: HashMap::new(),
-            feedback_capacity: repository::PREDICTION_CAPACITY,
-            feedback_ttl: repository::PREDICTION_TTL,
+            feedback_capacity: served::PREDICTION_CAPACITY,
+            feedback_ttl: served::PREDICTION_TTL,
             load_timeout: Duration::from_secs(600),
             report_interval: report::REPORT_INTERVAL,
         }

@@ -3,73 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
 use ferry_api::records::EndpointPolicy;
 
-use crate::runtime::LoadedModel;
+use crate::served::{ServedVersion, Traffic};
 use crate::shadow::ShadowTarget;
-use crate::traffic::{EndpointStats, RecentPredictions};
-
-/// One loaded version of a model.
-#[derive(Clone)]
-pub struct ServedVersion {
-    /// The version's number: the registry's, or 1 for a model served from a file.
-    pub number: i64,
-    /// The same as the label clients see (`model_version`, `/versions/{v}`).
-    pub version: String,
-    /// The running model.
-    pub model: LoadedModel,
-    /// SHA-256 of the ONNX bytes, when known.
-    pub sha256: Option<String>,
-    /// When it finished loading.
-    pub loaded_at: DateTime<Utc>,
-    /// Its training profile, when one was pushed with it: live inputs are binned on its edges.
-    pub profile: Option<Arc<ferry_api::drift::Profile>>,
-}
-
-/// How many recent predictions each served name remembers for feedback, by default.
-pub const PREDICTION_CAPACITY: usize = 100_000;
-/// How long a prediction can receive feedback, by default.
-pub const PREDICTION_TTL: Duration = Duration::from_secs(3600);
-/// Resolution and reach of the per-version counters behind `/stats?window=`.
-pub const STATS_SLOT: Duration = Duration::from_secs(1);
-/// See [`STATS_SLOT`].
-pub const STATS_HORIZON: Duration = Duration::from_secs(15 * 60);
-
-/// What is counted about a served name, kept across policy changes and version swaps.
-pub struct Traffic {
-    /// Per-version counters.
-    pub stats: Arc<EndpointStats>,
-    /// Recent predictions, for joining feedback.
-    pub predictions: RecentPredictions,
-    /// Counts live inputs into the drift histograms, started on first use (it needs the runtime).
-    drift: std::sync::OnceLock<crate::drift::DriftRecorder>,
-}
-
-impl Traffic {
-    /// Fresh counters for `name`, remembering up to `capacity` predictions for `ttl`.
-    pub fn new(name: &str, capacity: usize, ttl: Duration) -> Self {
-        Traffic {
-            stats: Arc::new(EndpointStats::new(
-                name,
-                STATS_SLOT,
-                STATS_HORIZON,
-                Instant::now(),
-            )),
-            predictions: RecentPredictions::new(capacity, ttl),
-            drift: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The drift recorder of this served name (started on first use).
-    pub fn drift(&self) -> &crate::drift::DriftRecorder {
-        self.drift
-            .get_or_init(|| crate::drift::DriftRecorder::start(self.stats.clone()))
-    }
-}
 
 /// The routing of an endpoint: its policy, and the shadows listening in.
 pub struct EndpointRouting {

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
-use crate::repository::{ServedVersion, Traffic};
 use crate::runtime::{RuntimeError, Tensor};
+use crate::served::{ServedVersion, Traffic};
 use crate::traffic::{Comparison, compare};
 
 /// Copies waiting for one shadow; beyond this they are dropped.

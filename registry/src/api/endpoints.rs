@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, PageQuery, Path, Query};
 use crate::AppState;
 use crate::endpoints::{Preconditions, etag};
 use crate::error::{Error, Result};
@@ -15,32 +15,14 @@ use ferry_api::traffic::parse_window;
 use ferry_api::traffic::{EndpointAnalysis, Report};
 
 // The same paging limits as the model listings.
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
-
-/// `?limit=&page_token=` of the endpoint listing.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    page_token: Option<String>,
-}
 
 pub async fn list_endpoints(
     State(state): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Page<EndpointRecord>>> {
-    let limit = match q.limit {
-        None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(n) => {
-            return Err(Error::BadRequest(format!(
-                "limit must be between 1 and {MAX_PAGE}, got {n}"
-            )));
-        }
-    };
     let page = state
         .store
-        .list_endpoints(limit, q.page_token.as_deref())
+        .list_endpoints(q.limit()?, q.page_token.as_deref())
         .await?;
     Ok(axum::Json(page))
 }

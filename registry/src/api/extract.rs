@@ -61,3 +61,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             })
     }
 }
+
+/// Items per page of a listing when `limit` is not given, and the most a page holds.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// `?limit=&page_token=` of every newest-first listing.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    limit: Option<u32>,
+    /// The previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size asked for, checked.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] outside 1 to 500.
+    pub fn limit(&self) -> Result<u32, Error> {
+        page_limit(self.limit)
+    }
+}
+
+/// A listing's page size, [`DEFAULT_PAGE`] when not given.
+///
+/// # Errors
+/// [`Error::BadRequest`] outside 1 to [`MAX_PAGE`].
+pub fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(Error::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {n}"
+        ))),
+    }
+}

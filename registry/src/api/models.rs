@@ -7,35 +7,13 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, PageQuery, Path, Query};
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::Inserted;
 use crate::upload::UploadSession;
 use ferry_api::names::{self, VersionRef};
 use ferry_api::records::{AliasRecord, ModelRecord, Page, VersionRecord, VersionStatus};
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
-
-/// `?limit=&page_token=` of newest-first listings.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    page_token: Option<String>,
-}
-
-impl PageQuery {
-    fn limit(&self) -> Result<u32> {
-        match self.limit {
-            None => Ok(DEFAULT_PAGE),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(n) => Err(Error::BadRequest(format!(
-                "limit must be between 1 and {MAX_PAGE}, got {n}"
-            ))),
-        }
-    }
-}
 
 pub async fn list_models(
     State(state): State<AppState>,

@@ -8,16 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Json, PageQuery, Path, Query, page_limit};
 use crate::AppState;
 use crate::auth::RequireAdmin;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::webhooks::display_url;
 use ferry_api::records::Page;
 use ferry_api::webhooks::{DeliveryRecord, DeliveryStatus, NewWebhook, WebhookRecord};
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
 
 /// The webhook routes, to be merged into the API's quick (JSON, deadline-bound) routes.
 pub(super) fn routes() -> Router<AppState> {
@@ -35,29 +32,12 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
-/// `?limit=&page_token=`.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    limit: Option<u32>,
-    page_token: Option<String>,
-}
-
 /// `?status=&limit=&page_token=` of the delivery listing.
 #[derive(Debug, Deserialize)]
 pub struct DeliveryQuery {
     status: Option<DeliveryStatus>,
     limit: Option<u32>,
     page_token: Option<String>,
-}
-
-fn page_limit(limit: Option<u32>) -> Result<u32> {
-    match limit {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(Error::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}, got {n}"
-        ))),
-    }
 }
 
 /// `POST`: 201 with the webhook and its secret — the only answer that ever shows the secret.
@@ -90,7 +70,7 @@ pub async fn list_webhooks(
     State(state): State<AppState>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Page<WebhookRecord>>> {
-    let limit = page_limit(q.limit)?;
+    let limit = q.limit()?;
     Ok(axum::Json(
         state
             .store
@@ -142,7 +122,7 @@ pub async fn list_dead_letters(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Page<DeliveryRecord>>> {
-    let limit = page_limit(q.limit)?;
+    let limit = q.limit()?;
     Ok(axum::Json(
         state
             .store

@@ -27,7 +27,6 @@
 //! Replicas sharing a database take a lease on the cursor, so one of them relays at a time; a
 //! replica that dies is replaced once its lease expires.
 
-mod cursor;
 mod metrics;
 
 use std::fmt;

@@ -1,6 +1,7 @@
 //! Endpoints: each write checks its preconditions and the versions it routes to, bumps the
 //! revision, records which versions it references and emits its event, in one transaction.
 
+use super::page::parse_page_token;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -336,16 +337,4 @@ fn endpoint_not_found(name: &str) -> Error {
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing: {e}")))
-}
-
-fn parse_page_token(token: Option<&str>) -> Result<i64> {
-    match token {
-        None | Some("") => Ok(i64::MAX),
-        Some(t) => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "invalid page_token {}: pass the next_page_token of the previous page",
-                names::printable(t)
-            ))
-        }),
-    }
 }

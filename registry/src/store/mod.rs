@@ -9,8 +9,12 @@
 mod drift;
 mod endpoints;
 mod events;
+mod gc;
 mod models;
+mod page;
+mod relay;
 mod reports;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

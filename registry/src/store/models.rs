@@ -1,5 +1,6 @@
 //! Models, versions and aliases.
 
+use super::page::parse_page_token;
 use std::collections::BTreeMap;
 
 use sqlx::Row;
@@ -661,18 +662,6 @@ fn version_from_row(row: &AnyRow) -> Result<VersionRecord> {
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing: {e}")))
-}
-
-fn parse_page_token(token: Option<&str>) -> Result<i64> {
-    match token {
-        None | Some("") => Ok(i64::MAX),
-        Some(t) => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "invalid page_token {}: pass the next_page_token of the previous page",
-                ferry_api::names::printable(t)
-            ))
-        }),
-    }
 }
 
 fn model_not_found(name: &str) -> Error {

@@ -21,7 +21,6 @@
 pub mod backoff;
 mod metrics;
 pub mod signature;
-mod store;
 mod worker;
 
 use std::fmt;
@@ -113,13 +112,13 @@ const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 
 impl Secret {
     /// 32 random bytes from the thread's CSPRNG (ChaCha, seeded by the OS), hex-encoded.
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let mut bytes = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
         Secret(format!("whsec_{}", hex::encode(bytes)))
     }
 
-    fn from_stored(text: String) -> Self {
+    pub(crate) fn from_stored(text: String) -> Self {
         Secret(text)
     }
 
@@ -135,7 +134,7 @@ impl fmt::Debug for Secret {
 }
 
 /// Checks a caller-chosen secret. The message never contains it.
-fn validate_secret(given: String) -> Result<Secret> {
+pub(crate) fn validate_secret(given: String) -> Result<Secret> {
     let length = given.chars().count();
     if !SECRET_LEN.contains(&length) {
         return Err(Error::BadRequest(format!(
@@ -157,7 +156,7 @@ const MAX_URL_LEN: usize = 2048;
 
 /// Checks a webhook URL: absolute `http`/`https` with a host and no credentials. Returns it as
 /// it will be stored (normalized, without a fragment).
-fn validate_url(raw: &str) -> Result<String> {
+pub(crate) fn validate_url(raw: &str) -> Result<String> {
     let raw = raw.trim();
     if raw.len() > MAX_URL_LEN {
         return Err(Error::BadRequest(format!(

@@ -10,10 +10,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use super::backoff::random_retry_delay;
 use super::metrics::WebhookMetrics;
 use super::signature::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign};
-use super::store::{ClaimedDelivery, DueDelivery, Outcome};
 use super::{WebhookConfig, display_url};
 use crate::error::{Error, Result};
 use crate::store::MetadataStore;
+use crate::store::webhooks::{ClaimedDelivery, DueDelivery, Outcome};
 
 /// Deliveries of one webhook looked at per round: enough to drain a backlog quickly, few enough
 /// that a backlog of one webhook does not starve the others.

@@ -21,7 +21,8 @@ pub use metrics::{DriftGauges, RequestMetrics};
 use crate::ServingState;
 use crate::error::ServingError;
 use crate::oip;
-use crate::repository::{ServedModel, ServedVersion};
+use crate::repository::ServedModel;
+use crate::served::ServedVersion;
 
 /// The `/v2` routes. Health routes are open; the others need a token when tokens are configured.
 pub fn routes(state: ServingState) -> Router {

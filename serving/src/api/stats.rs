@@ -71,7 +71,7 @@ pub(super) async fn stats(
 /// # Errors
 /// [`ServingError::BadRequest`] saying what is wrong.
 pub fn parse_window(text: &str) -> Result<Duration, ServingError> {
-    ferry_api::traffic::parse_window(Some(text), crate::repository::STATS_HORIZON)
+    ferry_api::traffic::parse_window(Some(text), crate::served::STATS_HORIZON)
         .map_err(|e| ServingError::BadRequest(e.to_string()))
 }
 

@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Secret, display_url, validate_secret, validate_url};
+use super::page::parse_page_token;
 use crate::error::{Error, Result};
 use crate::store::{MetadataStore, parse_json, parse_timestamp, timestamp};
+use crate::webhooks::{Secret, display_url, validate_secret, validate_url};
 use ferry_api::events::patterns::{matches, validate_patterns};
 use ferry_api::events::{EventData, WebhookChanged};
 use ferry_api::records::{Event, Page};
@@ -557,18 +558,6 @@ fn webhook_not_found(id: &str) -> Error {
 
 fn delivery_not_found(webhook: &str, delivery: &str) -> Error {
     Error::NotFound(format!("webhook {webhook} has no delivery {delivery}"))
-}
-
-fn parse_page_token(token: Option<&str>) -> Result<i64> {
-    match token {
-        None | Some("") => Ok(i64::MAX),
-        Some(t) => t.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "invalid page_token {}: pass the next_page_token of the previous page",
-                ferry_api::names::printable(t)
-            ))
-        }),
-    }
 }
 
 fn webhook_from_row(row: &AnyRow) -> Result<WebhookRecord> {
