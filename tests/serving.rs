@@ -471,6 +471,69 @@ async fn a_hot_swap_under_load_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_of_many_chunks_downloads_checks_and_serves() {
+    if !have_onnxruntime() {
+        return;
+    }
+    // 48 MiB arrives in far more HTTP chunks than the download keeps in flight: the writer
+    // thread must be draining them while they arrive (it once started only after the last).
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = Vec::new();
+    onnx_bytes::write_identity_model(&mut model, 48 << 20);
+    let path = dir.path().join("big.onnx");
+    std::fs::write(&path, &model).unwrap();
+    let registry = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
+    let reg = registry.url();
+    let version = push_model(
+        dir.path(),
+        &reg,
+        "big",
+        &path,
+        &["--alias", "production"],
+        &[],
+    );
+    let cache = dir.path().join("cache");
+    let serving = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--registry",
+            &reg,
+            "--model",
+            "big@production",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let url = format!("{}/v2/models/big/infer", serving.url());
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]});
+    wait_for_version(&url, &body, &version.to_string()).await;
+    let (status, answer, _) = post(&url, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["data"], json!([1.0, 2.0, 3.0, 4.0]));
+    // The cached copy is the whole model, byte for byte.
+    let cached: Vec<_> = walk(&cache)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == model.len() as u64))
+        .collect();
+    assert_eq!(cached.len(), 1, "no complete copy in the cache");
+    assert!(std::fs::read(&cached[0]).unwrap() == model);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_the_registry_down_serves_from_the_cache_and_converges_later() {
     if !have_onnxruntime() {
         return;

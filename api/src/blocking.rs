@@ -13,11 +13,11 @@ thread_local! {
     static OFF_REACTOR: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` on tokio's blocking pool, marked as off the reactor.
-///
-/// # Errors
-/// The task's [`tokio::task::JoinError`] when `f` panicked.
-pub async fn run_blocking<F, R>(f: F) -> Result<R, tokio::task::JoinError>
+/// Runs `f` on tokio's blocking pool, marked as off the reactor. It starts now, not when the
+/// handle is first awaited: a caller may feed it through a channel before waiting for it (the
+/// serving download does), and a lazy start would deadlock once that channel is full. Awaiting
+/// the handle gives `f`'s result, or the [`tokio::task::JoinError`] when `f` panicked.
+pub fn run_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -28,7 +28,6 @@ where
         OFF_REACTOR.set(before);
         result
     })
-    .await
 }
 
 /// Marks the current thread as one that may block (a dedicated worker thread).
@@ -73,5 +72,14 @@ mod tests {
         tokio::task::spawn_blocking(|| assert!(!OFF_REACTOR.get()))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn blocking_work_starts_before_its_handle_is_awaited() {
+        let (started, mut seen) = tokio::sync::mpsc::channel(1);
+        let handle = run_blocking(move || started.blocking_send(()).is_ok());
+        let in_time = tokio::time::timeout(std::time::Duration::from_secs(30), seen.recv()).await;
+        assert_eq!(in_time.ok().flatten(), Some(()), "the work had not started");
+        assert!(handle.await.unwrap());
     }
 }

@@ -132,6 +132,9 @@ class Cluster:
             name = pod["metadata"]["name"]
             status = pod.get("status", {})
             lines.append(f"pod {name}: {status.get('phase')} {status.get('containerStatuses')}")
+            # The readiness probe's own requests say nothing about why; keep the rest.
+            log = [line for line in self.pod_logs(namespace, name).splitlines() if "/v2/health/" not in line]
+            lines += [f"  log {name}: {line}" for line in log[-25:]]
         events = self.kube.items(f"/api/v1/namespaces/{namespace}/events")
         lines += [f"event {e['involvedObject']['name']}: {e['reason']}: {e.get('message')}" for e in events[-20:]]
         return "\n".join(lines)

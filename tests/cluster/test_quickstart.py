@@ -130,11 +130,14 @@ class Session:
 
     def use_service(self) -> None:
         """After the walk-through: the CLI talks to the registry's Service directly (the host
-        reaches ClusterIPs), not through a port-forward that a replaced pod would break."""
+        reaches ClusterIPs), not through a port-forward that a replaced pod would break. A pod
+        that just became ready is reachable through the Service once kube-proxy has its endpoint:
+        wait for that, as a client retrying would."""
         if self.forward:
             self.forward.stop()
             self.forward = None
         self.env["FERRY_REGISTRY"] = f"http://{self.cluster.service_ip(NS, 'ferry-registry')}:8080"
+        wait_for_service(self.env["FERRY_REGISTRY"])
 
     def serving_url(self, name: str = "fraud") -> str:
         return f"http://{self.cluster.service_ip(NS, name)}:8080"
@@ -545,8 +548,13 @@ def test_helm_upgrade_changes_a_value_and_keeps_tokens_models_and_rollouts(clust
 def test_helm_uninstall_keeps_the_claim_the_crd_and_the_model_deployments(cluster, kubectl, session):
     cluster.helm(NS).uninstall("ferry", timeout=180)
     kube = cluster.kube
+    # `helm uninstall` returns once the objects are deleted; their pods go a little later (the
+    # garbage collector, then each pod's grace period). A registry pod of the old release still
+    # running would join the new release's Service (same labels) and refuse the new tokens.
+    release = "labelSelector=app.kubernetes.io/instance=ferry"
     wait_for("the registry and the operator to go", lambda: not kube.items(
-        f"/apis/apps/v1/namespaces/{NS}/deployments?labelSelector=app.kubernetes.io/instance=ferry"), timeout=60)
+        f"/apis/apps/v1/namespaces/{NS}/deployments?{release}")
+        and not kube.items(f"/api/v1/namespaces/{NS}/pods?{release}"), timeout=120)
     claim = kube.find(f"/api/v1/namespaces/{NS}/persistentvolumeclaims/ferry-registry-data")
     assert claim and claim["status"]["phase"] == "Bound", "helm.sh/resource-policy: keep"
     assert kube.find("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/modeldeployments.ferry.dev")

@@ -7,6 +7,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request, Response, header};
 use axum::middleware::from_fn_with_state;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -56,6 +57,17 @@ pub fn common<S: Clone + Send + Sync + 'static>(
                             tracing::info!(status, latency_ms, "answered");
                         } else {
                             tracing::debug!(status, latency_ms, "answered");
+                        }
+                    },
+                )
+                // A 5xx is logged once, above; what is left is a body that failed mid-stream.
+                .on_failure(
+                    |failure: ServerErrorsFailureClass,
+                     latency: std::time::Duration,
+                     _span: &Span| {
+                        if let ServerErrorsFailureClass::Error(error) = failure {
+                            let latency_ms = latency.as_secs_f64() * 1000.0;
+                            tracing::warn!(%error, latency_ms, "the response failed mid-stream");
                         }
                     },
                 ),
