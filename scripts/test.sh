@@ -48,6 +48,18 @@ fi
 (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null ||
   log "RabbitMQ is not reachable on 127.0.0.1:5672: its tests will skip (fail under CI=true)"
 
+# Redis: the shared prediction index (feedback at any replica) runs against the real server.
+export FERRY_TEST_REDIS="${FERRY_TEST_REDIS:-redis://127.0.0.1:6379}"
+if ! (echo >/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if command -v redis-server >/dev/null 2>&1; then
+    log "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no || true
+    for _ in $(seq 30); do (echo >/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 1; done
+  fi
+fi
+(echo >/dev/tcp/127.0.0.1/6379) 2>/dev/null ||
+  log "Redis is not reachable on 127.0.0.1:6379: its tests will skip (fail under CI=true)"
+
 # S3: s3s-fs on a free port, in a throwaway folder.
 if ! command -v s3s-fs >/dev/null 2>&1; then
   log "installing s3s-fs (S3-compatible test server)"

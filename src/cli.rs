@@ -114,6 +114,16 @@ pub struct OperatorArgs {
         default_value = ferry_operator::crd::DEFAULT_IMAGE
     )]
     pub serving_image: String,
+    /// The Redis every serving pod shares for joining feedback (redis://HOST:PORT[/DB]): set it
+    /// when a ModelDeployment runs more than one replica, or feedback joins only at the pod
+    /// that answered. Passed to the pods as FERRY_FEEDBACK_STORE.
+    #[arg(
+        long,
+        env = "FERRY_FEEDBACK_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub feedback_store: Option<String>,
     /// Deadline of each registry call, e.g. 10s.
     #[arg(
         long,
@@ -234,7 +244,7 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    /// API token ROLE:SECRET, role read, serving, write or admin (repeatable; FERRY_TOKENS takes a
+    /// API token ROLE:SECRET, role read, feedback, serving, write or admin (repeatable; FERRY_TOKENS takes a
     /// comma-separated list).
     #[arg(
         long = "token",
@@ -264,6 +274,17 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_SHUTDOWN_DELAY", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_delay: Option<String>,
+    /// Where predictions wait for their business feedback: redis://[:PASSWORD@]HOST:PORT[/DB]
+    /// shares them between every serving replica (and the registry), so feedback joins at any
+    /// of them; without it they stay in this process's memory (one replica).
+    #[arg(
+        long,
+        env = "FERRY_FEEDBACK_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_store: Option<String>,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.

@@ -177,6 +177,8 @@ pub struct ServerSettings {
     pub auto_migrate: bool,
     /// The registry's own settings.
     pub registry: ferry_registry::Config,
+    /// The shared prediction index (`redis://…`), when feedback is to join at any replica.
+    pub feedback_store: Option<String>,
 }
 
 /// Resolves the settings of a server process.
@@ -274,6 +276,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         blob_retry_timeout,
         auto_migrate: args.auto_migrate.unwrap_or(false),
         registry,
+        feedback_store: feedback_store(&args.common)?,
     })
 }
 
@@ -588,8 +591,21 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
             .cache_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("ferry-cache")),
-        runtime: runtime_settings(&cmd.runtime)?,
+        runtime: {
+            let mut runtime = runtime_settings(&cmd.runtime)?;
+            runtime.serving.feedback_store = feedback_store(&cmd.common)?;
+            runtime
+        },
     })
+}
+
+/// `--feedback-store`, checked to be a Redis URL.
+fn feedback_store(common: &CommonArgs) -> Result<Option<String>> {
+    match &common.feedback_store {
+        Some(url) if url.starts_with("redis://") => Ok(Some(url.clone())),
+        Some(_) => bail!("feedback store: expected redis://[:PASSWORD@]HOST:PORT[/DB]"),
+        None => Ok(None),
+    }
 }
 
 /// A duration longer than zero, in the contract's grammar ([`ferry_api::units`]: `500ms`, `90s`,

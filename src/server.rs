@@ -89,20 +89,25 @@ pub async fn run(
         crate::demo::seed(&state, DEMO_MODEL).await?;
     }
 
-    let mut app = ferry_registry::api::routes(state.clone());
     // Judges drift, delivers webhooks, relays events: safe with several registries.
     let background = Background::start(&store, &settings.registry, &state.prometheus)
         .context("starting the registry's background jobs")?;
+    let mut state = state;
     let mut serving = None;
-    if let Some(runtime) = serving_runtime {
+    let mut serving_routes = None;
+    let feedback_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(mut runtime) = serving_runtime {
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
+        runtime.serving.feedback_store = settings.feedback_store.clone();
         let mut started = start_serving(
             &state.prometheus,
             runtime,
             settings.registry.tokens.clone(),
             replica,
         )?;
+        // Feedback posted to the registry joins through serving's index (memory or Redis).
+        state = state.with_predictions(started.state.predictions.clone());
         let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
             .context("opening the serving cache")?;
         let catalog: SharedCatalog = Arc::new(LocalCatalog {
@@ -117,8 +122,19 @@ pub async fn run(
                 endpoints: Endpoints::All,
             },
         );
-        app = app.merge(started.routes());
+        serving_routes = Some(started.routes());
         serving = Some(started);
+    } else if let Some(url) = &settings.feedback_store {
+        // The registry alone: feedback posted to it joins through the replicas' Redis.
+        let (index, writer) =
+            ferry_feedback::RedisIndex::connect(url, ferry_serving::served::PREDICTION_TTL)
+                .map_err(|e| anyhow::anyhow!("feedback store: {e}"))?;
+        tokio::spawn(writer.run(feedback_stop.clone()));
+        state = state.with_predictions(Arc::new(index));
+    }
+    let mut app = ferry_registry::api::routes(state.clone());
+    if let Some(routes) = serving_routes {
+        app = app.merge(routes);
     }
     let app = ferry_api::http::layers::common(
         app.fallback(ferry_registry::api::not_found),

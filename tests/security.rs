@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use support::*;
 
 const READ: &str = "read-token-0123456789abcdef";
+const FEEDBACK: &str = "feedback-token-0123456789abcdef";
 const SERVING: &str = "serving-token-0123456789abcdef";
 const WRITE: &str = "write-token-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -21,6 +22,7 @@ enum Who {
     Anonymous,
     BadToken,
     Read,
+    Feedback,
     Serving,
     Write,
     Admin,
@@ -32,6 +34,7 @@ impl Who {
             Who::Anonymous => None,
             Who::BadToken => Some("not-a-token-of-this-server"),
             Who::Read => Some(READ),
+            Who::Feedback => Some(FEEDBACK),
             Who::Serving => Some(SERVING),
             Who::Write => Some(WRITE),
             Who::Admin => Some(ADMIN),
@@ -46,6 +49,9 @@ enum Need {
     Open,
     /// Any valid token.
     Read,
+    /// Business feedback: role `feedback` or stronger (an inference-only token may not steer
+    /// a rollout).
+    Feedback,
     /// A serving replica's token (role `serving`) or stronger.
     Serving,
     Write,
@@ -58,16 +64,18 @@ fn expected(need: Need, who: Who, allowed: &[u16]) -> Vec<u16> {
     let rank = |w: Who| match w {
         Who::Anonymous | Who::BadToken => 0,
         Who::Read => 1,
-        Who::Serving => 2,
-        Who::Write => 3,
-        Who::Admin => 4,
+        Who::Feedback => 2,
+        Who::Serving => 3,
+        Who::Write => 4,
+        Who::Admin => 5,
     };
     let needed = match need {
         Need::Open => 0,
         Need::Read => 1,
-        Need::Serving => 2,
-        Need::Write => 3,
-        Need::Admin => 4,
+        Need::Feedback => 2,
+        Need::Serving => 3,
+        Need::Write => 4,
+        Need::Admin => 5,
     };
     if rank(who) >= needed {
         allowed.to_vec()
@@ -331,6 +339,14 @@ fn matrix(webhook: &str) -> Vec<Row> {
             &[202, 204],
         ),
         row(
+            "/api/v1/endpoints/{name}/feedback",
+            Method::POST,
+            &format!("{e}/feedback"),
+            Json(json!({"id": "never-predicted", "reward": 1.0})),
+            Need::Feedback,
+            &[404],
+        ),
+        row(
             "/api/v1/endpoints/{name}/rollout-events",
             Method::POST,
             &format!("{e}/rollout-events"),
@@ -436,7 +452,7 @@ fn matrix(webhook: &str) -> Vec<Row> {
             Method::POST,
             "/v2/models/fraud/feedback",
             Json(json!({"id": "never-predicted", "reward": 1.0})),
-            Need::Read,
+            Need::Feedback,
             &[404],
         ),
         row(
@@ -524,6 +540,8 @@ async fn start_with_tokens(dir: &std::path::Path) -> Server {
             "--token",
             &format!("read:{READ}"),
             "--token",
+            &format!("feedback:{FEEDBACK}"),
+            "--token",
             &format!("serving:{SERVING}"),
             "--token",
             &format!("write:{WRITE}"),
@@ -605,6 +623,7 @@ async fn every_route_answers_each_role_exactly_as_intended() {
             Who::Anonymous,
             Who::BadToken,
             Who::Read,
+            Who::Feedback,
             Who::Serving,
             Who::Write,
             Who::Admin,
@@ -627,7 +646,7 @@ async fn every_route_answers_each_role_exactly_as_intended() {
             }
             if status == 403 {
                 assert!(
-                    ["serving", "write", "admin"]
+                    ["feedback", "serving", "write", "admin"]
                         .iter()
                         .any(|role| body.contains(&format!("the `{role}` role"))),
                     "a 403 should name the role needed: {body}"

@@ -624,3 +624,127 @@ async fn a_replica_stopped_with_sigterm_reports_its_last_counters_first() {
         "{analysis}"
     );
 }
+
+/// A proxy in front of the registry that forwards everything and loses the registry's answer
+/// to the first `lose` reports that carry counts: the report is stored, the replica hears 502.
+#[derive(Clone)]
+struct LosingProxy {
+    upstream: String,
+    client: reqwest::Client,
+    lose: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn lose_report_answers(
+    axum::extract::State(proxy): axum::extract::State<LosingProxy>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut forward = proxy
+        .client
+        .request(parts.method.clone(), format!("{}{path}", proxy.upstream));
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST {
+            forward = forward.header(name, value);
+        }
+    }
+    let Ok(answer) = forward.body(bytes.clone()).send().await else {
+        return axum::http::StatusCode::BAD_GATEWAY.into_response();
+    };
+    let is_report_with_counts = parts.method == axum::http::Method::POST
+        && parts.uri.path().ends_with("/reports")
+        && serde_json::from_slice::<Value>(&bytes)
+            .is_ok_and(|r| r["versions"].as_object().is_some_and(|v| !v.is_empty()));
+    if is_report_with_counts
+        && answer.status().is_success()
+        && proxy
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        return (axum::http::StatusCode::BAD_GATEWAY, "the answer was lost").into_response();
+    }
+    let status = answer.status();
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if name != axum::http::header::TRANSFER_ENCODING
+            && name != axum::http::header::CONTENT_LENGTH
+            && name != axum::http::header::CONNECTION
+        {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let body = answer.bytes().await.unwrap_or_default();
+    (status, headers, body).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_answer_was_lost_is_sent_again_and_counted_once() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
+    let reg = registry.url();
+    let v1 = push(dir.path(), &reg, "mlp.onnx");
+    endpoint_set(dir.path(), &reg, &["--stable", &v1.to_string()]);
+
+    let lose = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(3));
+    let proxy = LosingProxy {
+        upstream: reg.clone(),
+        client: reqwest::Client::new(),
+        lose: lose.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .fallback(lose_report_answers)
+        .with_state(proxy);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let cache = dir.path().join("cache");
+    let replica = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--registry",
+            &proxy_url,
+            "--endpoint",
+            "fraud",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--report-interval",
+            "300ms",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{}/v2/models/fraud/infer", replica.url());
+    // Traffic spread over several reports, so that the lost ones carry counts.
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lose.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        for _ in 0..10 {
+            assert_eq!(infer(&client, &url, &[]).await.status, 200);
+            sent += 1;
+        }
+        assert!(Instant::now() < deadline, "the proxy never lost 3 answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = |a: &Value| -> u64 {
+        a["versions"].as_array().map_or(0, |vs| {
+            vs.iter().map(|v| v["requests"].as_u64().unwrap_or(0)).sum()
+        })
+    };
+    let analysis_url = format!("{reg}/api/v1/endpoints/fraud/analysis?window=5m");
+    wait_until(&analysis_url, "every request counted", |a| {
+        requests(a) >= sent
+    })
+    .await;
+    // More reports go by: a report sent again must never be counted a second time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let analysis = wait_until(&analysis_url, "the analysis", |_| true).await;
+    assert_eq!(requests(&analysis), sent, "{analysis}");
+}

@@ -171,6 +171,36 @@ impl fmt::Display for ModelRef {
     }
 }
 
+/// Longest prediction id (a request's `id`, or the `x-request-id` it arrived with) in bytes:
+/// ids are kept until their feedback arrives, so their size is what a client could fill memory
+/// (or the shared index) with.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Checks a client-supplied prediction id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
+/// `what` names where it came from (`` `id` ``, `x-request-id`).
+///
+/// # Errors
+/// [`ValidationError::BadRequest`] naming the limit or the character.
+pub fn validate_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(ValidationError::BadRequest(format!("{what} is empty")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(ValidationError::BadRequest(format!(
+            "{what} is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(ValidationError::BadRequest(format!(
+            "{what} {} contains {}, which ids may not",
+            printable(id),
+            describe_char(c)
+        )));
+    }
+    Ok(())
+}
+
 /// Quotes user input for an error message with control characters escaped and length capped, so
 /// an error can neither forge log lines nor grow without bound.
 pub fn printable(text: &str) -> String {
@@ -191,6 +221,21 @@ fn describe_char(c: char) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prediction_ids_are_capped_at_256_bytes_without_control_characters() {
+        assert!(validate_id("`id`", &"a".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(validate_id("`id`", "订单-1 x").is_ok());
+        let long = validate_id("`id`", &"a".repeat(MAX_ID_BYTES + 1)).unwrap_err();
+        assert!(
+            long.to_string()
+                .contains("257 bytes long; ids are at most 256"),
+            "{long}"
+        );
+        let control = validate_id("x-request-id", "a\nb").unwrap_err();
+        assert!(control.to_string().contains("U+000A"), "{control}");
+        assert!(validate_id("`id`", "").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,8 @@ pub struct OperatorConfig {
     pub resync: Duration,
     /// Resolve tracked aliases at least this often.
     pub alias_resync: Duration,
+    /// The prediction index serving pods share (`redis://…`).
+    pub feedback_store: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -48,6 +50,7 @@ impl Default for OperatorConfig {
             registry_timeout: Duration::from_secs(10),
             resync: settings.resync,
             alias_resync: settings.alias_resync,
+            feedback_store: None,
         }
     }
 }
@@ -76,6 +79,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         default_image: config.serving_image.clone(),
         resync: config.resync,
         alias_resync: config.alias_resync,
+        feedback_store: config.feedback_store.clone(),
     };
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -155,6 +155,9 @@ pub struct AppState {
     pub http_metrics: ferry_api::http::HttpMetrics,
     /// Registry counters.
     pub metrics: metrics::RegistryMetrics,
+    /// The prediction index serving replicas share, for feedback posted to the registry (none:
+    /// such feedback gets 503 naming the flag).
+    pub predictions: Option<ferry_feedback::SharedIndex>,
 }
 
 impl AppState {
@@ -177,6 +180,14 @@ impl AppState {
             prometheus,
             http_metrics,
             metrics,
+            predictions: None,
         })
+    }
+
+    /// Joins feedback posted to the registry through `index`.
+    #[must_use]
+    pub fn with_predictions(mut self, index: ferry_feedback::SharedIndex) -> Self {
+        self.predictions = Some(index);
+        self
     }
 }

@@ -97,6 +97,7 @@ fn live(profile: &Profile, rows: usize, seed: u64, shift: f64) -> DriftCounters 
 
 fn report(replica: &str, versions: Vec<(i64, u64, DriftCounters)>) -> Report {
     Report {
+        id: None,
         replica: replica.into(),
         interval_seconds: 5.0,
         revision: Some(1),

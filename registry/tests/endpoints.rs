@@ -31,6 +31,7 @@ on_every_backend!(
     a_version_an_endpoint_routes_to_cannot_be_archived,
     reports_from_two_replicas_sum_into_the_analysis_of_the_window,
     roles_follow_the_current_policy_and_versions_left_out_are_retired,
+    a_report_sent_again_under_its_id_is_counted_once,
     a_change_of_load_error_emits_one_degraded_or_recovered_event,
     bad_reports_and_windows_are_400_and_unknown_endpoints_404,
     old_reports_are_pruned_in_the_background_at_most_once_a_minute,
@@ -113,6 +114,7 @@ fn report(
     load_error: Option<&str>,
 ) -> Report {
     Report {
+        id: None,
         replica: replica.into(),
         interval_seconds: 5.0,
         revision: Some(1),
@@ -884,6 +886,30 @@ async fn reports_from_two_replicas_sum_into_the_analysis_of_the_window(app: &Tes
     // Without a window: five minutes.
     let (_, default) = app.get("/api/v1/endpoints/fraud-api/analysis").await;
     assert_eq!(default["window_seconds"], 300.0);
+}
+
+async fn a_report_sent_again_under_its_id_is_counted_once(app: &TestApp) {
+    seed(app, 3).await;
+    put(app, "e", &policy(), &[]).await;
+    let mut r = report("r", vec![(1, counters(5, 1000.0, &[]))], Some("it broke"));
+    r.id = Some("0b6d2f6e-3c1a-4e8e-9a53-5d0f8c3f7a10".into());
+    let body = serde_json::to_value(&r).unwrap();
+    let before = events_after(app, 0).await.len();
+    for _ in 0..3 {
+        let (status, problem) = post_report(app, "e", &body).await;
+        assert!(status.is_success(), "{status} {problem}");
+    }
+    let a = analysis(app, "e", "5m").await;
+    assert_eq!(a.versions.iter().map(|v| v.requests).sum::<u64>(), 5);
+    // Its `endpoint.degraded` was emitted once, the first time.
+    assert_eq!(events_after(app, 0).await.len(), before + 1);
+    // The same id from another replica is not a resend: refused, nothing counted.
+    let mut other = r.clone();
+    other.replica = "someone-else".into();
+    let (status, _) = post_report(app, "e", &serde_json::to_value(&other).unwrap()).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let a = analysis(app, "e", "5m").await;
+    assert_eq!(a.versions.iter().map(|v| v.requests).sum::<u64>(), 5);
 }
 
 async fn roles_follow_the_current_policy_and_versions_left_out_are_retired(app: &TestApp) {

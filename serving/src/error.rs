@@ -29,9 +29,21 @@ pub enum ServingError {
     /// The model exists but is not loaded (yet).
     #[error("{0}")]
     NotReady(String),
+    /// A store the request needs (the shared prediction index) cannot be reached now; retry
+    /// after the given time.
+    #[error("{message}")]
+    Unavailable {
+        /// What is down.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// Missing or invalid bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// The token's role does not allow this route.
+    #[error("{0}")]
+    Forbidden(String),
     /// The runtime refused or failed the request.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -46,8 +58,11 @@ impl ServingError {
             ServingError::Conflict(_) => StatusCode::CONFLICT,
             ServingError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServingError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ServingError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServingError::NotReady(_) | ServingError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServingError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ServingError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServingError::Runtime(e) => match e {
                 RuntimeError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 RuntimeError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -68,7 +83,9 @@ impl ServingError {
             ServingError::NotFound(_) => "not_found",
             ServingError::Conflict(_) => "conflict",
             ServingError::NotReady(_) => "not_ready",
+            ServingError::Unavailable { .. } => "unavailable",
             ServingError::Unauthorized => "unauthorized",
+            ServingError::Forbidden(_) => "forbidden",
             ServingError::Runtime(e) => match e {
                 RuntimeError::Overloaded { .. } => "overloaded",
                 RuntimeError::DeadlineExceeded => "deadline",
@@ -98,7 +115,9 @@ impl IntoResponse for ServingError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ServingError::Runtime(RuntimeError::Overloaded { retry_after }) = &self {
+        if let ServingError::Runtime(RuntimeError::Overloaded { retry_after })
+        | ServingError::Unavailable { retry_after, .. } = &self
+        {
             let secs = retry_after_seconds(*retry_after);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -25,7 +25,7 @@ use crate::repository::ServedModel;
 use crate::runtime::Tensor;
 use crate::served::ServedVersion;
 use crate::shadow::ShadowJob;
-use crate::traffic::{PredictionEntry, Route, predicted_classes, route_policy, sampled};
+use crate::traffic::{Route, predicted_classes, route_policy, sampled};
 
 /// Bodies larger than this are decoded (and responses encoded) on a blocking thread: a few
 /// hundred KiB of JSON take long enough to stall other requests on a reactor thread.
@@ -239,7 +239,18 @@ where
     .map_err(|e| ServingError::BadRequest(e.to_string()))?;
     // Feedback joins by the client's `id` when it sent one, else by the request id it got back
     // in `x-request-id`.
-    let prediction_id = decoded.id.clone().unwrap_or_else(|| request_id.to_string());
+    let prediction_id = match &decoded.id {
+        Some(id) => id.clone(),
+        None => request_id.to_string(),
+    };
+    // Ids are kept until their feedback arrives: capped, so no client can fill memory with them.
+    let source = if decoded.id.is_some() {
+        "`id`"
+    } else {
+        "x-request-id"
+    };
+    ferry_api::names::validate_id(source, &prediction_id)
+        .map_err(|e| ServingError::BadRequest(e.to_string()))?;
     let deadline = received + state.config.request_timeout;
 
     // Decide the shadow copies first: their inputs must be cloned before the primary takes them.
@@ -261,13 +272,14 @@ where
         model.traffic.drift().offer(sample);
     }
     if let Some(route) = plan.route {
-        model.traffic.predictions.insert(
-            prediction_id.clone(),
-            PredictionEntry {
+        state.predictions.remember(
+            &model.name,
+            &prediction_id,
+            ferry_feedback::Prediction {
                 version: plan.served.number,
                 route,
                 classes: predicted_classes(&outputs),
-                at: Instant::now(),
+                at: chrono::Utc::now(),
             },
         );
     }

@@ -53,8 +53,11 @@ pub struct ServingConfig {
     pub runtime: RuntimeOptions,
     /// Runtime options per model name.
     pub model_options: HashMap<String, RuntimeOptions>,
-    /// Predictions remembered per served name for joining feedback.
+    /// Predictions remembered per served name for joining feedback, in memory.
     pub feedback_capacity: usize,
+    /// The shared prediction index (`redis://…`), so that feedback joins at any replica; none
+    /// keeps predictions in this process's memory.
+    pub feedback_store: Option<String>,
     /// How long after a prediction its feedback is accepted.
     pub feedback_ttl: Duration,
     /// Longest a model download may take; past it the load fails and is retried later.
@@ -73,6 +76,7 @@ impl Default for ServingConfig {
             model_options: HashMap::new(),
             feedback_capacity: served::PREDICTION_CAPACITY,
             feedback_ttl: served::PREDICTION_TTL,
+            feedback_store: None,
             load_timeout: Duration::from_secs(600),
             report_interval: report::REPORT_INTERVAL,
         }
@@ -120,6 +124,8 @@ pub struct ServingState {
     pub prediction_log: Option<prediction_log::PredictionLog>,
     /// Drift scores for Prometheus (updated by the reporter).
     pub drift_gauges: api::DriftGauges,
+    /// Where predictions are remembered until their feedback arrives.
+    pub predictions: ferry_feedback::SharedIndex,
 }
 
 pub use repository::ModelRepository;

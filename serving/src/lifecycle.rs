@@ -51,6 +51,9 @@ pub enum StartError {
     /// Metrics of the same names are registered already.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `--feedback-store` is not a Redis URL.
+    #[error("feedback store: {0}")]
+    FeedbackStore(String),
 }
 
 /// Serving, started.
@@ -92,10 +95,27 @@ impl Serving {
             None => None,
         };
         let config = Arc::new(options.config);
-        let repository = Arc::new(ModelRepository::new(
-            config.feedback_capacity,
-            config.feedback_ttl,
-        ));
+        let repository = Arc::new(ModelRepository::new());
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let predictions: ferry_feedback::SharedIndex = match &config.feedback_store {
+            Some(url) => {
+                let (index, writer) = ferry_feedback::RedisIndex::connect(url, config.feedback_ttl)
+                    .map_err(|e| StartError::FeedbackStore(e.to_string()))?;
+                tracing::info!(
+                    store = index.display(),
+                    "predictions are indexed for feedback in Redis, shared by every replica"
+                );
+                tasks.spawn(writer.run(stop.child_token()));
+                Arc::new(index)
+            }
+            None => Arc::new(ferry_feedback::LocalIndex::new(
+                config.feedback_capacity,
+                crate::served::PREDICTION_MAX_BYTES,
+                config.feedback_ttl,
+            )),
+        };
+        api::FeedbackIndexMetrics::register(prometheus, predictions.clone())?;
         let state = ServingState {
             repository: repository.clone(),
             config: config.clone(),
@@ -104,6 +124,7 @@ impl Serving {
             tokens: options.tokens,
             prediction_log,
             drift_gauges: api::DriftGauges::register(prometheus)?,
+            predictions,
         };
         let loader = Loader {
             runtime: library,
@@ -115,8 +136,8 @@ impl Serving {
             state,
             loader,
             replica: options.replica,
-            stop: CancellationToken::new(),
-            tasks: JoinSet::new(),
+            stop,
+            tasks,
         })
     }
 
@@ -153,20 +174,31 @@ impl Serving {
 
     /// `/healthz` (the process answers) and `/readyz` (the models to serve at start are loaded
     /// and warmed up, and it is not shutting down), for a process that runs serving alone.
+    ///
+    /// `/readyz` answers JSON details: `{"ready": bool, "feedback_store": {"store", "up",
+    /// "error"?, …}}`. A feedback store that is down does not make the process unready:
+    /// predictions are still answered (feedback gets 503 until it is back).
     pub fn health_routes(&self) -> Router {
         let ready = self.state.ready.clone();
+        let predictions = self.state.predictions.clone();
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
                 get(move || {
-                    let ready = ready.clone();
+                    let (ready, predictions) = (ready.clone(), predictions.clone());
                     async move {
-                        if ready.load(Ordering::Acquire) {
+                        let ready = ready.load(Ordering::Acquire);
+                        let status = if ready {
                             StatusCode::OK
                         } else {
                             StatusCode::SERVICE_UNAVAILABLE
-                        }
+                        };
+                        let details = serde_json::json!({
+                            "ready": ready,
+                            "feedback_store": predictions.health(),
+                        });
+                        (status, axum::Json(details))
                     }
                 }),
             )

@@ -13,12 +13,35 @@ use crate::repository::ModelRepository;
 /// How often counters are pushed by default (`--report-interval`).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Counters that could not be sent yet, per endpoint; merged into the next report so nothing is
-/// counted twice or lost while the registry is away.
+/// What an endpoint still has to report: a report sent whose answer never came (sent again as
+/// it was, under its id, until the registry answers: it stores a report once, so a lost answer
+/// never counts twice), and the counters gathered since, which go in the next report.
 #[derive(Default)]
 struct Pending {
+    unanswered: Option<Report>,
     versions: BTreeMap<i64, VersionCounters>,
     elapsed: Duration,
+}
+
+/// How a report went.
+enum Sent {
+    /// The registry stored it (or had, the first time it was sent).
+    Stored,
+    /// The endpoint is gone: its counters have nowhere to go.
+    Gone,
+    /// No answer: send the same report again.
+    Unanswered,
+}
+
+async fn send(catalog: &SharedCatalog, name: &str, report: &Report) -> Sent {
+    match catalog.report(name, report.clone()).await {
+        Ok(()) => Sent::Stored,
+        Err(CatalogError::NotFound(_)) => Sent::Gone,
+        Err(e) => {
+            tracing::debug!(endpoint = %name, error = %e, "report not delivered; will send it again");
+            Sent::Unanswered
+        }
+    }
 }
 
 /// Sends every endpoint's counters every `interval` until `stop` is cancelled, then once more, so
@@ -63,24 +86,35 @@ pub async fn run(
             for (version, counters) in taken.versions {
                 entry.versions.entry(version).or_default().merge(&counters);
             }
+            // First the report whose answer was lost, unchanged; once it is answered, the
+            // counters gathered since, in a new report.
+            if let Some(report) = entry.unanswered.take() {
+                match send(&catalog, name, &report).await {
+                    Sent::Stored => {}
+                    Sent::Gone => {
+                        pending.remove(name);
+                        continue;
+                    }
+                    Sent::Unanswered => {
+                        entry.unanswered = Some(report);
+                        continue;
+                    }
+                }
+            }
             let report = Report {
+                id: Some(ferry_api::http::request_id::new_id()),
                 replica: replica.clone(),
                 interval_seconds: entry.elapsed.as_secs_f64().max(0.001),
                 revision: Some(endpoint.revision),
-                versions: entry.versions.clone(),
+                versions: std::mem::take(&mut entry.versions),
                 load_error: model.last_error.clone(),
             };
-            match catalog.report(name, report).await {
-                Ok(()) => {
+            entry.elapsed = Duration::ZERO;
+            match send(&catalog, name, &report).await {
+                Sent::Stored | Sent::Gone => {
                     pending.remove(name);
                 }
-                // The endpoint was deleted: its counters have nowhere to go.
-                Err(CatalogError::NotFound(_)) => {
-                    pending.remove(name);
-                }
-                Err(e) => {
-                    tracing::debug!(endpoint = %name, error = %e, "report not delivered; will retry with the next one");
-                }
+                Sent::Unanswered => entry.unanswered = Some(report),
             }
         }
         // Endpoints no longer served take their unsent counters with them.

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use ferry_api::records::EndpointPolicy;
@@ -104,9 +103,6 @@ impl ServedModel {
 
 /// The table of served models.
 pub struct ModelRepository {
-    /// Feedback store size and time-to-live for new served names.
-    prediction_capacity: usize,
-    prediction_ttl: Duration,
     models: ArcSwap<HashMap<String, Arc<ServedModel>>>,
     /// Writers copy the table; one at a time, so that no update is lost.
     write: std::sync::Mutex<()>,
@@ -115,13 +111,16 @@ pub struct ModelRepository {
     failed: std::sync::Mutex<HashMap<String, String>>,
 }
 
+impl Default for ModelRepository {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ModelRepository {
-    /// An empty repository whose served names remember `prediction_capacity` predictions for
-    /// `prediction_ttl` each, for feedback.
-    pub fn new(prediction_capacity: usize, prediction_ttl: Duration) -> Self {
+    /// An empty repository.
+    pub fn new() -> Self {
         ModelRepository {
-            prediction_capacity,
-            prediction_ttl,
             models: ArcSwap::default(),
             write: std::sync::Mutex::default(),
             failed: std::sync::Mutex::default(),
@@ -133,11 +132,7 @@ impl ModelRepository {
     pub fn traffic_for(&self, name: &str, endpoint: bool) -> Arc<Traffic> {
         match self.get(name) {
             Some(current) if current.endpoint.is_some() == endpoint => current.traffic.clone(),
-            _ => Arc::new(Traffic::new(
-                name,
-                self.prediction_capacity,
-                self.prediction_ttl,
-            )),
+            _ => Arc::new(Traffic::new(name)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::runtime::LoadedModel;
-use crate::traffic::{EndpointStats, RecentPredictions};
+use crate::traffic::EndpointStats;
 
 /// One loaded version of a model.
 #[derive(Clone)]
@@ -27,8 +27,10 @@ pub struct ServedVersion {
     pub profile: Option<Arc<ferry_api::drift::Profile>>,
 }
 
-/// How many recent predictions each served name remembers for feedback, by default.
+/// How many recent predictions each served name remembers for feedback in memory, by default.
 pub const PREDICTION_CAPACITY: usize = 100_000;
+/// What the predictions each served name remembers in memory may cost at most, in bytes.
+pub const PREDICTION_MAX_BYTES: usize = 128 * 1024 * 1024;
 /// How long a prediction can receive feedback, by default.
 pub const PREDICTION_TTL: Duration = Duration::from_secs(3600);
 /// Resolution and reach of the per-version counters behind `/stats?window=`.
@@ -40,15 +42,13 @@ pub const STATS_HORIZON: Duration = Duration::from_secs(15 * 60);
 pub struct Traffic {
     /// Per-version counters.
     pub stats: Arc<EndpointStats>,
-    /// Recent predictions, for joining feedback.
-    pub predictions: RecentPredictions,
     /// Counts live inputs into the drift histograms, started on first use (it needs the runtime).
     drift: std::sync::OnceLock<crate::drift::DriftRecorder>,
 }
 
 impl Traffic {
-    /// Fresh counters for `name`, remembering up to `capacity` predictions for `ttl`.
-    pub fn new(name: &str, capacity: usize, ttl: Duration) -> Self {
+    /// Fresh counters for `name`.
+    pub fn new(name: &str) -> Self {
         Traffic {
             stats: Arc::new(EndpointStats::new(
                 name,
@@ -56,7 +56,6 @@ impl Traffic {
                 STATS_HORIZON,
                 Instant::now(),
             )),
-            predictions: RecentPredictions::new(capacity, ttl),
             drift: std::sync::OnceLock::new(),
         }
     }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use ferry_api::records::EndpointPolicy;
 use ferry_api::traffic::{Report, VersionCounters};
+use ferry_feedback::{JoinError, Prediction, RecentPredictions};
 use ferry_serving::runtime::Tensor;
 use ferry_serving::traffic::{
-    EndpointStats, FeedbackError, PredictionEntry, RecentPredictions, Route, compare,
-    predicted_classes, route_policy, sampled,
+    EndpointStats, Route, compare, predicted_classes, route_policy, sampled,
 };
 
 /// A stand-in model: class 1 when `x` is above `threshold`, as `[1, 2]` probabilities and a
@@ -52,7 +52,7 @@ fn routed_mirrored_and_judged_traffic_shows_how_each_version_does() {
         Duration::from_secs(900),
         t0,
     );
-    let predictions = RecentPredictions::new(100_000, Duration::from_secs(600));
+    let predictions = RecentPredictions::new(100_000, usize::MAX, Duration::from_secs(600));
     let n = 10_000_u32;
 
     for i in 0..n {
@@ -65,13 +65,14 @@ fn routed_mirrored_and_judged_traffic_shows_how_each_version_does() {
         let outputs = predict(threshold_of(version), x);
         stats.record_request(now, version, Duration::from_millis(3), Ok(()));
         predictions.insert(
-            id.clone(),
-            PredictionEntry {
+            &id,
+            Prediction {
                 version,
                 route,
                 classes: predicted_classes(&outputs),
-                at: now,
+                at: chrono::Utc::now(),
             },
+            now,
         );
         for shadow in &policy.shadows {
             if sampled("fraud", shadow.version, &id, shadow.sample_rate) {
@@ -99,7 +100,7 @@ fn routed_mirrored_and_judged_traffic_shows_how_each_version_does() {
     }
     assert_eq!(
         predictions.take_for_feedback("req-0", later),
-        Err(FeedbackError::AlreadyGiven)
+        Err(JoinError::AlreadyGiven)
     );
 
     let analysis = stats.analysis(
@@ -132,6 +133,7 @@ fn routed_mirrored_and_judged_traffic_shows_how_each_version_does() {
     // Everything recorded also goes to the registry, once, as a report it can parse.
     let interval = stats.take_report(later);
     let report = Report {
+        id: None,
         replica: "serving-0".to_owned(),
         interval_seconds: interval.elapsed.as_secs_f64(),
         revision: Some(1),

@@ -17,6 +17,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         registry_timeout: args.registry_timeout,
         resync: args.resync,
         alias_resync: args.alias_resync,
+        feedback_store: args.feedback_store,
     })
     .await
 }

@@ -390,3 +390,18 @@ def test_the_operator_runs_model_deployments_on_the_chart_image(chart, image):
     assert len(images) == 1
     args = deployments["ferry-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--serving-image={images.pop()}" in args
+
+
+def test_a_feedback_store_reaches_every_ferry_process_and_the_operators_pods(chart):
+    values = load_values("postgres-s3")
+    values["feedback"] = {"redisUrl": "redis://redis.ferry.svc:6379/0"}
+    docs = documents(render(chart, values))
+    for name, pod in workloads(docs):
+        for c in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("FERRY_FEEDBACK_STORE") == "redis://redis.ferry.svc:6379/0", name
+    # Without one, no process is told of any.
+    docs = documents(render(chart, load_values("postgres-s3")))
+    for name, pod in workloads(docs):
+        for c in pod["containers"]:
+            assert all(e["name"] != "FERRY_FEEDBACK_STORE" for e in c.get("env", [])), name

@@ -1,9 +1,10 @@
-//! Bearer tokens with four roles, checked in constant time: what every Ferry server accepts.
+//! Bearer tokens with five roles, checked in constant time: what every Ferry server accepts.
 //!
 //! Routes need `read` for safe methods (GET, HEAD) and `write` for the rest ([`needed_role`]),
 //! unless a handler asks for more: a new route is protected by default instead of by remembering
-//! to. The one exception is narrower: a serving replica's reports need only `serving`, so the
-//! token in pods that face traffic cannot push models or move aliases. Each server's middleware
+//! to. Two exceptions are narrower: business feedback needs only `feedback`, and a serving
+//! replica's reports only `serving`, so the token in pods that face traffic cannot push models
+//! or move aliases. Each server's middleware
 //! (the registry's, serving's) answers refusals in its own error format.
 
 use std::fmt;
@@ -20,8 +21,11 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read models, versions, artifacts and events.
+    /// Read models, versions, artifacts and events; predict.
     Read,
+    /// Also post business feedback on predictions: it steers rollouts, so a token that may
+    /// only predict may not send it.
+    Feedback,
     /// Also post a serving replica's reports: what serving pods hold, and nothing more.
     Serving,
     /// Also push versions, move aliases, change endpoints.
@@ -34,6 +38,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Role::Read => "read",
+            Role::Feedback => "feedback",
             Role::Serving => "serving",
             Role::Write => "write",
             Role::Admin => "admin",
@@ -46,6 +51,7 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "read" => Ok(Role::Read),
+            "feedback" => Ok(Role::Feedback),
             "serving" => Ok(Role::Serving),
             "write" => Ok(Role::Write),
             "admin" => Ok(Role::Admin),
@@ -155,15 +161,24 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The role a request needs before its handler runs: `read` for safe methods, `serving` for a
-/// replica's reports, `write` for everything else (handlers may ask for more).
+/// The role a request needs before its handler runs: `read` for safe methods, `feedback` for
+/// business feedback, `serving` for a replica's reports, `write` for everything else (handlers
+/// may ask for more).
 pub fn needed_role(method: &Method, route: Option<&str>) -> Role {
     match *method {
         Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
+        Method::POST if route == Some(FEEDBACK_ROUTE) => Role::Feedback,
         Method::POST if route == Some(REPORTS_ROUTE) => Role::Serving,
         _ => Role::Write,
     }
 }
+
+/// The registry's route for business feedback on an endpoint's predictions.
+pub const FEEDBACK_ROUTE: &str = "/api/v1/endpoints/{name}/feedback";
+
+/// Serving's route for business feedback (the Open Inference Protocol's other routes need only
+/// `read`).
+pub const SERVING_FEEDBACK_ROUTE: &str = "/v2/models/{name}/feedback";
 
 /// The route serving replicas post their reports to.
 pub const REPORTS_ROUTE: &str = "/api/v1/endpoints/{name}/reports";
@@ -211,10 +226,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_are_ordered_read_serving_write_admin() {
+    fn roles_are_ordered_read_feedback_serving_write_admin() {
         assert!(
-            Role::Read < Role::Serving && Role::Serving < Role::Write && Role::Write < Role::Admin
+            Role::Read < Role::Feedback
+                && Role::Feedback < Role::Serving
+                && Role::Serving < Role::Write
+                && Role::Write < Role::Admin
         );
+        assert_eq!("feedback".parse::<Role>().unwrap(), Role::Feedback);
+        assert_eq!(Role::Feedback.to_string(), "feedback");
+    }
+
+    #[test]
+    fn feedback_needs_the_feedback_role() {
+        assert_eq!(
+            needed_role(&Method::POST, Some(FEEDBACK_ROUTE)),
+            Role::Feedback
+        );
+        assert_eq!(needed_role(&Method::GET, Some(FEEDBACK_ROUTE)), Role::Read);
     }
 
     #[test]

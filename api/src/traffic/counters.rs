@@ -361,6 +361,11 @@ impl VersionCounters {
 /// `POST /api/v1/endpoints/{name}/reports`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// Unique per report (a UUID): a replica that did not get the answer to a report sends it
+    /// again with the same id, and the registry stores it once and answers as it did the first
+    /// time, so a lost answer never counts a report twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A stable id of the reporting replica (pod name, hostname:port…).
     pub replica: String,
     /// The interval's length in seconds.

@@ -18,9 +18,11 @@ pub use counters::{
     DriftCounters, DriftValue, EndpointAnalysis, FeedbackCounters, LatencyHistogram, Report,
     ShadowCounters, VersionAnalysis, VersionCounters, diff_bucket, latency_bounds_us,
 };
-pub use policy::{MAX_SHADOWS, TrafficRole, VersionUse, referenced_versions, validate_policy};
+pub use policy::{
+    MAX_SHADOWS, Route, TrafficRole, VersionUse, referenced_versions, validate_policy,
+};
 pub use report::{
-    MAX_INTERVAL_SECONDS, MAX_LOAD_ERROR_BYTES, MAX_REPLICA_CHARS, MAX_REPORT_VERSIONS,
-    parse_window, validate_report,
+    MAX_INTERVAL_SECONDS, MAX_LOAD_ERROR_BYTES, MAX_REPLICA_CHARS, MAX_REPORT_ID_CHARS,
+    MAX_REPORT_VERSIONS, parse_window, validate_report,
 };
 pub use summary::{ReceivedReport, summarize, summarize_reports};

@@ -2,6 +2,7 @@
 //! are active is checked by the store, inside the transaction that writes it.
 
 use http::HeaderName;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ValidationError};
 use crate::names;
@@ -226,6 +227,43 @@ fn clamp_rate(rate: f64) -> std::result::Result<f64, String> {
         Ok(rate.clamp(0.0, 1.0))
     } else {
         Err(format!("must be between 0 and 1, got {rate}"))
+    }
+}
+
+/// Which of an endpoint's primary versions answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Route {
+    /// The endpoint's stable version.
+    Stable,
+    /// The endpoint's canary version.
+    Canary,
+}
+
+impl Route {
+    /// `"stable"` or `"canary"`: the `x-ferry-route` header value and the metrics label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Stable => "stable",
+            Route::Canary => "canary",
+        }
+    }
+
+    /// The version this route names in `policy`. A canary route without a canary in the policy
+    /// (the policy changed between routing and lookup) falls back to the stable version.
+    #[must_use]
+    pub fn version_in(self, policy: &EndpointPolicy) -> i64 {
+        match (self, &policy.canary) {
+            (Route::Canary, Some(canary)) => canary.version,
+            _ => policy.stable,
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -32,6 +32,9 @@ const DIFF_BUCKETS: usize = 8;
 /// The analysis window when the request names none.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 
+/// Longest report id.
+pub const MAX_REPORT_ID_CHARS: usize = 64;
+
 /// Checks a report and returns it normalized: an empty or blank `load_error` means none, and a
 /// very long one is shortened to [`MAX_LOAD_ERROR_BYTES`].
 ///
@@ -51,6 +54,16 @@ pub fn validate_report(mut report: Report) -> Result<Report> {
         problems.push(format!(
             "replica {} contains control characters",
             names::printable(&report.replica)
+        ));
+    }
+    if let Some(id) = &report.id
+        && (id.is_empty()
+            || id.len() > MAX_REPORT_ID_CHARS
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        problems.push(format!(
+            "id must be 1 to {MAX_REPORT_ID_CHARS} letters, digits or `-` (a UUID), got {}",
+            names::printable(id)
         ));
     }
     let interval = report.interval_seconds;
@@ -224,10 +237,22 @@ mod tests {
     use super::*;
     use crate::traffic::{ShadowCounters, VersionCounters};
 
+    #[test]
+    fn a_report_id_is_a_short_token_of_letters_digits_and_dashes() {
+        let mut r = report();
+        r.id = Some("0b6d2f6e-3c1a-4e8e-9a53-5d0f8c3f7a10".into());
+        assert!(validate_report(r.clone()).is_ok());
+        r.id = Some("a b".into());
+        assert!(problem(r.clone()).contains("id must be"));
+        r.id = Some("x".repeat(MAX_REPORT_ID_CHARS + 1));
+        assert!(problem(r).contains("id must be"));
+    }
+
     fn report() -> Report {
         let mut versions = BTreeMap::new();
         versions.insert(1, VersionCounters::default());
         Report {
+            id: None,
             replica: "serving-0".into(),
             interval_seconds: 5.0,
             revision: Some(3),

@@ -133,6 +133,7 @@ mod tests {
         ReceivedReport {
             received_at: DateTime::from_timestamp(seconds, 0).unwrap(),
             report: Report {
+                id: None,
                 replica: replica.into(),
                 interval_seconds: 5.0,
                 revision: None,

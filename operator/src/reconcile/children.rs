@@ -89,11 +89,16 @@ fn metadata(md: &ModelDeployment) -> Result<ObjectMeta, ChildError> {
 /// tokens its clients present from `spec.auth.tokensSecret` (a file the kubelet mounts), its
 /// registry token from `spec.registry.servingTokenSecret` (never the operator's), probes on the Open Inference Protocol's health routes,
 /// the spec's resources, and a locked-down non-root container. `default_image` is used when the
-/// spec names none.
+/// spec names none; `feedback_store`, the Redis the pods share for joining feedback at any
+/// replica, reaches them as `FERRY_FEEDBACK_STORE`.
 ///
 /// # Errors
 /// [`ChildError`] for a resource that was never stored.
-pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deployment, ChildError> {
+pub fn deployment(
+    md: &ModelDeployment,
+    default_image: &str,
+    feedback_store: Option<&str>,
+) -> Result<Deployment, ChildError> {
     let name = md.name_any();
     let spec = &md.spec;
     let image = spec.image.clone().unwrap_or_else(|| default_image.into());
@@ -102,6 +107,13 @@ pub fn deployment(md: &ModelDeployment, default_image: &str) -> Result<Deploymen
         value: Some("json".into()),
         ..EnvVar::default()
     }];
+    if let Some(url) = feedback_store {
+        env.push(EnvVar {
+            name: "FERRY_FEEDBACK_STORE".into(),
+            value: Some(url.into()),
+            ..EnvVar::default()
+        });
+    }
     if let Some(secret) = &spec.registry.serving_token_secret {
         env.push(EnvVar {
             name: "FERRY_REGISTRY_TOKEN".into(),
@@ -312,8 +324,27 @@ mod tests {
     }
 
     #[test]
+    fn the_pods_get_the_shared_feedback_store_when_the_operator_has_one() {
+        let env = |store: Option<&str>| {
+            let d = deployment(&md(), "ferry:test", store).unwrap();
+            let pod = d.spec.template.spec.unwrap();
+            pod.containers[0].env.clone().unwrap_or_default()
+        };
+        let with = env(Some("redis://redis.ferry.svc:6379/0"));
+        let store = with
+            .iter()
+            .find(|e| e.name == "FERRY_FEEDBACK_STORE")
+            .unwrap();
+        assert_eq!(
+            store.value.as_deref(),
+            Some("redis://redis.ferry.svc:6379/0")
+        );
+        assert!(env(None).iter().all(|e| e.name != "FERRY_FEEDBACK_STORE"));
+    }
+
+    #[test]
     fn the_deployment_runs_serving_for_the_endpoint_with_the_pods_tokens_never_the_operators() {
-        let d = deployment(&md(), "ferry:test").unwrap();
+        let d = deployment(&md(), "ferry:test", None).unwrap();
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (
@@ -419,7 +450,7 @@ mod tests {
         let mut md = md();
         md.spec.image = Some("registry.example/ferry:1.2".into());
         md.spec.registry.serving_token_secret = None;
-        let d = deployment(&md, "ferry:test").unwrap();
+        let d = deployment(&md, "ferry:test", None).unwrap();
         let c = &d.spec.template.spec.unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/ferry:1.2"));
         assert!(
@@ -451,7 +482,7 @@ mod tests {
         let mut md = md();
         md.metadata.uid = None;
         assert_eq!(
-            deployment(&md, "x").unwrap_err(),
+            deployment(&md, "x", None).unwrap_err(),
             ChildError::Missing("uid")
         );
     }

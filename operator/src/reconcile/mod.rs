@@ -131,6 +131,9 @@ pub struct Settings {
     pub resync: Duration,
     /// Resolve a tracked alias at least this often (registry events usually come sooner).
     pub alias_resync: Duration,
+    /// The prediction index the serving pods share (`redis://…`), so that feedback joins at
+    /// any replica; none keeps each pod's predictions in its own memory.
+    pub feedback_store: Option<String>,
 }
 
 impl Default for Settings {
@@ -139,6 +142,7 @@ impl Default for Settings {
             default_image: crate::crd::DEFAULT_IMAGE.into(),
             resync: Duration::from_secs(300),
             alias_resync: Duration::from_secs(60),
+            feedback_store: None,
         }
     }
 }
@@ -519,7 +523,11 @@ async fn apply_children<R: Registry>(
 ) -> Result<(), Error> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let name = md.name_any();
-    let deployment = children::deployment(md, &ctx.settings.default_image)?;
+    let deployment = children::deployment(
+        md,
+        &ctx.settings.default_image,
+        ctx.settings.feedback_store.as_deref(),
+    )?;
     Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
         .patch(&name, &params, &Patch::Apply(&deployment))
         .await?;

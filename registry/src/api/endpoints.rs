@@ -95,6 +95,22 @@ pub async fn post_report(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// `POST …/feedback`: 200 with what the feedback joined (see [`crate::endpoints::feedback`]).
+pub async fn post_feedback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(feedback): Json<ferry_feedback::FeedbackBody>,
+) -> Result<axum::Json<crate::endpoints::feedback::Joined>> {
+    let joined = crate::endpoints::feedback::record(
+        &state.store,
+        state.predictions.as_ref(),
+        &name,
+        feedback,
+    )
+    .await?;
+    Ok(axum::Json(joined))
+}
+
 /// `POST …/rollout-events`: 201 with the `rollout.step` event as recorded.
 pub async fn post_rollout_event(
     State(state): State<AppState>,

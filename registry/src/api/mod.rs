@@ -57,6 +57,10 @@ pub fn routes(state: AppState) -> Router {
             axum::routing::post(endpoints::post_report),
         )
         .route(
+            "/api/v1/endpoints/{name}/feedback",
+            axum::routing::post(endpoints::post_feedback),
+        )
+        .route(
             "/api/v1/endpoints/{name}/rollout-events",
             axum::routing::post(endpoints::post_rollout_event),
         )

@@ -69,12 +69,38 @@ impl MetadataStore {
         if exists.is_none() {
             return Err(Error::NotFound(format!("endpoint `{name}` does not exist")));
         }
+        // A report sent again under its id (its answer was lost) is stored once and answered as
+        // the first time, with no events (they were emitted then).
+        if let Some(id) = &report.id {
+            let first: Option<(String, String)> =
+                sqlx::query_as("SELECT endpoint, replica FROM endpoint_reports WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx.tx)
+                    .await?;
+            match first {
+                Some((endpoint, replica)) if endpoint == name && replica == report.replica => {
+                    tracing::debug!(endpoint = %name, replica = %report.replica, report = %id, "a report sent again is counted once");
+                    return Ok(Vec::new());
+                }
+                Some(_) => {
+                    return Err(Error::Conflict(format!(
+                        "report id `{id}` was already used by another replica's or endpoint's report; use a fresh UUID per report"
+                    )));
+                }
+                None => {}
+            }
+        }
         let at = timestamp(received_at.unwrap_or(tx.now));
         sqlx::query(
             "INSERT INTO endpoint_reports (id, endpoint, replica, received_at, report) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(
+            report
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        )
         .bind(name)
         .bind(&report.replica)
         .bind(&at)

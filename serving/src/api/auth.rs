@@ -1,28 +1,46 @@
-//! Bearer tokens on the inference routes: any valid token (the `read` role) may predict; the
-//! health routes stay open for probes.
+//! Bearer tokens on the inference routes: any valid token (the `read` role) may predict;
+//! feedback needs `feedback` (it steers rollouts); the health routes stay open for probes.
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_api::http::Tokens;
+use ferry_api::http::auth::{Role, SERVING_FEEDBACK_ROUTE};
 
 use crate::error::ServingError;
 
-/// Middleware: 401 `{"error"}` without a valid token, when tokens are configured.
+/// Middleware: 401 `{"error"}` without a valid token, 403 when the token's role is too low,
+/// when tokens are configured.
 ///
 /// # Errors
-/// [`ServingError::Unauthorized`].
+/// [`ServingError::Unauthorized`], [`ServingError::Forbidden`].
 pub async fn require_token(
     State(tokens): State<Tokens>,
     request: Request,
     next: Next,
 ) -> Result<Response, ServingError> {
     if !tokens.is_open() {
-        let known = ferry_api::http::auth::bearer(request.headers())
-            .is_some_and(|presented| tokens.authenticate(presented).is_some());
-        if !known {
+        let principal = ferry_api::http::auth::bearer(request.headers())
+            .and_then(|presented| tokens.authenticate(presented));
+        let Some(principal) = principal else {
             ferry_api::http::auth::drain_refused(request).await;
             return Err(ServingError::Unauthorized);
+        };
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let needed = if route == Some(SERVING_FEEDBACK_ROUTE) {
+            Role::Feedback
+        } else {
+            Role::Read
+        };
+        if principal.role < needed {
+            ferry_api::http::auth::drain_refused(request).await;
+            return Err(ServingError::Forbidden(format!(
+                "this route needs the `{needed}` role; the token has `{}`",
+                principal.role
+            )));
         }
     }
     Ok(next.run(request).await)

@@ -1,86 +1,47 @@
-//! `POST /v2/models/{name}/feedback`: business feedback joined to the prediction it is about,
-//! counted as that version's reward and accuracy.
+//! `POST /v2/models/{name}/feedback`: business feedback joined to the prediction it is about
+//! (through the prediction index, whichever replica answered it), counted as that version's
+//! reward and accuracy in this replica's counters (the registry sums every replica's).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use ferry_feedback::{FEEDBACK_SHAPE, FeedbackBody, JoinError, judge};
 use serde_json::json;
 
 use super::find_model;
 use crate::ServingState;
 use crate::error::ServingError;
 
-/// Body of `POST /v2/models/{name}/feedback`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Feedback {
-    id: String,
-    #[serde(default)]
-    reward: Option<f64>,
-    #[serde(default)]
-    label: Option<Label>,
-}
-
-/// A label: one class, or one per row.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Label {
-    One(i64),
-    Rows(Vec<i64>),
-}
+/// What a 503 for an unreachable prediction index asks the client to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub(super) async fn feedback(
     State(state): State<ServingState>,
     Path(name): Path<String>,
-    body: Result<axum::Json<Feedback>, axum::extract::rejection::JsonRejection>,
+    body: Result<axum::Json<FeedbackBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ServingError> {
     let axum::Json(feedback) = body.map_err(|e| {
         ServingError::BadRequest(format!(
-            "feedback must be JSON {{\"id\": \"…\", \"reward\": number?, \"label\": int or [int]?}}: {}",
+            "feedback must be JSON {FEEDBACK_SHAPE}: {}",
             e.body_text()
         ))
     })?;
-    if feedback.reward.is_none() && feedback.label.is_none() {
-        return Err(ServingError::BadRequest(
-            "feedback needs a `reward`, a `label`, or both".into(),
-        ));
-    }
-    if feedback.reward.is_some_and(|r| !r.is_finite()) {
-        return Err(ServingError::BadRequest(
-            "`reward` must be a finite number".into(),
-        ));
-    }
+    feedback
+        .validate()
+        .map_err(|e| ServingError::BadRequest(e.to_string()))?;
     let model = find_model(&state, &name)?;
-    let now = Instant::now();
-    let entry = model
-        .traffic
+    let entry = state
         .predictions
-        .take_for_feedback(&feedback.id, now)
-        .map_err(|e| match e {
-            crate::traffic::FeedbackError::AlreadyGiven => ServingError::Conflict(format!(
-                "feedback for prediction `{}` was already recorded; it counts once",
-                feedback.id
-            )),
-            other => ServingError::NotFound(format!(
-                "{other}: `{}` (predictions are kept for {} s, the newest {})",
-                feedback.id,
-                state.config.feedback_ttl.as_secs(),
-                state.config.feedback_capacity
-            )),
-        })?;
-    let correct = match (&feedback.label, &entry.classes) {
-        (None, _) => None,
-        (Some(_), None) => None,
-        (Some(Label::One(l)), Some(classes)) => Some(classes.first() == Some(l)),
-        (Some(Label::Rows(ls)), Some(classes)) => Some(ls == classes),
-    };
+        .take(&name, &feedback.id)
+        .await
+        .map_err(|e| join_error(&state, &feedback.id, e))?;
+    let correct = judge(feedback.label.as_ref(), entry.classes.as_deref());
     model
         .traffic
         .stats
-        .record_feedback(now, entry.version, feedback.reward, correct);
+        .record_feedback(Instant::now(), entry.version, feedback.reward, correct);
     state
         .metrics
         .feedback(&name, &entry.version.to_string(), feedback.reward, correct);
@@ -94,4 +55,29 @@ pub(super) async fn feedback(
         })),
     )
         .into_response())
+}
+
+fn join_error(state: &ServingState, id: &str, e: JoinError) -> ServingError {
+    match e {
+        JoinError::AlreadyGiven => ServingError::Conflict(format!(
+            "feedback for prediction `{id}` was already recorded; it counts once"
+        )),
+        JoinError::Unavailable(why) => ServingError::Unavailable {
+            message: format!("feedback cannot be joined now: {why}"),
+            retry_after: RETRY_AFTER,
+        },
+        other => {
+            let kept = state.config.feedback_ttl.as_secs();
+            let held = match state.predictions.health().held {
+                Some(_) => format!(
+                    ", the newest {} per endpoint",
+                    state.config.feedback_capacity
+                ),
+                None => String::new(),
+            };
+            ServingError::NotFound(format!(
+                "{other}: `{id}` (predictions are kept for {kept} s{held})"
+            ))
+        }
+    }
 }

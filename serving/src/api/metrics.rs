@@ -142,3 +142,79 @@ impl RequestMetrics {
         }
     }
 }
+
+/// The prediction index's health, read when Prometheus scrapes:
+/// `ferry_feedback_store_up{store}`, `ferry_feedback_predictions_dropped_total{store}` (not
+/// remembered: the store was down or the write queue full, so their feedback will be unknown)
+/// and `ferry_feedback_predictions_evicted_total{store}` (dropped for room before they expired).
+pub struct FeedbackIndexMetrics {
+    index: ferry_feedback::SharedIndex,
+    up: prometheus::IntGaugeVec,
+    dropped: IntCounterVec,
+    evicted: IntCounterVec,
+}
+
+impl FeedbackIndexMetrics {
+    /// Registers the collector of `index` in `registry`.
+    ///
+    /// # Errors
+    /// When its metrics are already registered.
+    pub fn register(
+        registry: &Registry,
+        index: ferry_feedback::SharedIndex,
+    ) -> prometheus::Result<()> {
+        let up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "ferry_feedback_store_up",
+                "1 when the last call to the prediction index (memory or redis) succeeded; while 0, predictions are answered and feedback gets 503.",
+            ),
+            &["store"],
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "ferry_feedback_predictions_dropped_total",
+                "Predictions the index could not remember (store down or write queue full): feedback on them is unknown.",
+            ),
+            &["store"],
+        )?;
+        let evicted = IntCounterVec::new(
+            Opts::new(
+                "ferry_feedback_predictions_evicted_total",
+                "Predictions dropped for room before their time-to-live ended (in-memory index).",
+            ),
+            &["store"],
+        )?;
+        registry.register(Box::new(FeedbackIndexMetrics {
+            index,
+            up,
+            dropped,
+            evicted,
+        }))
+    }
+}
+
+impl prometheus::core::Collector for FeedbackIndexMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.up.desc();
+        descs.extend(self.dropped.desc());
+        descs.extend(self.evicted.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let health = self.index.health();
+        let labels = [health.store];
+        self.up.with_label_values(&labels).set(i64::from(health.up));
+        // The counters follow the index's own totals, which only grow.
+        let advance = |counter: &IntCounterVec, total: u64| {
+            let c = counter.with_label_values(&labels);
+            c.inc_by(total.saturating_sub(c.get()));
+        };
+        advance(&self.dropped, health.dropped);
+        advance(&self.evicted, health.evicted);
+        let mut families = self.up.collect();
+        families.extend(self.dropped.collect());
+        families.extend(self.evicted.collect());
+        families
+    }
+}

@@ -16,7 +16,7 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use metrics::{DriftGauges, RequestMetrics};
+pub use metrics::{DriftGauges, FeedbackIndexMetrics, RequestMetrics};
 
 use crate::ServingState;
 use crate::error::ServingError;

@@ -11,9 +11,10 @@
 //!    ([`compare()`](compare::compare)) and the [`Comparison`] lands in the shadow version's
 //!    [`ShadowCounters`](ferry_api::traffic::ShadowCounters): agreement rate and
 //!    difference distribution.
-//! 3. [`feedback`]: each primary prediction is remembered under its request id
-//!    ([`RecentPredictions`]) with its predicted classes ([`predicted_classes`]); feedback
-//!    takes it back exactly once and becomes reward and accuracy of the version that answered.
+//! 3. Feedback: each primary prediction is remembered under its request id, with its predicted
+//!    classes ([`predicted_classes`]), in the prediction index of the `ferry-feedback` crate
+//!    (in memory, or shared by every replica in Redis); feedback takes it back exactly once
+//!    and becomes reward and accuracy of the version that answered.
 //! 4. [`stats`]: every request, comparison and feedback is counted per version
 //!    ([`EndpointStats`]); a sliding window answers `/stats?window=`, and the counts since the
 //!    last report go to the registry, which sums replicas into the analysis rollouts are judged
@@ -23,11 +24,9 @@
 //! testable without sleeping.
 
 pub mod compare;
-pub mod feedback;
 pub mod split;
 pub mod stats;
 
 pub use compare::{Comparison, compare, predicted_classes};
-pub use feedback::{FeedbackError, FeedbackStoreStats, PredictionEntry, RecentPredictions};
 pub use split::{Route, bucket, route, route_policy, sampled};
 pub use stats::{EndpointStats, IntervalCounters};

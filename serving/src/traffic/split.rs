@@ -5,10 +5,8 @@
 //! the same way: that is what makes `sticky_header` sticky across a fleet, and a replayed
 //! request sampled for shadowing the same way it was the first time.
 
-use std::fmt;
-
 use ferry_api::records::EndpointPolicy;
-use serde::{Deserialize, Serialize};
+pub use ferry_api::traffic::Route;
 use sha2::{Digest, Sha256};
 
 /// Prefix of the split's hash input. Versioned so a deliberate change of algorithm is a new
@@ -18,43 +16,6 @@ const SPLIT_DOMAIN: &[u8] = b"ferry/split/v1";
 /// Prefix of the shadow sampling hash: a different domain makes sampling independent of the
 /// split, so a shadow sees canary and stable traffic in their true proportions.
 const SHADOW_DOMAIN: &[u8] = b"ferry/shadow/v1";
-
-/// Which of an endpoint's primary versions answers a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Route {
-    /// The endpoint's stable version.
-    Stable,
-    /// The endpoint's canary version.
-    Canary,
-}
-
-impl Route {
-    /// `"stable"` or `"canary"`: the `x-ferry-route` header value and the metrics label.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Stable => "stable",
-            Route::Canary => "canary",
-        }
-    }
-
-    /// The version this route names in `policy`. A canary route without a canary in the policy
-    /// (the policy changed between routing and lookup) falls back to the stable version.
-    #[must_use]
-    pub fn version_in(self, policy: &EndpointPolicy) -> i64 {
-        match (self, &policy.canary) {
-            (Route::Canary, Some(canary)) => canary.version,
-            _ => policy.stable,
-        }
-    }
-}
-
-impl fmt::Display for Route {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Where `key` falls for `endpoint`, uniformly in `[0, 1)`.
 ///

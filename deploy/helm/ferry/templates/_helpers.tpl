@@ -141,6 +141,10 @@ priorityClassName: {{ . }}
   value: {{ .Values.log.format | quote }}
 - name: FERRY_LOG
   value: {{ .Values.log.level | quote }}
+{{- with .Values.feedback.redisUrl }}
+- name: FERRY_FEEDBACK_STORE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -1,51 +1,32 @@
-//! Recent predictions, kept just long enough to join the business feedback that arrives later
-//! (`POST /v2/models/{endpoint}/feedback {id, reward?, label?}`) to the version that answered.
+//! The in-process prediction index: recent predictions kept in this process's memory, for a
+//! single replica (`ferry up`'s default). Several replicas share the Redis index instead.
 //!
 //! Memory is strictly bounded: at most `capacity` predictions and `capacity` ids that already
-//! received feedback, evicted oldest first. Every operation is O(1) amortized: a hash map finds
-//! an id, and a FIFO queue of `(id, sequence number)` gives the eviction order; entries replaced
-//! or consumed leave stale queue items behind that are skipped when they reach the front, and the
-//! queue is compacted when stale items make it twice as long as the map it indexes.
+//! received feedback, and at most `max_bytes` of predictions, evicted oldest first. Every
+//! operation is O(1) amortized: a hash map finds an id, and a FIFO queue of `(id, sequence
+//! number)` gives the eviction order; entries replaced or consumed leave stale queue items behind
+//! that are skipped when they reach the front, and the queue is compacted when stale items make
+//! it twice as long as the map it indexes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::split::Route;
+use futures::future::BoxFuture;
 
-/// What was predicted under one request id.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PredictionEntry {
-    /// The version that answered.
-    pub version: i64,
-    /// How the request was routed.
-    pub route: Route,
-    /// The predicted class per row, when the outputs read as classes
-    /// (see [`predicted_classes`](super::compare::predicted_classes)).
-    pub classes: Option<Vec<i64>>,
-    /// When the prediction was made; the time-to-live counts from here.
-    pub at: Instant,
-}
+use crate::{IndexHealth, JoinError, Prediction, PredictionIndex};
 
-/// Why feedback could not be joined to a prediction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum FeedbackError {
-    /// No prediction with this id is remembered: never made, or evicted for room.
-    #[error("no recent prediction has this id")]
-    Unknown,
-    /// The prediction is older than the time-to-live.
-    #[error("the prediction with this id is too old for feedback")]
-    Expired,
-    /// Feedback for this id was already taken; a second one must not count twice.
-    #[error("feedback for this prediction was already given")]
-    AlreadyGiven,
-}
+/// What one held prediction costs beyond its id and classes: the map and queue entries, the
+/// `Arc` header and the entry's fixed fields, rounded up.
+const ENTRY_OVERHEAD_BYTES: usize = 160;
 
 /// Counts describing the store, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeedbackStoreStats {
     /// Predictions held now.
     pub len: usize,
+    /// What the held predictions cost, in bytes (ids, classes and a fixed overhead each).
+    pub bytes: usize,
     /// Ids that received feedback and are remembered to refuse a second one.
     pub consumed: usize,
     /// Predictions inserted since the start.
@@ -53,17 +34,18 @@ pub struct FeedbackStoreStats {
     /// Inserts whose id was already held or already given feedback (the newer prediction
     /// replaced the older one).
     pub collisions: u64,
-    /// Predictions dropped for room before they expired: when this grows, the capacity is too
-    /// small for the traffic and the time-to-live.
+    /// Predictions dropped for room (entries or bytes) before they expired: when this grows,
+    /// the capacity is too small for the traffic and the time-to-live.
     pub evicted: u64,
     /// Predictions dropped because they outlived the time-to-live.
     pub expired: u64,
 }
 
-/// A bounded, time-limited, thread-safe map from request id to [`PredictionEntry`].
+/// A bounded, time-limited, thread-safe map from request id to [`Prediction`].
 #[derive(Debug)]
 pub struct RecentPredictions {
     capacity: usize,
+    max_bytes: usize,
     ttl: Duration,
     inner: Mutex<Inner>,
 }
@@ -75,12 +57,17 @@ struct Inner {
     consumed: HashMap<Arc<str>, Consumed>,
     consumed_order: VecDeque<(Arc<str>, u64)>,
     next_seq: u64,
+    bytes: usize,
     stats: FeedbackStoreStats,
 }
 
 #[derive(Debug)]
 struct Live {
-    entry: PredictionEntry,
+    entry: Prediction,
+    /// When it was made, on the monotonic clock the time-to-live counts on.
+    at: Instant,
+    /// What it costs, counted against `max_bytes`.
+    bytes: usize,
     seq: u64,
 }
 
@@ -92,12 +79,13 @@ struct Consumed {
 }
 
 impl RecentPredictions {
-    /// A store of at most `capacity` predictions (and as many consumed ids), each joinable for
-    /// `ttl` after it was made. A capacity of 0 keeps nothing.
+    /// A store of at most `capacity` predictions (and as many consumed ids) costing at most
+    /// `max_bytes`, each joinable for `ttl` after it was made. A capacity of 0 keeps nothing.
     #[must_use]
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
         RecentPredictions {
             capacity,
+            max_bytes,
             ttl,
             inner: Mutex::new(Inner::default()),
         }
@@ -105,11 +93,15 @@ impl RecentPredictions {
 
     /// Remembers the prediction made under `id`. Request ids should be unique; when one is
     /// reused, the newest prediction wins (feedback refers to what the caller saw last) and the
-    /// collision is counted. Expired and, past capacity, the oldest predictions are dropped.
-    ///
-    /// The bound is on entries, not bytes: callers cap the length of client-supplied ids.
-    pub fn insert(&self, id: String, entry: PredictionEntry) {
-        let now = entry.at;
+    /// collision is counted. Expired and, past capacity (entries or bytes), the oldest
+    /// predictions are dropped.
+    pub fn insert(&self, id: &str, entry: Prediction, now: Instant) {
+        let bytes = ENTRY_OVERHEAD_BYTES
+            + id.len()
+            + entry
+                .classes
+                .as_ref()
+                .map_or(0, |c| c.len() * size_of::<i64>());
         // Allocated before locking, to keep the critical section short.
         let id: Arc<str> = Arc::from(id);
         let mut inner = self.lock();
@@ -120,11 +112,15 @@ impl RecentPredictions {
         if inner.consumed.remove(&id).is_some() {
             inner.stats.collisions += 1;
         }
-        if inner
-            .live
-            .insert(Arc::clone(&id), Live { entry, seq })
-            .is_some()
-        {
+        inner.bytes += bytes;
+        let live = Live {
+            entry,
+            at: now,
+            bytes,
+            seq,
+        };
+        if let Some(old) = inner.live.insert(Arc::clone(&id), live) {
+            inner.bytes -= old.bytes;
             inner.stats.collisions += 1;
         }
         inner.live_order.push_back((id, seq));
@@ -133,27 +129,24 @@ impl RecentPredictions {
     }
 
     /// Takes the prediction made under `id` for its feedback, at time `now`. Afterwards the id
-    /// answers [`FeedbackError::AlreadyGiven`] until the prediction would have expired.
+    /// answers [`JoinError::AlreadyGiven`] until the prediction would have expired.
     ///
     /// # Errors
-    /// [`FeedbackError::Unknown`] when no such prediction is held, [`FeedbackError::Expired`]
-    /// when it is older than the time-to-live, [`FeedbackError::AlreadyGiven`] when its feedback
+    /// [`JoinError::Unknown`] when no such prediction is held, [`JoinError::Expired`]
+    /// when it is older than the time-to-live, [`JoinError::AlreadyGiven`] when its feedback
     /// was already taken.
-    pub fn take_for_feedback(
-        &self,
-        id: &str,
-        now: Instant,
-    ) -> Result<PredictionEntry, FeedbackError> {
+    pub fn take_for_feedback(&self, id: &str, now: Instant) -> Result<Prediction, JoinError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         if let Some(live) = inner.live.get(id) {
-            let until = live.entry.at.checked_add(self.ttl);
+            let until = live.at.checked_add(self.ttl);
             if until.is_some_and(|until| now > until) {
-                return Err(FeedbackError::Expired);
+                return Err(JoinError::Expired);
             }
             let Some((id, live)) = inner.live.remove_entry(id) else {
-                return Err(FeedbackError::Unknown);
+                return Err(JoinError::Unknown);
             };
+            inner.bytes -= live.bytes;
             let seq = inner.next_seq;
             inner.next_seq += 1;
             inner
@@ -167,10 +160,10 @@ impl RecentPredictions {
         }
         match inner.consumed.get(id) {
             Some(consumed) if consumed.until.is_some_and(|until| now > until) => {
-                Err(FeedbackError::Expired)
+                Err(JoinError::Expired)
             }
-            Some(_) => Err(FeedbackError::AlreadyGiven),
-            None => Err(FeedbackError::Unknown),
+            Some(_) => Err(JoinError::AlreadyGiven),
+            None => Err(JoinError::Unknown),
         }
     }
 
@@ -192,6 +185,7 @@ impl RecentPredictions {
         let inner = self.lock();
         FeedbackStoreStats {
             len: inner.live.len(),
+            bytes: inner.bytes,
             consumed: inner.consumed.len(),
             ..inner.stats
         }
@@ -203,7 +197,7 @@ impl RecentPredictions {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drops expired predictions from the front, then the oldest past capacity.
+    /// Drops expired predictions from the front, then the oldest past capacity or the bytes.
     fn sweep_live(&self, inner: &mut Inner, now: Instant) {
         while let Some((id, seq)) = inner.live_order.front() {
             let current = inner.live.get(id).filter(|l| l.seq == *seq);
@@ -212,19 +206,20 @@ impl RecentPredictions {
                 continue;
             };
             let expired = live
-                .entry
                 .at
                 .checked_add(self.ttl)
                 .is_some_and(|until| now > until);
             if expired {
                 inner.stats.expired += 1;
-            } else if inner.live.len() > self.capacity {
+            } else if inner.live.len() > self.capacity || inner.bytes > self.max_bytes {
                 inner.stats.evicted += 1;
             } else {
                 break;
             }
-            if let Some((id, _)) = inner.live_order.pop_front() {
-                inner.live.remove(&id);
+            if let Some((id, _)) = inner.live_order.pop_front()
+                && let Some(gone) = inner.live.remove(&id)
+            {
+                inner.bytes -= gone.bytes;
             }
         }
         compact(&mut inner.live_order, &inner.live, |l| l.seq);
@@ -263,68 +258,168 @@ fn compact<V>(
     }
 }
 
+/// The in-process [`PredictionIndex`]: one [`RecentPredictions`] per endpoint, created on the
+/// endpoint's first prediction (so the names it holds are the served ones).
+#[derive(Debug)]
+pub struct LocalIndex {
+    capacity: usize,
+    max_bytes: usize,
+    ttl: Duration,
+    endpoints: Mutex<HashMap<String, Arc<RecentPredictions>>>,
+}
+
+impl LocalIndex {
+    /// An index keeping, per endpoint, at most `capacity` predictions costing at most
+    /// `max_bytes`, each for `ttl`.
+    #[must_use]
+    pub fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
+        LocalIndex {
+            capacity,
+            max_bytes,
+            ttl,
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn store(&self, endpoint: &str, create: bool) -> Option<Arc<RecentPredictions>> {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = endpoints.get(endpoint) {
+            return Some(Arc::clone(store));
+        }
+        create.then(|| {
+            let store = Arc::new(RecentPredictions::new(
+                self.capacity,
+                self.max_bytes,
+                self.ttl,
+            ));
+            endpoints.insert(endpoint.to_string(), Arc::clone(&store));
+            store
+        })
+    }
+
+    /// The counts of every endpoint's store, summed.
+    #[must_use]
+    pub fn stats(&self) -> FeedbackStoreStats {
+        let stores: Vec<_> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        stores
+            .iter()
+            .map(|s| s.stats())
+            .fold(FeedbackStoreStats::default(), |a, b| FeedbackStoreStats {
+                len: a.len + b.len,
+                bytes: a.bytes + b.bytes,
+                consumed: a.consumed + b.consumed,
+                inserted: a.inserted + b.inserted,
+                collisions: a.collisions + b.collisions,
+                evicted: a.evicted + b.evicted,
+                expired: a.expired + b.expired,
+            })
+    }
+}
+
+impl PredictionIndex for LocalIndex {
+    fn remember(&self, endpoint: &str, id: &str, prediction: Prediction) {
+        if let Some(store) = self.store(endpoint, true) {
+            store.insert(id, prediction, Instant::now());
+        }
+    }
+
+    fn take<'a>(
+        &'a self,
+        endpoint: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Prediction, JoinError>> {
+        let taken = match self.store(endpoint, false) {
+            Some(store) => store.take_for_feedback(id, Instant::now()),
+            None => Err(JoinError::Unknown),
+        };
+        Box::pin(std::future::ready(taken))
+    }
+
+    fn health(&self) -> IndexHealth {
+        let stats = self.stats();
+        IndexHealth {
+            store: "memory",
+            up: true,
+            error: None,
+            held: Some(stats.len as u64),
+            dropped: 0,
+            evicted: stats.evicted,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_api::traffic::Route;
     use std::sync::Arc;
 
     const TTL: Duration = Duration::from_secs(60);
 
-    fn entry(version: i64, at: Instant) -> PredictionEntry {
-        PredictionEntry {
+    fn entry(version: i64) -> Prediction {
+        Prediction {
             version,
             route: Route::Stable,
             classes: Some(vec![1]),
-            at,
+            at: chrono::DateTime::UNIX_EPOCH,
         }
     }
 
     #[test]
     fn feedback_joins_the_prediction_made_under_its_id() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(10, TTL);
-        store.insert("req-1".into(), entry(3, t0));
-        assert_eq!(store.take_for_feedback("req-1", t0 + TTL), Ok(entry(3, t0)));
+        let store = RecentPredictions::new(10, usize::MAX, TTL);
+        store.insert("req-1", entry(3), t0);
+        assert_eq!(store.take_for_feedback("req-1", t0 + TTL), Ok(entry(3)));
     }
 
     #[test]
     fn an_id_never_predicted_is_unknown() {
-        let store = RecentPredictions::new(10, TTL);
+        let store = RecentPredictions::new(10, usize::MAX, TTL);
         assert_eq!(
             store.take_for_feedback("nope", Instant::now()),
-            Err(FeedbackError::Unknown)
+            Err(JoinError::Unknown)
         );
     }
 
     #[test]
     fn a_prediction_older_than_the_time_to_live_is_expired() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(10, TTL);
-        store.insert("req-1".into(), entry(3, t0));
+        let store = RecentPredictions::new(10, usize::MAX, TTL);
+        store.insert("req-1", entry(3), t0);
         let late = t0 + TTL + Duration::from_nanos(1);
         assert_eq!(
             store.take_for_feedback("req-1", late),
-            Err(FeedbackError::Expired)
+            Err(JoinError::Expired)
         );
         // Still expired, not consumed, when asked again.
         assert_eq!(
             store.take_for_feedback("req-1", late),
-            Err(FeedbackError::Expired)
+            Err(JoinError::Expired)
         );
     }
 
     #[test]
     fn a_second_feedback_for_the_same_id_is_refused_until_the_prediction_would_expire() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(10, TTL);
-        store.insert("req-1".into(), entry(3, t0));
+        let store = RecentPredictions::new(10, usize::MAX, TTL);
+        store.insert("req-1", entry(3), t0);
         assert!(store.take_for_feedback("req-1", t0).is_ok());
         let again = store.take_for_feedback("req-1", t0 + Duration::from_secs(1));
-        assert_eq!(again, Err(FeedbackError::AlreadyGiven));
+        assert_eq!(again, Err(JoinError::AlreadyGiven));
         let late = t0 + TTL + Duration::from_secs(1);
         assert_eq!(
             store.take_for_feedback("req-1", late),
-            Err(FeedbackError::Expired)
+            Err(JoinError::Expired)
         );
         assert_eq!(store.stats().consumed, 1);
     }
@@ -332,9 +427,9 @@ mod tests {
     #[test]
     fn a_reused_id_keeps_the_newest_prediction_and_counts_the_collision() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(10, TTL);
-        store.insert("req-1".into(), entry(1, t0));
-        store.insert("req-1".into(), entry(2, t0 + Duration::from_secs(1)));
+        let store = RecentPredictions::new(10, usize::MAX, TTL);
+        store.insert("req-1", entry(1), t0);
+        store.insert("req-1", entry(2), t0 + Duration::from_secs(1));
         assert_eq!(store.len(), 1);
         assert_eq!(store.stats().collisions, 1);
         assert_eq!(
@@ -342,7 +437,7 @@ mod tests {
             Ok(2)
         );
         // Reused once more after its feedback: the new prediction can be joined again.
-        store.insert("req-1".into(), entry(3, t0 + Duration::from_secs(2)));
+        store.insert("req-1", entry(3), t0 + Duration::from_secs(2));
         assert_eq!(store.stats().collisions, 2);
         assert_eq!(
             store.take_for_feedback("req-1", t0).map(|e| e.version),
@@ -353,15 +448,15 @@ mod tests {
     #[test]
     fn past_capacity_the_oldest_predictions_are_evicted_first() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(3, TTL);
+        let store = RecentPredictions::new(3, usize::MAX, TTL);
         for i in 0..5 {
-            store.insert(format!("req-{i}"), entry(i, t0));
+            store.insert(&format!("req-{i}"), entry(i), t0);
         }
         assert_eq!(store.len(), 3);
         assert_eq!(store.stats().evicted, 2);
         for i in 0..2 {
             let gone = store.take_for_feedback(&format!("req-{i}"), t0);
-            assert_eq!(gone, Err(FeedbackError::Unknown));
+            assert_eq!(gone, Err(JoinError::Unknown));
         }
         for i in 2..5 {
             assert!(store.take_for_feedback(&format!("req-{i}"), t0).is_ok());
@@ -369,28 +464,46 @@ mod tests {
     }
 
     #[test]
+    fn past_the_byte_budget_the_oldest_predictions_are_evicted_first() {
+        let t0 = Instant::now();
+        let one = ENTRY_OVERHEAD_BYTES + "req-0".len() + size_of::<i64>();
+        let store = RecentPredictions::new(100, 3 * one, TTL);
+        for i in 0..5 {
+            store.insert(&format!("req-{i}"), entry(i), t0);
+        }
+        let stats = store.stats();
+        assert_eq!((stats.len, stats.bytes, stats.evicted), (3, 3 * one, 2));
+        // A large prediction pushes out as many as its size needs.
+        let big = Prediction {
+            classes: Some(vec![0; 40]),
+            ..entry(9)
+        };
+        store.insert("big", big, t0);
+        assert_eq!(store.len(), 1);
+        assert!(store.take_for_feedback("big", t0).is_ok());
+        assert_eq!(store.stats().bytes, 0);
+    }
+
+    #[test]
     fn a_replaced_prediction_is_evicted_at_its_new_age_not_its_old_one() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(2, TTL);
-        store.insert("a".into(), entry(1, t0));
-        store.insert("b".into(), entry(1, t0));
-        store.insert("a".into(), entry(2, t0)); // "a" is now the newest
-        store.insert("c".into(), entry(1, t0)); // evicts "b", the oldest
-        assert_eq!(
-            store.take_for_feedback("b", t0),
-            Err(FeedbackError::Unknown)
-        );
+        let store = RecentPredictions::new(2, usize::MAX, TTL);
+        store.insert("a", entry(1), t0);
+        store.insert("b", entry(1), t0);
+        store.insert("a", entry(2), t0); // "a" is now the newest
+        store.insert("c", entry(1), t0); // evicts "b", the oldest
+        assert_eq!(store.take_for_feedback("b", t0), Err(JoinError::Unknown));
         assert_eq!(store.take_for_feedback("a", t0).map(|e| e.version), Ok(2));
     }
 
     #[test]
     fn expired_predictions_are_dropped_as_expired_not_evicted() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(100, TTL);
+        let store = RecentPredictions::new(100, usize::MAX, TTL);
         for i in 0..10 {
-            store.insert(format!("old-{i}"), entry(1, t0));
+            store.insert(&format!("old-{i}"), entry(1), t0);
         }
-        store.insert("new".into(), entry(1, t0 + TTL + Duration::from_secs(1)));
+        store.insert("new", entry(1), t0 + TTL + Duration::from_secs(1));
         let stats = store.stats();
         assert_eq!((stats.len, stats.expired, stats.evicted), (1, 10, 0));
     }
@@ -398,12 +511,12 @@ mod tests {
     #[test]
     fn a_store_of_capacity_zero_keeps_nothing() {
         let t0 = Instant::now();
-        let store = RecentPredictions::new(0, TTL);
-        store.insert("req-1".into(), entry(1, t0));
+        let store = RecentPredictions::new(0, usize::MAX, TTL);
+        store.insert("req-1", entry(1), t0);
         assert!(store.is_empty());
         assert_eq!(
             store.take_for_feedback("req-1", t0),
-            Err(FeedbackError::Unknown)
+            Err(JoinError::Unknown)
         );
     }
 
@@ -411,7 +524,7 @@ mod tests {
     fn memory_stays_bounded_over_a_million_inserts() {
         let t0 = Instant::now();
         let capacity = 1000;
-        let store = RecentPredictions::new(capacity, TTL);
+        let store = RecentPredictions::new(capacity, usize::MAX, TTL);
         for i in 0..1_000_000_u64 {
             // A mix of fresh ids, reused ids and feedback, the worst case for stale queue items.
             let id = if i % 3 == 0 {
@@ -420,7 +533,7 @@ mod tests {
                 format!("req-{i}")
             };
             let at = t0 + Duration::from_millis(i / 100);
-            store.insert(id.clone(), entry(1, at));
+            store.insert(&id, entry(1), at);
             if i % 2 == 0 {
                 let _ = store.take_for_feedback(&id, at);
             }
@@ -445,9 +558,9 @@ mod tests {
     #[test]
     fn concurrent_feedback_on_the_same_ids_is_joined_exactly_once() {
         let t0 = Instant::now();
-        let store = Arc::new(RecentPredictions::new(100_000, TTL));
+        let store = Arc::new(RecentPredictions::new(100_000, usize::MAX, TTL));
         for i in 0..1000 {
-            store.insert(format!("shared-{i}"), entry(1, t0));
+            store.insert(&format!("shared-{i}"), entry(1), t0);
         }
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -455,14 +568,14 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut joined = 0;
                     for i in 0..1000 {
-                        store.insert(format!("own-{t}-{i}"), entry(t, t0));
+                        store.insert(&format!("own-{t}-{i}"), entry(t), t0);
                         joined += usize::from(
                             store.take_for_feedback(&format!("shared-{i}"), t0).is_ok(),
                         );
                         assert!(store.take_for_feedback(&format!("own-{t}-{i}"), t0).is_ok());
                         assert_eq!(
                             store.take_for_feedback(&format!("own-{t}-{i}"), t0),
-                            Err(FeedbackError::AlreadyGiven)
+                            Err(JoinError::AlreadyGiven)
                         );
                     }
                     joined
