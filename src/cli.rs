@@ -68,7 +68,10 @@ pub enum Command {
     )]
     Predict(PredictArgs),
     /// Send business feedback on a prediction (by its id): a reward, a label, or both.
-    Feedback(FeedbackArgs),
+    #[command(
+        after_help = "Examples:\n  ferry feedback fraud 3f2c…-request-id --reward 1 --label 0\n  ferry feedback export fraud --log file:///var/lib/ferry/log --since 24h -o csv > train.csv"
+    )]
+    Feedback(FeedbackCommand),
     /// Compute the training-data profile drift is measured against (from a CSV, streaming).
     #[command(
         after_help = "Examples:\n  ferry profile train.csv --model model.onnx -o json > profile.json\n  ferry model push model.onnx --name fraud --profile-data train.csv"
@@ -807,11 +810,53 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct FeedbackCommand {
+    #[command(subcommand)]
+    pub action: Option<FeedbackAction>,
+    #[command(flatten)]
+    pub send: FeedbackArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedbackAction {
+    /// Join the prediction log and the feedback log into a training set: one example per
+    /// labelled prediction (per row for per-row labels), with its logged inputs as columns.
+    Export(FeedbackExportArgs),
+}
+
+/// `ferry feedback export`.
+#[derive(Debug, Args)]
+pub struct FeedbackExportArgs {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The object store serving logs to (its `--prediction-log`).
+    #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
+    pub log: String,
+    /// Feedback received in this last stretch of time, e.g. 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub since: String,
+    /// jsonl: one JSON object per example; csv: a header, then one row per example (inputs
+    /// must have the same shape in every prediction).
+    #[arg(short = 'o', long, value_enum, default_value = "jsonl")]
+    pub output: ExportFormat,
+}
+
+/// `ferry feedback export -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
 pub struct FeedbackArgs {
     /// The endpoint or model name.
-    pub name: String,
+    #[arg(required = true)]
+    pub name: Option<String>,
     /// The prediction's id: the request's `id`, else the `x-request-id` it was answered with.
-    pub id: String,
+    #[arg(required = true)]
+    pub id: Option<String>,
     /// A business reward for the prediction (any number; higher is better).
     #[arg(long)]
     pub reward: Option<f64>,

@@ -85,7 +85,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(cmd) => commands::model::run(cmd).await,
         Command::Endpoint(cmd) => commands::endpoint::run(cmd).await,
         Command::Predict(args) => commands::endpoint::predict(args).await,
-        Command::Feedback(args) => commands::endpoint::feedback(args).await,
+        Command::Feedback(cmd) => match cmd.action {
+            Some(cli::FeedbackAction::Export(args)) => commands::feedback::export(args).await,
+            None => commands::endpoint::feedback(cmd.send).await,
+        },
         Command::Profile(args) => commands::profile::run(args).await,
         Command::Webhook(cmd) => commands::webhook::run(cmd).await,
         Command::Events(args) => commands::events::run(args).await,

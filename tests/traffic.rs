@@ -348,6 +348,100 @@ async fn an_endpoint_splits_mirrors_and_judges_real_traffic() {
     assert!(
         versions.contains(v1.to_string().as_str()) && versions.contains(v2.to_string().as_str())
     );
+
+    // Every accepted feedback is kept next to it, with what it joined: 41 given, none twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kept: Vec<Value> = loop {
+        let kept: Vec<Value> = files_under(&log_dir)
+            .iter()
+            .filter(|f| f.starts_with("feedback/fraud/"))
+            .flat_map(|f| {
+                std::fs::read_to_string(log_dir.join(f))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
+            .collect();
+        if kept.len() >= 41 || Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(kept.len(), 41, "{kept:?}");
+    let predicted: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter_map(|l| Some((l["id"].as_str()?, l["version"].as_str()?)))
+        .collect();
+    let ids: BTreeSet<&str> = kept.iter().filter_map(|k| k["id"].as_str()).collect();
+    assert_eq!(ids.len(), 41, "each feedback once");
+    for k in &kept {
+        let id = k["id"].as_str().unwrap();
+        assert_eq!(
+            predicted.get(id).copied(),
+            Some(k["version"].to_string().as_str()),
+            "the feedback names the version that answered: {k}"
+        );
+        assert!(
+            k["reward"].is_number() && k["predicted_at"].is_string() && k["at"].is_string(),
+            "{k}"
+        );
+        assert_eq!(
+            k["route"],
+            if k["version"] == v1 {
+                "stable"
+            } else {
+                "canary"
+            },
+            "{k}"
+        );
+    }
+    assert_eq!(kept.iter().filter(|k| k["label"].is_number()).count(), 40);
+
+    // `ferry feedback export` joins them into a training set: inputs, prediction, label.
+    let export = ferry(
+        dir.path(),
+        &[
+            "feedback", "export", "fraud", "--log", &log_url, "--since", "1h",
+        ],
+        &[],
+    );
+    assert!(export.status.success(), "{}", text(&export));
+    let examples: Vec<Value> = String::from_utf8(export.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 41, "{}", text(&export));
+    for e in &examples {
+        assert_eq!(e["features"].as_object().unwrap().len(), 32, "{e}");
+        assert!(e["features"]["input_00"].is_number(), "{e}");
+        assert_eq!(
+            Some(e["version"].to_string().as_str()),
+            predicted.get(e["id"].as_str().unwrap()).copied()
+        );
+    }
+    let labelled = examples.iter().filter(|e| e["label"].is_number()).count();
+    assert_eq!(labelled, 40);
+    assert!(examples.iter().all(|e| e["predicted"].is_number()));
+    let csv = ferry(
+        dir.path(),
+        &[
+            "feedback", "export", "fraud", "--log", &log_url, "-o", "csv",
+        ],
+        &[],
+    );
+    assert!(csv.status.success(), "{}", text(&csv));
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.starts_with(
+            "id,row,version,route,predicted_at,feedback_at,reward,label,predicted,input_00,"
+        ),
+        "{header}"
+    );
+    assert_eq!(header.split(',').count(), 9 + 32);
+    assert_eq!(csv.lines().count(), 1 + 41);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

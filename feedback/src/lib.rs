@@ -8,9 +8,11 @@
 //! - [`redis`]: the index shared by every replica in Redis, so that feedback joins at any of
 //!   them (`--feedback-store redis://…`).
 //! - [`join`]: what a feedback body may hold and how a label is judged against the prediction.
+//! - [`export`]: a training set from the prediction and feedback logs (`ferry feedback export`).
 
 #![warn(missing_docs)]
 
+pub mod export;
 pub mod join;
 pub mod local;
 pub mod redis;

@@ -1,6 +1,7 @@
 //! The prediction log: every answered prediction, appended as JSON lines to object storage under
-//! `predictions/<endpoint>/<yyyy-mm-dd>/`, in batches, off the request path. This is the data the
-//! next model trains on (joined with feedback by request id).
+//! `predictions/<endpoint>/<yyyy-mm-dd>/`, and every accepted feedback with what it joined under
+//! `feedback/<endpoint>/<yyyy-mm-dd>/`, in batches, off the request path. This is the data the
+//! next model trains on (predictions and their labels, joined by id).
 //!
 //! The request path only hands a record to a bounded queue; when the queue is full (the store is
 //! slow or down) the record is dropped and counted, never waited for.
@@ -46,6 +47,86 @@ pub struct PredictionRecord {
     pub request: Option<Bytes>,
 }
 
+/// One accepted feedback, with the prediction it joined: a labelled example once joined with the
+/// prediction's logged inputs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedbackRecord {
+    /// The served name.
+    pub endpoint: String,
+    /// The prediction's id.
+    pub id: String,
+    /// The version that answered it.
+    pub version: i64,
+    /// `stable` or `canary`.
+    pub route: &'static str,
+    /// The classes it predicted, when its outputs read as classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<i64>>,
+    /// When it was predicted.
+    pub predicted_at: DateTime<Utc>,
+    /// When the feedback was accepted.
+    pub at: DateTime<Utc>,
+    /// The business reward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
+    /// The true class(es).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<ferry_feedback::Label>,
+    /// Whether the label matched the prediction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+}
+
+/// What the log writes: a prediction or a feedback.
+enum Record {
+    Prediction(PredictionRecord),
+    Feedback(FeedbackRecord),
+}
+
+impl Record {
+    /// The top folder of its kind.
+    fn kind(&self) -> &'static str {
+        match self {
+            Record::Prediction(_) => "predictions",
+            Record::Feedback(_) => "feedback",
+        }
+    }
+
+    fn endpoint(&self) -> &str {
+        match self {
+            Record::Prediction(r) => &r.endpoint,
+            Record::Feedback(r) => &r.endpoint,
+        }
+    }
+
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Record::Prediction(r) => r.at,
+            Record::Feedback(r) => r.at,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Record::Prediction(r) => r.size(),
+            Record::Feedback(r) => {
+                256 + r.id.len() + r.classes.as_ref().map_or(0, |c| 20 * c.len())
+            }
+        }
+    }
+
+    fn line(&self) -> Vec<u8> {
+        match self {
+            Record::Prediction(r) => r.line(),
+            Record::Feedback(r) => {
+                let mut line = serde_json::to_vec(r).unwrap_or_default();
+                line.push(b'\n');
+                line
+            }
+        }
+    }
+}
+
 impl PredictionRecord {
     fn size(&self) -> usize {
         self.response.len() + self.request.as_ref().map_or(0, Bytes::len) + 256
@@ -77,9 +158,10 @@ impl PredictionRecord {
 /// The handle the request path uses.
 #[derive(Clone)]
 pub struct PredictionLog {
-    queue: mpsc::Sender<PredictionRecord>,
+    queue: mpsc::Sender<Record>,
     queued_bytes: Arc<AtomicUsize>,
     outcomes: IntCounterVec,
+    feedback_outcomes: IntCounterVec,
     /// Whether request bodies are logged too.
     pub log_inputs: bool,
 }
@@ -103,6 +185,14 @@ impl PredictionLog {
             &["outcome"],
         )?;
         registry.register(Box::new(outcomes.clone()))?;
+        let feedback_outcomes = IntCounterVec::new(
+            Opts::new(
+                "ferry_serving_feedback_log_records_total",
+                "Accepted feedback handed to the log (feedback/<endpoint>/<day>/), by outcome: written, dropped (queue full), failed (store error).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(feedback_outcomes.clone()))?;
         let (queue, records) = mpsc::channel(QUEUE);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         tokio::spawn(write_batches(
@@ -110,12 +200,13 @@ impl PredictionLog {
             replica,
             records,
             queued_bytes.clone(),
-            outcomes.clone(),
+            [outcomes.clone(), feedback_outcomes.clone()],
         ));
         Ok(PredictionLog {
             queue,
             queued_bytes,
             outcomes,
+            feedback_outcomes,
             log_inputs,
         })
     }
@@ -123,11 +214,20 @@ impl PredictionLog {
     /// Hands a record to the writer without waiting; drops (and counts) it when the queue is
     /// full.
     pub fn record(&self, record: PredictionRecord) {
+        self.enqueue(Record::Prediction(record), &self.outcomes);
+    }
+
+    /// Hands an accepted feedback to the writer, like [`PredictionLog::record`].
+    pub fn feedback(&self, record: FeedbackRecord) {
+        self.enqueue(Record::Feedback(record), &self.feedback_outcomes);
+    }
+
+    fn enqueue(&self, record: Record, outcomes: &IntCounterVec) {
         let size = record.size();
         let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         if before + size > QUEUE_BYTES || self.queue.try_send(record).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-            self.outcomes.with_label_values(&["dropped"]).inc();
+            outcomes.with_label_values(&["dropped"]).inc();
         }
     }
 }
@@ -142,11 +242,13 @@ struct Batch {
 async fn write_batches(
     store: StoreRoot,
     replica: String,
-    mut records: mpsc::Receiver<PredictionRecord>,
+    mut records: mpsc::Receiver<Record>,
     queued_bytes: Arc<AtomicUsize>,
-    outcomes: IntCounterVec,
+    outcomes: [IntCounterVec; 2],
 ) {
-    let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
+    // By (kind, endpoint).
+    let mut batches: BTreeMap<(&'static str, String), Batch> = BTreeMap::new();
+    let counter = |kind: &str| &outcomes[usize::from(kind == "feedback")];
     let mut sequence: u64 = 0;
     let mut ticker = tokio::time::interval(FLUSH_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,36 +257,36 @@ async fn write_batches(
             record = records.recv() => {
                 let Some(record) = record else { break };
                 queued_bytes.fetch_sub(record.size(), Ordering::Relaxed);
-                let batch = batches.entry(record.endpoint.clone()).or_default();
-                batch.first_at.get_or_insert(record.at);
+                let key = (record.kind(), record.endpoint().to_string());
+                let batch = batches.entry(key.clone()).or_default();
+                batch.first_at.get_or_insert(record.at());
                 batch.lines.extend_from_slice(&record.line());
                 batch.records += 1;
-                if batch.lines.len() >= BATCH_BYTES {
-                    let name = record.endpoint.clone();
-                    if let Some(full) = batches.remove(&name) {
-                        sequence += 1;
-                        flush(&store, &replica, &name, full, sequence, &outcomes).await;
-                    }
+                if batch.lines.len() >= BATCH_BYTES
+                    && let Some(full) = batches.remove(&key)
+                {
+                    sequence += 1;
+                    flush(&store, &replica, &key, full, sequence, counter(key.0)).await;
                 }
             }
             _ = ticker.tick() => {
-                for (name, batch) in std::mem::take(&mut batches) {
+                for (key, batch) in std::mem::take(&mut batches) {
                     sequence += 1;
-                    flush(&store, &replica, &name, batch, sequence, &outcomes).await;
+                    flush(&store, &replica, &key, batch, sequence, counter(key.0)).await;
                 }
             }
         }
     }
-    for (name, batch) in batches {
+    for (key, batch) in batches {
         sequence += 1;
-        flush(&store, &replica, &name, batch, sequence, &outcomes).await;
+        flush(&store, &replica, &key, batch, sequence, counter(key.0)).await;
     }
 }
 
 async fn flush(
     store: &StoreRoot,
     replica: &str,
-    endpoint: &str,
+    (kind, endpoint): &(&'static str, String),
     batch: Batch,
     sequence: u64,
     outcomes: &IntCounterVec,
@@ -200,17 +302,14 @@ async fn flush(
         replica.replace(['/', ':'], "_")
     );
     match store
-        .put(
-            &["predictions", endpoint, &day, &file],
-            Bytes::from(batch.lines),
-        )
+        .put(&[kind, endpoint, &day, &file], Bytes::from(batch.lines))
         .await
     {
         Ok(_) => outcomes
             .with_label_values(&["written"])
             .inc_by(batch.records),
         Err(e) => {
-            tracing::warn!(endpoint, records = batch.records, error = %e, "cannot write a prediction log batch; it is lost");
+            tracing::warn!(%endpoint, kind, records = batch.records, error = %e, "cannot write a log batch; it is lost");
             outcomes
                 .with_label_values(&["failed"])
                 .inc_by(batch.records);

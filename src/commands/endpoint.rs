@@ -441,11 +441,15 @@ fn shape_of(data: &Value, declared: Option<&Vec<Value>>) -> Result<Vec<i64>> {
 /// # Errors
 /// Client and server errors (404 for an unknown or expired id, 409 for a second feedback).
 pub async fn feedback(args: FeedbackArgs) -> Result<()> {
+    // clap requires both unless a subcommand is given.
+    let (Some(name), Some(id)) = (&args.name, &args.id) else {
+        bail!("pass the endpoint and the prediction id: ferry feedback NAME ID --reward R");
+    };
     if args.reward.is_none() && args.label.is_none() {
         bail!("pass --reward R, --label L, or both");
     }
     let api = RegistryClient::new(&args.serving, args.client.token.clone())?;
-    let mut body = json!({ "id": args.id });
+    let mut body = json!({ "id": id });
     if let Some(r) = args.reward {
         body["reward"] = json!(r);
     }
@@ -456,7 +460,7 @@ pub async fn feedback(args: FeedbackArgs) -> Result<()> {
         .send_json(
             api.request(
                 reqwest::Method::POST,
-                api.url(&["v2", "models", &args.name, "feedback"]),
+                api.url(&["v2", "models", name, "feedback"]),
             )
             .json(&body),
         )
@@ -466,7 +470,7 @@ pub async fn feedback(args: FeedbackArgs) -> Result<()> {
     }
     crate::say!(
         "feedback recorded for prediction {} (version {}, route {})",
-        args.id,
+        id,
         answer["model_version"].as_str().unwrap_or("-"),
         answer["route"].as_str().unwrap_or("-")
     );

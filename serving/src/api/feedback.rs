@@ -13,6 +13,7 @@ use serde_json::json;
 use super::find_model;
 use crate::ServingState;
 use crate::error::ServingError;
+use crate::prediction_log::FeedbackRecord;
 
 /// What a 503 for an unreachable prediction index asks the client to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -42,6 +43,20 @@ pub(super) async fn feedback(
         .traffic
         .stats
         .record_feedback(Instant::now(), entry.version, feedback.reward, correct);
+    if let Some(log) = &state.prediction_log {
+        log.feedback(FeedbackRecord {
+            endpoint: name.clone(),
+            id: feedback.id.clone(),
+            version: entry.version,
+            route: entry.route.as_str(),
+            classes: entry.classes.clone(),
+            predicted_at: entry.at,
+            at: chrono::Utc::now(),
+            reward: feedback.reward,
+            label: feedback.label.clone(),
+            correct,
+        });
+    }
     state
         .metrics
         .feedback(&name, &entry.version.to_string(), feedback.reward, correct);
