@@ -836,8 +836,9 @@ pub struct FeedbackExportArgs {
     /// Feedback received in this last stretch of time, e.g. 24h, 7d.
     #[arg(long, default_value = "24h")]
     pub since: String,
-    /// jsonl: one JSON object per example; csv: a header, then one row per example (inputs
-    /// must have the same shape in every prediction).
+    /// jsonl: one JSON object per example; csv: a header, then one row per example; parquet:
+    /// one column per field and per input element (DOUBLE), to a file (csv and parquet need
+    /// inputs of the same shape in every prediction).
     #[arg(short = 'o', long, value_enum, default_value = "jsonl")]
     pub output: ExportFormat,
 }
@@ -847,6 +848,7 @@ pub struct FeedbackExportArgs {
 pub enum ExportFormat {
     Jsonl,
     Csv,
+    Parquet,
 }
 
 #[derive(Debug, Args)]

@@ -442,6 +442,20 @@ async fn an_endpoint_splits_mirrors_and_judges_real_traffic() {
     );
     assert_eq!(header.split(',').count(), 9 + 32);
     assert_eq!(csv.lines().count(), 1 + 41);
+    let parquet = ferry(
+        dir.path(),
+        &[
+            "feedback", "export", "fraud", "--log", &log_url, "-o", "parquet",
+        ],
+        &[],
+    );
+    assert!(parquet.status.success(), "{}", text(&parquet));
+    let bytes = &parquet.stdout;
+    assert!(
+        bytes.len() > 1000 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+        "a Parquet file ({} bytes)",
+        bytes.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

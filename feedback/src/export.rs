@@ -318,6 +318,247 @@ impl<W: std::io::Write> CsvExamples<W> {
     }
 }
 
+/// Examples per Parquet row group.
+const ROW_GROUP: usize = 65_536;
+
+/// Writes examples as Parquet: the fixed columns (`id`, `row`, `version`, `route`,
+/// `predicted_at`, `feedback_at` required; `reward`, `label`, `predicted` optional), then one
+/// optional DOUBLE column per feature of the first example (numbers, and booleans as 0/1).
+pub struct ParquetExamples<W: std::io::Write + Send> {
+    out: Option<W>,
+    writer: Option<parquet::file::writer::SerializedFileWriter<W>>,
+    columns: Option<Vec<String>>,
+    buffer: Vec<Example>,
+}
+
+/// Why examples could not be written as Parquet.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetExportError {
+    /// The Parquet writer failed (I/O included).
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An example does not fit the columns.
+    #[error("{0}")]
+    Shape(String),
+}
+
+impl<W: std::io::Write + Send> ParquetExamples<W> {
+    /// A Parquet writer on `out` (the schema is set by the first example).
+    pub fn new(out: W) -> Self {
+        ParquetExamples {
+            out: Some(out),
+            writer: None,
+            columns: None,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Adds one example (row groups of 65,536 are written as they fill).
+    ///
+    /// # Errors
+    /// An example whose features differ from the first one's or are not numbers; write errors.
+    pub fn write(&mut self, e: Example) -> Result<(), ParquetExportError> {
+        let features: Vec<String> = e.features.keys().cloned().collect();
+        match &self.columns {
+            None => self.columns = Some(features),
+            Some(columns) if *columns != features => {
+                return Err(ParquetExportError::Shape(format!(
+                    "prediction `{}` has inputs {features:?}, the first one had {columns:?}: export it as jsonl",
+                    e.id
+                )));
+            }
+            Some(_) => {}
+        }
+        if let Some((name, v)) = e.features.iter().find(|(_, v)| number(v).is_none()) {
+            return Err(ParquetExportError::Shape(format!(
+                "input `{name}` of prediction `{}` is {v}, not a number: export it as jsonl or csv",
+                e.id
+            )));
+        }
+        self.buffer.push(e);
+        if self.buffer.len() >= ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and the footer.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn finish(mut self) -> Result<(), ParquetExportError> {
+        self.flush()?;
+        if self.writer.is_none() {
+            self.open()?;
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.close()?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self) -> Result<(), ParquetExportError> {
+        use parquet::basic::{ConvertedType, Repetition, Type as Physical};
+        use parquet::schema::types::Type;
+        let column = |name: &str, physical, repetition, utf8: bool| {
+            let mut builder =
+                Type::primitive_type_builder(name, physical).with_repetition(repetition);
+            if utf8 {
+                builder = builder.with_converted_type(ConvertedType::UTF8);
+            }
+            builder.build().map(std::sync::Arc::new)
+        };
+        let mut fields = vec![
+            column("id", Physical::BYTE_ARRAY, Repetition::REQUIRED, true)?,
+            column("row", Physical::INT64, Repetition::REQUIRED, false)?,
+            column("version", Physical::INT64, Repetition::REQUIRED, false)?,
+            column("route", Physical::BYTE_ARRAY, Repetition::REQUIRED, true)?,
+            column(
+                "predicted_at",
+                Physical::BYTE_ARRAY,
+                Repetition::REQUIRED,
+                true,
+            )?,
+            column(
+                "feedback_at",
+                Physical::BYTE_ARRAY,
+                Repetition::REQUIRED,
+                true,
+            )?,
+            column("reward", Physical::DOUBLE, Repetition::OPTIONAL, false)?,
+            column("label", Physical::INT64, Repetition::OPTIONAL, false)?,
+            column("predicted", Physical::INT64, Repetition::OPTIONAL, false)?,
+        ];
+        for name in self.columns.iter().flatten() {
+            fields.push(column(name, Physical::DOUBLE, Repetition::OPTIONAL, false)?);
+        }
+        let schema = Type::group_type_builder("example")
+            .with_fields(fields)
+            .build()?;
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| ParquetExportError::Shape("the writer was already closed".into()))?;
+        self.writer = Some(parquet::file::writer::SerializedFileWriter::new(
+            out,
+            std::sync::Arc::new(schema),
+            std::sync::Arc::new(properties),
+        )?);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ParquetExportError> {
+        use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            self.open()?;
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut self.buffer);
+        let text = |f: &dyn Fn(&Example) -> &str| -> Vec<ByteArray> {
+            rows.iter().map(|e| ByteArray::from(f(e))).collect()
+        };
+        let int = |f: &dyn Fn(&Example) -> i64| -> Vec<i64> { rows.iter().map(f).collect() };
+        let mut group = writer.next_row_group()?;
+        let mut index = 0usize;
+        while let Some(mut column) = group.next_column()? {
+            match index {
+                0 => {
+                    column
+                        .typed::<ByteArrayType>()
+                        .write_batch(&text(&|e| &e.id), None, None)?;
+                }
+                1 => {
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&int(&|e| e.row as i64), None, None)?;
+                }
+                2 => {
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&int(&|e| e.version), None, None)?;
+                }
+                3 => {
+                    column.typed::<ByteArrayType>().write_batch(
+                        &text(&|e| &e.route),
+                        None,
+                        None,
+                    )?;
+                }
+                4 => {
+                    column.typed::<ByteArrayType>().write_batch(
+                        &text(&|e| &e.predicted_at),
+                        None,
+                        None,
+                    )?;
+                }
+                5 => {
+                    column.typed::<ByteArrayType>().write_batch(
+                        &text(&|e| &e.feedback_at),
+                        None,
+                        None,
+                    )?;
+                }
+                6 => {
+                    let (values, levels) = optional(rows.iter().map(|e| e.reward));
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(&values, Some(&levels), None)?;
+                }
+                7 | 8 => {
+                    let (values, levels) = optional(
+                        rows.iter()
+                            .map(|e| if index == 7 { e.label } else { e.predicted }),
+                    );
+                    column
+                        .typed::<Int64Type>()
+                        .write_batch(&values, Some(&levels), None)?;
+                }
+                n => {
+                    let (values, levels) = optional(
+                        rows.iter()
+                            .map(|e| e.features.values().nth(n - 9).and_then(number)),
+                    );
+                    column
+                        .typed::<DoubleType>()
+                        .write_batch(&values, Some(&levels), None)?;
+                }
+            }
+            column.close()?;
+            index += 1;
+        }
+        group.close()?;
+        Ok(())
+    }
+}
+
+/// The present values and the definition levels (1 present, 0 null) of an optional column.
+fn optional<T>(values: impl Iterator<Item = Option<T>>) -> (Vec<T>, Vec<i16>) {
+    let mut present = Vec::new();
+    let mut levels = Vec::new();
+    for v in values {
+        levels.push(i16::from(v.is_some()));
+        present.extend(v);
+    }
+    (present, levels)
+}
+
+/// A feature as a Parquet DOUBLE: numbers, and booleans as 0/1.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +628,64 @@ mod tests {
         assert!(examples[0].features.is_empty());
         assert_eq!(examples[0].reward, Some(0.5));
         assert!(j.examples("not json").is_err());
+    }
+
+    #[test]
+    fn examples_written_as_parquet_read_back_with_their_columns() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::RowAccessor;
+        let j = join(&[
+            r#"{"id":"b","version":1,"route":"stable","classes":[1,0],"predicted_at":"t0","at":"t1","label":[1,1]}"#,
+            r#"{"id":"c","version":2,"route":"canary","predicted_at":"t2","at":"t3","reward":0.5}"#,
+        ]);
+        let mut out = Vec::new();
+        let mut parquet = ParquetExamples::new(&mut out);
+        for line in [
+            r#"{"id":"b","request":{"inputs":[{"name":"x","shape":[2,2],"data":[1,2,3,4]}]}}"#,
+            r#"{"id":"c","request":{"inputs":[{"name":"x","shape":[1,2],"data":[5.5,true]}]}}"#,
+        ] {
+            for e in j.examples(line).unwrap() {
+                parquet.write(e).unwrap();
+            }
+        }
+        parquet.finish().unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        let names: Vec<String> = reader
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "row",
+                "version",
+                "route",
+                "predicted_at",
+                "feedback_at",
+                "reward",
+                "label",
+                "predicted",
+                "x_0",
+                "x_1"
+            ]
+        );
+        let rows: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[1].get_string(0).unwrap(), "b");
+        assert_eq!(rows[1].get_long(1).unwrap(), 1);
+        assert_eq!(rows[1].get_long(8).unwrap(), 0);
+        assert_eq!(rows[1].get_double(9).unwrap(), 3.0);
+        assert_eq!(rows[2].get_double(6).unwrap(), 0.5);
+        assert!(rows[2].get_long(7).is_err(), "no label: null");
+        assert_eq!(rows[2].get_double(10).unwrap(), 1.0);
     }
 }

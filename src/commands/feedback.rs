@@ -2,12 +2,12 @@
 //! every prediction of an endpoint that received feedback in the last `--since`, with its logged
 //! inputs, its prediction and its label (see [`ferry_feedback::export`]).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use ferry_api::storage::{DEFAULT_RETRY_TIMEOUT, StoreRoot};
-use ferry_feedback::export::{CsvExamples, Join};
+use ferry_feedback::export::{CsvExamples, Join, ParquetExamples};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
@@ -19,6 +19,9 @@ use crate::cli::{ExportFormat, FeedbackExportArgs};
 /// A bad endpoint name or duration, an unreadable store, a log line serving did not write.
 pub async fn export(args: FeedbackExportArgs) -> Result<()> {
     ferry_api::names::validate("endpoint", &args.endpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.output == ExportFormat::Parquet && std::io::stdout().is_terminal() {
+        anyhow::bail!("Parquet is binary: redirect it to a file (… -o parquet > train.parquet)");
+    }
     let since = Utc::now()
         - crate::config::parse_duration(&args.since)
             .with_context(|| format!("--since `{}`", args.since))?;
@@ -54,6 +57,8 @@ pub async fn export(args: FeedbackExportArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut csv = (args.output == ExportFormat::Csv).then(|| CsvExamples::new(Vec::new()));
+    let mut parquet = (args.output == ExportFormat::Parquet)
+        .then(|| ParquetExamples::new(std::io::BufWriter::new(std::io::stdout())));
     let mut examples = 0usize;
     let mut files = 0usize;
     for path in day_files(&store, "predictions", &args.endpoint, earliest_prediction).await? {
@@ -61,9 +66,10 @@ pub async fn export(args: FeedbackExportArgs) -> Result<()> {
         for line in read_lines(&store, &path).await? {
             for example in join.examples(&line).with_context(|| format!("in {path}"))? {
                 examples += 1;
-                match &mut csv {
-                    Some(csv) => csv.write(&example).context("writing CSV")?,
-                    None => {
+                match (&mut csv, &mut parquet) {
+                    (Some(csv), _) => csv.write(&example).context("writing CSV")?,
+                    (_, Some(parquet)) => parquet.write(example).context("writing Parquet")?,
+                    (None, None) => {
                         serde_json::to_writer(&mut out, &example)?;
                         out.write_all(b"\n")?;
                     }
@@ -78,6 +84,10 @@ pub async fn export(args: FeedbackExportArgs) -> Result<()> {
         }
     }
     out.flush()?;
+    drop(out);
+    if let Some(parquet) = parquet {
+        parquet.finish().context("writing Parquet")?;
+    }
     eprintln!(
         "{examples} example(s) from {} feedback and {files} prediction file(s) of `{}`",
         join.len(),
