@@ -478,6 +478,35 @@ pub struct ServerArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amqp_url: Option<String>,
+    /// Consume business feedback from this RabbitMQ (amqp://USER:PASS@HOST:5672/VHOST): messages
+    /// {"endpoint", "id", "reward"?, "label"?} on a durable queue, acked once recorded, joined
+    /// through the prediction index (ferry up's own, or --feedback-store).
+    #[arg(
+        long,
+        env = "FERRY_FEEDBACK_QUEUE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_queue: Option<String>,
+    /// The feedback queue's name; `NAME.retry`, `NAME.dead` and the exchange `NAME.dlx` go with
+    /// it [default: ferry.feedback].
+    #[arg(long, env = "FERRY_FEEDBACK_QUEUE_NAME", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_queue_name: Option<String>,
+    /// Feedback messages in flight to the consumer at most (basic.qos) [default: 64].
+    #[arg(long, env = "FERRY_FEEDBACK_PREFETCH", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_prefetch: Option<u16>,
+    /// Delayed retries of a feedback whose prediction id is not known yet, before it is
+    /// dead-lettered [default: 5].
+    #[arg(long, env = "FERRY_FEEDBACK_RETRIES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_retries: Option<u32>,
+    /// How long a retried feedback message waits, e.g. 10s [default: 10s].
+    #[arg(long, env = "FERRY_FEEDBACK_RETRY_DELAY", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_retry_delay: Option<String>,
     /// Attempts before a webhook delivery moves to the dead-letter list [default: 8].
     #[arg(long, env = "FERRY_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -246,6 +246,31 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
                 .context("--amqp-url")?,
         );
     }
+    if let Some(url) = &args.feedback_queue {
+        let mut queue = ferry_registry::feedback_queue::FeedbackQueueConfig::new(url)
+            .map_err(anyhow::Error::msg)
+            .context("--feedback-queue")?;
+        if let Some(name) = &args.feedback_queue_name {
+            if name.trim().is_empty() || name.len() > 200 {
+                bail!("--feedback-queue-name must be 1 to 200 characters");
+            }
+            queue.queue = name.clone();
+        }
+        if let Some(n) = args.feedback_prefetch {
+            if n == 0 {
+                bail!("--feedback-prefetch must be at least 1");
+            }
+            queue.prefetch = n;
+        }
+        if let Some(n) = args.feedback_retries {
+            queue.retries = n;
+        }
+        if let Some(text) = &args.feedback_retry_delay {
+            queue.retry_delay =
+                parse_duration(text).with_context(|| format!("--feedback-retry-delay `{text}`"))?;
+        }
+        registry.feedback_queue = Some(queue);
+    }
     if let Some(n) = args.webhook_max_attempts {
         if n == 0 {
             bail!("webhook max attempts must be at least 1");

@@ -132,6 +132,17 @@ pub async fn run(
         tokio::spawn(writer.run(feedback_stop.clone()));
         state = state.with_predictions(Arc::new(index));
     }
+    let mut background = background;
+    if let Some(queue) = settings.registry.feedback_queue.clone() {
+        let Some(index) = state.predictions.clone() else {
+            anyhow::bail!(
+                "--feedback-queue needs the prediction index the serving replicas share: run `ferry up`, or pass --feedback-store redis://…"
+            );
+        };
+        background
+            .start_feedback_consumer(&store, index, queue, &state.prometheus)
+            .context("starting the feedback consumer")?;
+    }
     let mut app = ferry_registry::api::routes(state.clone());
     if let Some(routes) = serving_routes {
         app = app.merge(routes);

@@ -93,6 +93,16 @@ pub trait PredictionIndex: Send + Sync + 'static {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Prediction, JoinError>>;
 
+    /// The prediction made under `id`, left in place: for consumers that record feedback
+    /// idempotently first (a queue consumer redelivered after a crash), then [`take`] it.
+    ///
+    /// [`take`]: PredictionIndex::take
+    fn peek<'a>(
+        &'a self,
+        endpoint: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Prediction, JoinError>>;
+
     /// How the index is doing.
     fn health(&self) -> IndexHealth;
 }

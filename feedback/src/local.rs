@@ -167,6 +167,32 @@ impl RecentPredictions {
         }
     }
 
+    /// The prediction made under `id`, left in place (see [`RecentPredictions::take_for_feedback`]
+    /// for the errors).
+    ///
+    /// # Errors
+    /// As [`RecentPredictions::take_for_feedback`].
+    pub fn peek(&self, id: &str, now: Instant) -> Result<Prediction, JoinError> {
+        let inner = self.lock();
+        if let Some(live) = inner.live.get(id) {
+            if live
+                .at
+                .checked_add(self.ttl)
+                .is_some_and(|until| now > until)
+            {
+                return Err(JoinError::Expired);
+            }
+            return Ok(live.entry.clone());
+        }
+        match inner.consumed.get(id) {
+            Some(consumed) if consumed.until.is_some_and(|until| now > until) => {
+                Err(JoinError::Expired)
+            }
+            Some(_) => Err(JoinError::AlreadyGiven),
+            None => Err(JoinError::Unknown),
+        }
+    }
+
     /// Number of predictions held.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -342,6 +368,18 @@ impl PredictionIndex for LocalIndex {
             None => Err(JoinError::Unknown),
         };
         Box::pin(std::future::ready(taken))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        endpoint: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Prediction, JoinError>> {
+        let peeked = match self.store(endpoint, false) {
+            Some(store) => store.peek(id, Instant::now()),
+            None => Err(JoinError::Unknown),
+        };
+        Box::pin(std::future::ready(peeked))
     }
 
     fn health(&self) -> IndexHealth {

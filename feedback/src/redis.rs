@@ -67,6 +67,23 @@ return {0, ''}
     )
 });
 
+/// The prediction under `KEYS[1]`, left in place: `{1, entry}`, `{2, ""}` when already taken
+/// (`KEYS[2]` exists), `{0, ""}` when unknown.
+static PEEK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local entry = redis.call('GET', KEYS[1])
+if entry then
+  return {1, entry}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {2, ''}
+end
+return {0, ''}
+",
+    )
+});
+
 /// A prediction as stored: short field names, the time in milliseconds.
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -167,9 +184,18 @@ impl RedisIndex {
     }
 
     async fn take_once(&self, endpoint: &str, id: &str) -> Result<Prediction, JoinError> {
+        self.run(&TAKE, endpoint, id).await
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Prediction, JoinError> {
         let (pkey, ckey) = keys(endpoint, id);
         let mut conn = self.conn.clone();
-        let mut invocation = TAKE.key(&pkey);
+        let mut invocation = script.key(&pkey);
         invocation.key(&ckey);
         let call = invocation.invoke_async::<(i64, String)>(&mut conn);
         let answer = match tokio::time::timeout(CALL_TIMEOUT, call).await {
@@ -234,6 +260,14 @@ impl PredictionIndex for RedisIndex {
                 other => other,
             }
         })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        endpoint: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Prediction, JoinError>> {
+        Box::pin(self.run(&PEEK, endpoint, id))
     }
 
     fn health(&self) -> IndexHealth {

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod drift;
 pub mod endpoints;
 pub mod error;
+pub mod feedback_queue;
 pub mod gc;
 pub mod metrics;
 pub mod relay;
@@ -83,6 +84,28 @@ impl Background {
         Ok(Background { stop, tasks })
     }
 
+    /// Starts the RabbitMQ feedback consumer with the others (it needs the prediction index the
+    /// serving replicas share, so it starts once that is known).
+    ///
+    /// # Errors
+    /// When its metrics cannot be registered.
+    pub fn start_feedback_consumer(
+        &mut self,
+        store: &MetadataStore,
+        index: ferry_feedback::SharedIndex,
+        config: feedback_queue::FeedbackQueueConfig,
+        prometheus: &prometheus::Registry,
+    ) -> Result<()> {
+        feedback_queue::spawn_feedback_consumer(
+            store.clone(),
+            index,
+            config,
+            prometheus,
+            &mut self.tasks,
+            self.stop.child_token(),
+        )
+    }
+
     /// Asks every job to stop at its next safe point and waits for them, at most `grace`;
     /// jobs still running then are aborted (safe too: their work is at-least-once).
     pub async fn shutdown(mut self, grace: Duration) {
@@ -118,6 +141,8 @@ pub struct Config {
     pub webhooks: webhooks::WebhookConfig,
     /// The RabbitMQ relay of every event (`relay::spawn_relay`), when `--amqp-url` is given.
     pub relay: Option<relay::RelayConfig>,
+    /// The RabbitMQ feedback consumer, when `--feedback-queue` is given.
+    pub feedback_queue: Option<feedback_queue::FeedbackQueueConfig>,
 }
 
 impl Default for Config {
@@ -136,6 +161,7 @@ impl Default for Config {
             drift_interval: drift::monitor::DEFAULT_INTERVAL,
             webhooks: webhooks::WebhookConfig::default(),
             relay: None,
+            feedback_queue: None,
         }
     }
 }

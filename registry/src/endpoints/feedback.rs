@@ -15,6 +15,92 @@ use crate::store::MetadataStore;
 /// The replica name the registry's own feedback is reported under.
 pub const FEEDBACK_REPLICA: &str = "registry-feedback";
 
+/// How an idempotent recording went ([`record_once`]).
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// Counted now (or by an earlier attempt of the same message, which the report id makes
+    /// count once).
+    Joined(Joined),
+    /// The prediction's feedback was already taken (by an earlier attempt that got as far as
+    /// taking it, or by feedback through another way): nothing more to count.
+    AlreadyCounted,
+}
+
+/// Joins and records `feedback` so that trying again after a crash at any moment counts it once:
+/// the prediction is read without taking it, the feedback is stored as a report whose id derives
+/// from the endpoint and prediction id (the registry stores a report id once), and only then is
+/// the prediction taken from the index. For consumers that may see a message twice (the RabbitMQ
+/// feedback consumer).
+///
+/// # Errors
+/// As [`record`]: 400 invalid, 404 unknown endpoint or prediction, 503 index down.
+pub async fn record_once(
+    store: &MetadataStore,
+    index: &SharedIndex,
+    name: &str,
+    feedback: FeedbackBody,
+) -> Result<Recorded> {
+    use sha2::{Digest, Sha256};
+    feedback.validate()?;
+    store.get_endpoint(name).await?;
+    let entry = match index.peek(name, &feedback.id).await {
+        Ok(entry) => entry,
+        Err(JoinError::AlreadyGiven) => return Ok(Recorded::AlreadyCounted),
+        Err(JoinError::Unavailable(why)) => {
+            return Err(Error::Unavailable(format!(
+                "feedback cannot be joined now: {why}"
+            )));
+        }
+        Err(other) => return Err(Error::NotFound(format!("{other}: `{}`", feedback.id))),
+    };
+    let digest = Sha256::digest(format!("{name}/{}", feedback.id).as_bytes());
+    let report_id = format!("feedback-{}", hex::encode(&digest[..20]));
+    let correct = judge(feedback.label.as_ref(), entry.classes.as_deref());
+    store
+        .record_report(
+            name,
+            report(entry.version, &feedback, correct, Some(report_id)),
+        )
+        .await?;
+    // Counted; taking it now makes a second feedback through any way a 409. Should this fail,
+    // a retry of the same message finds the report already stored.
+    if let Err(e) = index.take(name, &feedback.id).await {
+        tracing::debug!(endpoint = %name, id = %feedback.id, error = %e, "taking a recorded prediction failed");
+    }
+    Ok(Recorded::Joined(Joined {
+        id: feedback.id,
+        model_version: entry.version.to_string(),
+        route: entry.route.as_str(),
+        correct,
+    }))
+}
+
+/// The report that counts one feedback for `version`.
+fn report(
+    version: i64,
+    feedback: &FeedbackBody,
+    correct: Option<bool>,
+    id: Option<String>,
+) -> Report {
+    let mut counters = VersionCounters::default();
+    if let Some(reward) = feedback.reward {
+        counters.feedback.rewards = 1;
+        counters.feedback.reward_sum = reward;
+    }
+    if let Some(correct) = correct {
+        counters.feedback.labels = 1;
+        counters.feedback.correct = u64::from(correct);
+    }
+    Report {
+        id,
+        replica: FEEDBACK_REPLICA.to_string(),
+        interval_seconds: 0.001,
+        revision: None,
+        versions: BTreeMap::from([(version, counters)]),
+        load_error: None,
+    }
+}
+
 /// What a feedback joined.
 #[derive(Debug, Clone, Serialize)]
 pub struct Joined {
@@ -60,24 +146,9 @@ pub async fn record(
         other => Error::NotFound(format!("{other}: `{}`", feedback.id)),
     })?;
     let correct = judge(feedback.label.as_ref(), entry.classes.as_deref());
-    let mut counters = VersionCounters::default();
-    if let Some(reward) = feedback.reward {
-        counters.feedback.rewards = 1;
-        counters.feedback.reward_sum = reward;
-    }
-    if let Some(correct) = correct {
-        counters.feedback.labels = 1;
-        counters.feedback.correct = u64::from(correct);
-    }
-    let report = Report {
-        id: None,
-        replica: FEEDBACK_REPLICA.to_string(),
-        interval_seconds: 0.001,
-        revision: None,
-        versions: BTreeMap::from([(entry.version, counters)]),
-        load_error: None,
-    };
-    store.record_report(name, report).await?;
+    store
+        .record_report(name, report(entry.version, &feedback, correct, None))
+        .await?;
     Ok(Joined {
         id: feedback.id,
         model_version: entry.version.to_string(),

@@ -1,0 +1,324 @@
+//! The RabbitMQ feedback consumer on the machine's real RabbitMQ and Redis: 10,000 feedback
+//! messages while the consuming process is killed with SIGKILL three times; every valid message
+//! counts exactly once, every poison message ends in the dead-letter queue with its reason, and
+//! nothing is left unacked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use support::*;
+
+fn amqp_url() -> String {
+    std::env::var("FERRY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("FERRY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn reachable(port: u16) -> bool {
+    let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(
+        up || !in_ci(),
+        "nothing listens on 127.0.0.1:{port} (CI=true)"
+    );
+    if !up {
+        eprintln!("skipped: nothing on 127.0.0.1:{port} (make test starts RabbitMQ and Redis)");
+    }
+    up
+}
+
+/// Messages waiting in `queue` (ready, not held by a consumer).
+async fn waiting(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
+fn rewards(dir: &std::path::Path, base: &str) -> u64 {
+    let out = ferry(
+        dir,
+        &[
+            "endpoint",
+            "show",
+            "fraud",
+            "--window",
+            "1h",
+            "-o",
+            "json",
+            "--registry",
+            base,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    shown["analysis"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["reward_count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
+    if !have_onnxruntime() || !reachable(5672) || !reachable(6379) {
+        return;
+    }
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let queue = format!("ferry.feedback.test-{run}");
+    let dir = tempfile::tempdir().unwrap();
+    let (amqp, redis) = (amqp_url(), redis_url());
+    let args = [
+        "up",
+        "--no-demo",
+        "--feedback-store",
+        redis.as_str(),
+        "--feedback-queue",
+        amqp.as_str(),
+        "--feedback-queue-name",
+        queue.as_str(),
+        "--feedback-retries",
+        "2",
+        "--feedback-retry-delay",
+        "1s",
+    ];
+    let mut server = Server::start(dir.path(), &args);
+    let base = server.url();
+    let v1 = push_model(dir.path(), &base, "fraud", &fixture("mlp.onnx"), &[], &[]);
+    set_endpoint(
+        dir.path(),
+        &base,
+        "fraud",
+        "fraud",
+        &["--stable", &v1.to_string()],
+    );
+
+    // 10,000 predictions, remembered in Redis.
+    let inputs: Value = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(fixture("mlp-request.json")).unwrap(),
+    )
+    .unwrap()["inputs"]
+        .clone();
+    let client = reqwest::Client::new();
+    let n = 10_000;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .post(format!("{base}/v2/models/fraud/infer"))
+            .json(&json!({"id": "warm-up", "inputs": inputs}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 && r.headers().contains_key("x-ferry-route") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the endpoint was never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let (client, url) = (client.clone(), format!("{base}/v2/models/fraud/infer"));
+                let body = json!({"id": format!("q{run}-{i}"), "inputs": inputs});
+                tokio::spawn(
+                    async move { client.post(url).json(&body).send().await.unwrap().status() },
+                )
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+    }
+
+    // The messages: every valid one, and 15 poison ones of three kinds.
+    let connection = Connection::connect(&amqp, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // The consumer declared the queues at start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never declared {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            serde_json::to_vec(
+                &json!({"endpoint": "fraud", "id": format!("q{run}-{i}"), "reward": 1.0}),
+            )
+            .unwrap()
+        })
+        .collect();
+    for i in 0..5 {
+        bodies.insert(i * 1000, b"{not json".to_vec());
+        bodies.insert(
+            i * 1000 + 1,
+            serde_json::to_vec(&json!({"endpoint": "no-such-endpoint", "id": "x", "reward": 1.0}))
+                .unwrap(),
+        );
+        bodies.insert(
+            i * 1000 + 2,
+            serde_json::to_vec(
+                &json!({"endpoint": "fraud", "id": format!("ghost-{run}-{i}"), "reward": 1.0}),
+            )
+            .unwrap(),
+        );
+    }
+    let mut confirms = Vec::new();
+    for body in &bodies {
+        confirms.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(c.await.unwrap().is_ack());
+    }
+
+    // SIGKILL the consumer three times at moments the clock picks, restarting it each time.
+    for k in 0..3u64 {
+        let pause = 300 + (run as u64 / (k + 1)) % 1200;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.kill9();
+        server = Server::start(dir.path(), &args);
+    }
+    let base = server.url();
+
+    let dead = format!("{queue}.dead");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let counted = rewards(dir.path(), &base);
+        let left =
+            waiting(&channel, &queue).await + waiting(&channel, &format!("{queue}.retry")).await;
+        let dead_count = waiting(&channel, &dead).await;
+        if counted >= n as u64 && dead_count >= 15 && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counted {counted}, dead {dead_count}, still queued {left}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rewards(dir.path(), &base),
+        n as u64,
+        "every valid message counted exactly once"
+    );
+
+    // The poison ones, each with its reason.
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let headers = message
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let reason = match headers.inner().get("x-ferry-reason") {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        reasons.push(reason);
+        message
+            .delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(reasons.len(), 15, "{reasons:?}");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.starts_with("malformed"))
+            .count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("unknown endpoint"))
+            .count(),
+        5,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("after 2 retries"))
+            .count(),
+        5,
+        "{reasons:?}"
+    );
+
+    // Stopped, nothing is left unacked: it would be back in the queue.
+    server.terminate();
+    assert_eq!(waiting(&channel, &queue).await, 0);
+    for q in [queue.clone(), format!("{queue}.retry"), dead] {
+        let _ = channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel
+        .exchange_delete(format!("{queue}.dlx").as_str().into(), Default::default())
+        .await;
+}
