@@ -120,6 +120,39 @@ fn psql(admin: &str, sql: &str) -> Output {
 }
 
 impl Deployment {
+    /// Waits until PostgreSQL has no session left for the killed registry's database. A process
+    /// killed with SIGKILL leaves its server-side backends behind for a moment, and a COMMIT
+    /// they had already received still completes: checking before they are gone would see a
+    /// version appear between two reads of the check (a race of the harness, not of the
+    /// registry, whose commits are atomic). SQLite needs nothing: it lives in the process.
+    fn wait_for_the_killed_sessions(&self) {
+        let Some((admin, name)) = &self.postgres else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = std::process::Command::new("psql")
+                .args([
+                    admin.as_str(),
+                    "-Atqc",
+                    &format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    ),
+                ])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == "0" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the killed registry's sessions never ended: {}",
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `None` (and a SKIPPED line) when PostgreSQL or the S3 server is missing outside CI.
     fn new(db: Db, store: Store) -> Option<Deployment> {
         let label = format!("{db:?}_{store:?}").to_lowercase();
@@ -1257,6 +1290,7 @@ async fn crash_rounds(db: Db, store: Store) {
             gc.await.unwrap();
             truth.lock().unwrap().stats.gc_runs += 1;
         }
+        deployment.wait_for_the_killed_sessions();
         let bad = std::mem::take(&mut truth.lock().unwrap().violations);
         if !bad.is_empty() {
             fail(

@@ -310,22 +310,26 @@ async fn with_redis_down_predictions_are_answered_and_feedback_is_503_with_retry
     assert_eq!(details["feedback_store"]["store"], "redis");
     assert_eq!(details["feedback_store"]["up"], false);
     assert!(details["feedback_store"]["error"].is_string(), "{details}");
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("ferry_feedback_store_up{store=\"redis\"} 0"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("ferry_feedback_predictions_dropped_total{store=\"redis\"} 1"),
-        "{metrics}"
-    );
+    // The writer's failed attempt is counted once it has happened (it runs beside the request).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let down = metrics.contains("ferry_feedback_store_up{store=\"redis\"} 0");
+        let dropped =
+            metrics.contains("ferry_feedback_predictions_dropped_total{store=\"redis\"} 1");
+        if down && dropped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
