@@ -69,7 +69,7 @@ pub enum Command {
     Predict(PredictArgs),
     /// Send business feedback on a prediction (by its id): a reward, a label, or both.
     #[command(
-        after_help = "Examples:\n  ferry feedback fraud 3f2c…-request-id --reward 1 --label 0\n  ferry feedback export fraud --log file:///var/lib/ferry/log --since 24h -o csv > train.csv"
+        after_help = "Examples:\n  ferry feedback fraud 3f2c…-request-id --reward 1 --label 0\n  ferry feedback export fraud --log file:///var/lib/ferry/log --since 24h -o csv > train.csv\n  ferry feedback dead-letters --queue amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     Feedback(FeedbackCommand),
     /// Compute the training-data profile drift is measured against (from a CSV, streaming).
@@ -288,6 +288,13 @@ pub struct CommonArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_store: Option<String>,
+    /// Append every prediction (serving) and every accepted feedback (serving and the registry)
+    /// as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX, …) under
+    /// predictions/<endpoint>/<day>/ and feedback/<endpoint>/<day>/, batched and off the request
+    /// path; `ferry feedback export` joins them into a training set.
+    #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_log: Option<String>,
 }
 
 /// How models run. Each applies to every model; `--model-option` overrides one model.
@@ -352,11 +359,6 @@ pub struct RuntimeArgs {
     #[arg(long, env = "FERRY_REPORT_INTERVAL", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report_interval: Option<String>,
-    /// Append every prediction as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX,
-    /// …) under predictions/<endpoint>/<day>/, batched and off the request path.
-    #[arg(long, env = "FERRY_PREDICTION_LOG", value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prediction_log: Option<String>,
     /// Log the request bodies (model inputs) too, not only the answers.
     #[arg(long, env = "FERRY_LOG_INPUTS")]
     #[serde(skip_serializing_if = "is_false")]
@@ -852,6 +854,57 @@ pub enum FeedbackAction {
     /// Join the prediction log and the feedback log into a training set: one example per
     /// labelled prediction (per row for per-row labels), with its logged inputs as columns.
     Export(FeedbackExportArgs),
+    /// The feedback messages the RabbitMQ consumer gave up on (`<queue>.dead`), with the reason
+    /// of each; `replay` moves them back to the queue once the cause is fixed.
+    #[command(
+        name = "dead-letters",
+        after_help = "Examples:\n  ferry feedback dead-letters --queue amqp://guest:guest@127.0.0.1:5672/%2f\n  ferry feedback dead-letters -o json --limit 1000\n  ferry feedback dead-letters replay --limit 100"
+    )]
+    DeadLetters(DeadLettersCommand),
+}
+
+/// `ferry feedback dead-letters [replay]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DeadLettersCommand {
+    #[command(subcommand)]
+    pub action: Option<DeadLettersAction>,
+    #[command(flatten)]
+    pub list: DeadLettersArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersAction {
+    /// Move dead-lettered messages back to the feedback queue (their retries start again; a
+    /// feedback already counted is not counted twice).
+    Replay(DeadLettersArgs),
+}
+
+/// The feedback queue's broker and name.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    /// The RabbitMQ the registry consumes feedback from (its --feedback-queue); required.
+    #[arg(
+        long,
+        env = "FERRY_FEEDBACK_QUEUE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub queue: Option<String>,
+    /// The feedback queue's name (its --feedback-queue-name); the dead letters are in NAME.dead.
+    #[arg(
+        long,
+        env = "FERRY_FEEDBACK_QUEUE_NAME",
+        value_name = "NAME",
+        default_value = "ferry.feedback"
+    )]
+    pub queue_name: String,
+    /// Messages shown (or replayed) at most, oldest first.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// `ferry feedback export`.

@@ -179,6 +179,8 @@ pub struct ServerSettings {
     pub registry: ferry_registry::Config,
     /// The shared prediction index (`redis://…`), when feedback is to join at any replica.
     pub feedback_store: Option<String>,
+    /// Object store URL of the prediction and feedback log, when enabled.
+    pub prediction_log: Option<String>,
 }
 
 /// Resolves the settings of a server process.
@@ -251,10 +253,10 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             .map_err(anyhow::Error::msg)
             .context("--feedback-queue")?;
         if let Some(name) = &args.feedback_queue_name {
-            if name.trim().is_empty() || name.len() > 200 {
-                bail!("--feedback-queue-name must be 1 to 200 characters");
-            }
-            queue.queue = name.clone();
+            queue
+                .set_queue(name)
+                .map_err(anyhow::Error::msg)
+                .context("--feedback-queue-name")?;
         }
         if let Some(n) = args.feedback_prefetch {
             if n == 0 {
@@ -302,6 +304,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         auto_migrate: args.auto_migrate.unwrap_or(false),
         registry,
         feedback_store: feedback_store(&args.common)?,
+        prediction_log: args.common.prediction_log.clone(),
     })
 }
 
@@ -461,7 +464,8 @@ fn runtime_settings(args: &RuntimeArgs) -> Result<RuntimeSettings> {
     Ok(RuntimeSettings {
         onnxruntime: args.onnxruntime.clone(),
         serving,
-        prediction_log: args.prediction_log.clone(),
+        // Set from the common settings by the caller (`ferry up` shares it with the registry).
+        prediction_log: None,
         log_inputs: args.log_inputs,
     })
 }
@@ -619,6 +623,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
         runtime: {
             let mut runtime = runtime_settings(&cmd.runtime)?;
             runtime.serving.feedback_store = feedback_store(&cmd.common)?;
+            runtime.prediction_log = cmd.common.prediction_log.clone();
             runtime
         },
     })

@@ -87,6 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => commands::endpoint::predict(args).await,
         Command::Feedback(cmd) => match cmd.action {
             Some(cli::FeedbackAction::Export(args)) => commands::feedback::export(args).await,
+            Some(cli::FeedbackAction::DeadLetters(cmd)) => match cmd.action {
+                None => commands::feedback::dead_letters(cmd.list).await,
+                Some(cli::DeadLettersAction::Replay(args)) => {
+                    commands::feedback::replay(args).await
+                }
+            },
             None => commands::endpoint::feedback(cmd.send).await,
         },
         Command::Profile(args) => commands::profile::run(args).await,
@@ -116,10 +122,14 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 _ => exit::FAILURE,
             };
         }
-        if let Some(registry) = cause.downcast_ref::<ferry_registry::Error>()
-            && registry.status().is_client_error()
-        {
-            return exit::REJECTED;
+        if let Some(registry) = cause.downcast_ref::<ferry_registry::Error>() {
+            match registry.status().as_u16() {
+                404 => return exit::NOT_FOUND,
+                409 | 412 => return exit::CONFLICT,
+                503 => return exit::UNAVAILABLE,
+                400..500 => return exit::REJECTED,
+                _ => {}
+            }
         }
     }
     exit::FAILURE
@@ -128,7 +138,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 /// Servers log at info by default; client commands only warn, so their output stays clean.
 /// `FERRY_LOG` (or `RUST_LOG`) overrides the filter.
 fn init_logging(format: LogFormat, server: bool) {
-    let default = if server { "info" } else { "warn" };
+    // lapin logs a broker's refusal (a queue that does not exist) as an error of its own; a
+    // client command reports it once, itself.
+    let default = if server { "info" } else { "warn,lapin=off" };
     let filter = std::env::var("FERRY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .map(EnvFilter::new)

@@ -100,6 +100,7 @@ pub async fn run(
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
         runtime.serving.feedback_store = settings.feedback_store.clone();
+        runtime.prediction_log = settings.prediction_log.clone();
         let mut started = start_serving(
             &state.prometheus,
             runtime,
@@ -108,6 +109,10 @@ pub async fn run(
         )?;
         // Feedback posted to the registry joins through serving's index (memory or Redis).
         state = state.with_predictions(started.state.predictions.clone());
+        // …and is logged by serving's log, next to the feedback serving takes.
+        if let Some(log) = started.state.prediction_log.clone() {
+            state = state.with_feedback_log(log);
+        }
         let cache = ArtifactCache::open(&settings.data_dir.join("serving-cache"))
             .context("opening the serving cache")?;
         let catalog: SharedCatalog = Arc::new(LocalCatalog {
@@ -131,6 +136,21 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("feedback store: {e}"))?;
         tokio::spawn(writer.run(feedback_stop.clone()));
         state = state.with_predictions(Arc::new(index));
+        if let Some(url) = &settings.prediction_log {
+            let log = ferry_feedback::log::PredictionLog::start(
+                open_log(url)?,
+                format!(
+                    "registry-{}",
+                    ferry_serving::report::replica_id(settings.listen.port())
+                ),
+                false,
+                &state.prometheus,
+                "ferry_registry",
+            )
+            .context("registering the feedback log's metrics")?;
+            tracing::info!(store = %url, "logging the feedback posted to the registry");
+            state = state.with_feedback_log(log);
+        }
     }
     let mut background = background;
     if let Some(queue) = settings.registry.feedback_queue.clone() {
@@ -140,7 +160,13 @@ pub async fn run(
             );
         };
         background
-            .start_feedback_consumer(&store, index, queue, &state.prometheus)
+            .start_feedback_consumer(
+                &store,
+                index,
+                state.feedback_log.clone(),
+                queue,
+                &state.prometheus,
+            )
             .context("starting the feedback consumer")?;
     }
     let mut app = ferry_registry::api::routes(state.clone());
@@ -297,18 +323,11 @@ fn start_serving(
     tokens: Tokens,
     replica: String,
 ) -> Result<Serving> {
-    let prediction_log = match &runtime.prediction_log {
-        Some(url) => Some(
-            ferry_api::storage::StoreRoot::open(
-                url,
-                &[],
-                ferry_api::storage::DEFAULT_RETRY_TIMEOUT,
-            )
-            .map_err(anyhow::Error::msg)
-            .context("opening the prediction log's store")?,
-        ),
-        None => None,
-    };
+    let prediction_log = runtime
+        .prediction_log
+        .as_deref()
+        .map(open_log)
+        .transpose()?;
     Ok(Serving::start(
         ServingOptions {
             onnxruntime: runtime.onnxruntime,
@@ -320,6 +339,13 @@ fn start_serving(
         },
         prometheus,
     )?)
+}
+
+/// The object store of the prediction and feedback log.
+fn open_log(url: &str) -> Result<ferry_api::storage::StoreRoot> {
+    ferry_api::storage::StoreRoot::open(url, &[], ferry_api::storage::DEFAULT_RETRY_TIMEOUT)
+        .map_err(anyhow::Error::msg)
+        .context("opening the prediction log's store")
 }
 
 /// `ferry registry migrate`.

@@ -330,6 +330,34 @@ async fn with_redis_down_predictions_are_answered_and_feedback_is_503_with_retry
         assert!(Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // `ferry up` (the registry's /readyz) says so too, and stays ready.
+    let up_dir = tempfile::tempdir().unwrap();
+    let up = Server::start(
+        up_dir.path(),
+        &["up", "--feedback-store", "redis://127.0.0.1:1"],
+    );
+    let base = up.url();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A prediction of the demo model makes the writer try Redis.
+        let _ = client
+            .post(format!("{base}/v2/models/demo/infer"))
+            .json(&json!({"inputs": request_inputs()}))
+            .send()
+            .await;
+        let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+        let status = ready.status();
+        let details: Value = ready.json().await.unwrap();
+        if details["feedback_store"]["up"] == false {
+            assert_eq!(status, 200, "{details}");
+            assert_eq!(details["feedback_store"]["store"], "redis", "{details}");
+            assert!(details["feedback_store"]["error"].is_string(), "{details}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{details}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The RabbitMQ feedback consumer on the machine's real RabbitMQ and Redis: 10,000 feedback
 //! messages while the consuming process is killed with SIGKILL three times; every valid message
 //! counts exactly once, every poison message ends in the dead-letter queue with its reason, and
-//! nothing is left unacked.
+//! nothing is left unacked. Then `ferry feedback dead-letters` lists the dead letters without
+//! consuming them, `… replay` moves them back (the ones whose prediction now exists count, the
+//! others return with their reason), and the feedback the registry recorded is in its log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -92,9 +94,13 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
     let queue = format!("ferry.feedback.test-{run}");
     let dir = tempfile::tempdir().unwrap();
     let (amqp, redis) = (amqp_url(), redis_url());
+    let log_url = format!("file://{}/log", dir.path().display());
+    std::fs::create_dir_all(dir.path().join("log")).unwrap();
     let args = [
         "up",
         "--no-demo",
+        "--prediction-log",
+        log_url.as_str(),
         "--feedback-store",
         redis.as_str(),
         "--feedback-queue",
@@ -259,7 +265,104 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
         "every valid message counted exactly once"
     );
 
-    // The poison ones, each with its reason.
+    // `ferry feedback dead-letters` lists the poison ones, each with its reason, and leaves them.
+    let queue_args = ["--queue", amqp.as_str(), "--queue-name", queue.as_str()];
+    let listed = dead_letters(dir.path(), &queue_args);
+    assert_eq!(listed["total"], 15, "{listed}");
+    let reasons: Vec<String> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(reasons.len(), 15, "{reasons:?}");
+    let kinds =
+        |reasons: &[String], what: &str| reasons.iter().filter(|r| r.contains(what)).count();
+    assert_eq!(kinds(&reasons, "malformed"), 5, "{reasons:?}");
+    assert_eq!(kinds(&reasons, "unknown endpoint"), 5, "{reasons:?}");
+    assert_eq!(kinds(&reasons, "after 2 retries"), 5, "{reasons:?}");
+    assert_eq!(
+        waiting(&channel, &dead).await,
+        15,
+        "listing consumed nothing"
+    );
+    let table = ferry(
+        dir.path(),
+        &[
+            &["feedback", "dead-letters"],
+            &queue_args[..],
+            &["--limit", "3"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(table.status.success(), "{}", text(&table));
+    let shown = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        shown.contains("REASON")
+            && shown.contains("15 message(s) in")
+            && shown.contains("the first 3 shown"),
+        "{shown}"
+    );
+    let missing = ferry(
+        dir.path(),
+        &[
+            "feedback",
+            "dead-letters",
+            "--queue",
+            amqp.as_str(),
+            "--queue-name",
+            "no.such.queue",
+        ],
+        &[],
+    );
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("no.such.queue.dead"),
+        "{}",
+        text(&missing)
+    );
+
+    // The ghosts' predictions exist now: a replay counts them; the rest come back with reasons.
+    for i in 0..5 {
+        let r = client
+            .post(format!("{base}/v2/models/fraud/infer"))
+            .json(&json!({"id": format!("ghost-{run}-{i}"), "inputs": inputs}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let replayed = ferry(
+        dir.path(),
+        &[
+            &["feedback", "dead-letters", "replay"],
+            &queue_args[..],
+            &["-o", "json"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(replayed.status.success(), "{}", text(&replayed));
+    let replayed: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(replayed["replayed"], 15, "{replayed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rewards(dir.path(), &base) < n as u64 + 5 || waiting(&channel, &dead).await < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the replay was not consumed\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        rewards(dir.path(), &base),
+        n as u64 + 5,
+        "the replayed ghosts counted once each"
+    );
+
+    // What is left: the 10 that can never count, with their reasons, replayed once.
     let mut reasons = Vec::new();
     while let Some(message) = channel
         .basic_get(dead.as_str().into(), BasicGetOptions::default())
@@ -276,6 +379,13 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
             Some(AMQPValue::LongString(s)) => s.to_string(),
             other => panic!("no reason header: {other:?}"),
         };
+        assert!(
+            matches!(
+                headers.inner().get("x-ferry-replays"),
+                Some(AMQPValue::LongUInt(1))
+            ),
+            "{headers:?}"
+        );
         reasons.push(reason);
         message
             .delivery
@@ -284,31 +394,49 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
             .await
             .unwrap();
     }
-    assert_eq!(reasons.len(), 15, "{reasons:?}");
-    assert_eq!(
-        reasons
+    assert_eq!(reasons.len(), 10, "{reasons:?}");
+    assert_eq!(kinds(&reasons, "malformed"), 5, "{reasons:?}");
+    assert_eq!(kinds(&reasons, "unknown endpoint"), 5, "{reasons:?}");
+
+    // Feedback the registry recorded (from the queue, and posted to its HTTP route) is in the
+    // feedback log next to serving's. (Lines batched in the seconds before a SIGKILL are lost
+    // with the process, so only feedback after the last restart is checked.)
+    let r = client
+        .post(format!("{base}/v2/models/fraud/infer"))
+        .json(&json!({"id": format!("http-{run}"), "inputs": inputs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{base}/api/v1/endpoints/fraud/feedback"))
+        .json(&json!({"id": format!("http-{run}"), "reward": 0.5, "label": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let mut expected: Vec<String> = (0..5).map(|i| format!("ghost-{run}-{i}")).collect();
+    expected.push(format!("http-{run}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logged = logged_feedback(&dir.path().join("log/feedback/fraud"));
+        let missing: Vec<_> = expected
             .iter()
-            .filter(|r| r.starts_with("malformed"))
-            .count(),
-        5,
-        "{reasons:?}"
-    );
-    assert_eq!(
-        reasons
-            .iter()
-            .filter(|r| r.contains("unknown endpoint"))
-            .count(),
-        5,
-        "{reasons:?}"
-    );
-    assert_eq!(
-        reasons
-            .iter()
-            .filter(|r| r.contains("after 2 retries"))
-            .count(),
-        5,
-        "{reasons:?}"
-    );
+            .filter(|id| !logged.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            let http = &logged[&format!("http-{run}")];
+            assert_eq!(http["reward"], 0.5, "{http}");
+            assert_eq!(http["version"], v1, "{http}");
+            assert!(http["correct"].is_boolean(), "{http}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not in the feedback log: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Stopped, nothing is left unacked: it would be back in the queue.
     server.terminate();
@@ -321,4 +449,32 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
     let _ = channel
         .exchange_delete(format!("{queue}.dlx").as_str().into(), Default::default())
         .await;
+}
+
+/// `ferry feedback dead-letters … -o json`.
+fn dead_letters(dir: &std::path::Path, queue_args: &[&str]) -> Value {
+    let out = ferry(
+        dir,
+        &[&["feedback", "dead-letters", "-o", "json"], queue_args].concat(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every line of the feedback log under `folder` (`feedback/<endpoint>/`), by prediction id.
+fn logged_feedback(folder: &std::path::Path) -> std::collections::HashMap<String, Value> {
+    let mut lines = std::collections::HashMap::new();
+    let Ok(days) = std::fs::read_dir(folder) else {
+        return lines;
+    };
+    for day in days.flatten() {
+        for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+            for line in std::fs::read_to_string(file.path()).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                lines.insert(v["id"].as_str().unwrap().to_string(), v);
+            }
+        }
+    }
+    lines
 }

@@ -8,6 +8,7 @@
 //! - [`redis`]: the index shared by every replica in Redis, so that feedback joins at any of
 //!   them (`--feedback-store redis://…`).
 //! - [`join`]: what a feedback body may hold and how a label is judged against the prediction.
+//! - [`log`]: the prediction and feedback logs serving and the registry append to object storage.
 //! - [`export`]: a training set from the prediction and feedback logs (`ferry feedback export`).
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod export;
 pub mod join;
 pub mod local;
+pub mod log;
 pub mod redis;
 
 use std::sync::Arc;

@@ -93,12 +93,14 @@ impl Background {
         &mut self,
         store: &MetadataStore,
         index: ferry_feedback::SharedIndex,
+        log: Option<ferry_feedback::log::PredictionLog>,
         config: feedback_queue::FeedbackQueueConfig,
         prometheus: &prometheus::Registry,
     ) -> Result<()> {
         feedback_queue::spawn_feedback_consumer(
             store.clone(),
             index,
+            log,
             config,
             prometheus,
             &mut self.tasks,
@@ -184,6 +186,8 @@ pub struct AppState {
     /// The prediction index serving replicas share, for feedback posted to the registry (none:
     /// such feedback gets 503 naming the flag).
     pub predictions: Option<ferry_feedback::SharedIndex>,
+    /// Where accepted feedback is logged for training sets (`--prediction-log`), if anywhere.
+    pub feedback_log: Option<ferry_feedback::log::PredictionLog>,
 }
 
 impl AppState {
@@ -207,6 +211,7 @@ impl AppState {
             http_metrics,
             metrics,
             predictions: None,
+            feedback_log: None,
         })
     }
 
@@ -214,6 +219,13 @@ impl AppState {
     #[must_use]
     pub fn with_predictions(mut self, index: ferry_feedback::SharedIndex) -> Self {
         self.predictions = Some(index);
+        self
+    }
+
+    /// Logs the feedback posted to the registry (HTTP or the queue) to `log`.
+    #[must_use]
+    pub fn with_feedback_log(mut self, log: ferry_feedback::log::PredictionLog) -> Self {
+        self.feedback_log = Some(log);
         self
     }
 }

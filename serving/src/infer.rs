@@ -20,12 +20,12 @@ use crate::ServingState;
 use crate::api::{find_model, find_version};
 use crate::error::ServingError;
 use crate::oip;
-use crate::prediction_log::PredictionRecord;
 use crate::repository::ServedModel;
 use crate::runtime::Tensor;
 use crate::served::ServedVersion;
 use crate::shadow::ShadowJob;
 use crate::traffic::{Route, predicted_classes, route_policy, sampled};
+use ferry_feedback::log::PredictionRecord;
 
 /// Bodies larger than this are decoded (and responses encoded) on a blocking thread: a few
 /// hundred KiB of JSON take long enough to stall other requests on a reactor thread.

@@ -24,7 +24,6 @@ pub mod follow;
 pub mod infer;
 pub mod lifecycle;
 pub mod oip;
-pub mod prediction_log;
 pub mod report;
 pub mod repository;
 pub mod runtime;
@@ -121,7 +120,7 @@ pub struct ServingState {
     /// Bearer tokens (shared with the registry); none means open.
     pub tokens: ferry_api::http::Tokens,
     /// Where answered predictions are appended, when enabled.
-    pub prediction_log: Option<prediction_log::PredictionLog>,
+    pub prediction_log: Option<ferry_feedback::log::PredictionLog>,
     /// Drift scores for Prometheus (updated by the reporter).
     pub drift_gauges: api::DriftGauges,
     /// Where predictions are remembered until their feedback arrives.

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::ArtifactCache;
 use crate::catalog::SharedCatalog;
 use crate::follow::{Follower, Loader, Selection};
-use crate::prediction_log::PredictionLog;
 use crate::repository::ModelRepository;
 use crate::runtime::RuntimeMetrics;
 use crate::{ServingConfig, ServingState, api, report};
+use ferry_feedback::log::PredictionLog;
 
 /// What a serving process starts with.
 pub struct ServingOptions {
@@ -90,6 +90,7 @@ impl Serving {
                     options.replica.clone(),
                     options.log_inputs,
                     prometheus,
+                    "ferry_serving",
                 )?)
             }
             None => None,

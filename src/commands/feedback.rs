@@ -1,6 +1,9 @@
 //! `ferry feedback export`: a training set from the logs serving writes (`--prediction-log`):
 //! every prediction of an endpoint that received feedback in the last `--since`, with its logged
 //! inputs, its prediction and its label (see [`ferry_feedback::export`]).
+//!
+//! `ferry feedback dead-letters [replay]`: the messages the RabbitMQ consumer gave up on (see
+//! [`ferry_registry::feedback_queue::dead_letters`]).
 
 use std::io::{IsTerminal, Write};
 
@@ -11,7 +14,9 @@ use ferry_feedback::export::{CsvExamples, Join, ParquetExamples};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
-use crate::cli::{ExportFormat, FeedbackExportArgs};
+use crate::cli::{DeadLettersArgs, ExportFormat, FeedbackExportArgs, Output};
+use crate::output::Table;
+use ferry_registry::feedback_queue::{FeedbackQueueConfig, dead_letters};
 
 /// Runs the export, writing examples to stdout and a summary to stderr.
 ///
@@ -146,4 +151,84 @@ async fn read_lines(store: &StoreRoot, path: &str) -> Result<Vec<String>> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect())
+}
+
+fn queue_config(args: &DeadLettersArgs) -> Result<FeedbackQueueConfig> {
+    // Optional in clap only: a required flag shared by `dead-letters` and its `replay` trips
+    // clap's subcommand validation.
+    let Some(url) = &args.queue else {
+        anyhow::bail!(
+            "which broker? pass --queue amqp://USER:PASS@HOST:5672/VHOST (or set FERRY_FEEDBACK_QUEUE)"
+        );
+    };
+    let mut config = FeedbackQueueConfig::new(url).map_err(anyhow::Error::msg)?;
+    config
+        .set_queue(&args.queue_name)
+        .map_err(anyhow::Error::msg)
+        .context("--queue-name")?;
+    Ok(config)
+}
+
+/// Lists the dead-letter queue without consuming it.
+///
+/// # Errors
+/// An invalid URL, an unreachable broker, a queue that does not exist (exit code 4).
+pub async fn dead_letters(args: DeadLettersArgs) -> Result<()> {
+    let config = queue_config(&args)?;
+    let listed = dead_letters::list(&config, args.limit)
+        .await
+        .with_context(|| format!("listing the dead letters at {}", config.redacted_url()))?;
+    if args.output == Output::Json {
+        return crate::output::json(&listed);
+    }
+    let mut table = Table::new(&["#", "REASON", "RETRIES", "REPLAYS", "MESSAGE"]);
+    for (i, m) in listed.messages.iter().enumerate() {
+        table.row(vec![
+            (i + 1).to_string(),
+            m.reason.clone().unwrap_or_else(|| "-".into()),
+            m.retries.to_string(),
+            m.replays.to_string(),
+            m.body
+                .chars()
+                .take(120)
+                .collect::<String>()
+                .replace(['\n', '\r'], " "),
+        ]);
+    }
+    table.print();
+    crate::say!(
+        "{} message(s) in {}{}",
+        listed.total,
+        listed.queue,
+        if (listed.messages.len() as u64) < u64::from(listed.total) {
+            format!(", the first {} shown (--limit)", listed.messages.len())
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Moves dead letters back to the feedback queue.
+///
+/// # Errors
+/// As [`dead_letters`].
+pub async fn replay(args: DeadLettersArgs) -> Result<()> {
+    let config = queue_config(&args)?;
+    let moved = dead_letters::replay(&config, args.limit)
+        .await
+        .with_context(|| format!("replaying the dead letters at {}", config.redacted_url()))?;
+    if args.output == Output::Json {
+        return crate::output::json(&serde_json::json!({
+            "replayed": moved,
+            "from": config.dead_queue(),
+            "to": config.queue,
+        }));
+    }
+    crate::say!(
+        "replayed {moved} message(s) from {} to {}",
+        config.dead_queue(),
+        config.queue
+    );
+    Ok(())
 }

@@ -104,6 +104,7 @@ pub async fn post_feedback(
     let joined = crate::endpoints::feedback::record(
         &state.store,
         state.predictions.as_ref(),
+        state.feedback_log.as_ref(),
         &name,
         feedback,
     )

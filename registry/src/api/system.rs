@@ -27,12 +27,17 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
         "checks": {
             "database": if database.is_ok() { "ok" } else { "unavailable" },
             "object_store": if blobs.is_ok() { "ok" } else { "unavailable" },
         }
     });
+    // Details, not a check: with the index down the registry still serves everything else, and
+    // feedback posted to it answers 503 with Retry-After.
+    if let Some(index) = &state.predictions {
+        body["feedback_store"] = json!(index.health());
+    }
     (status, axum::Json(body)).into_response()
 }

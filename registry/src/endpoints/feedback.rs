@@ -1,12 +1,15 @@
 //! Business feedback posted to the registry (`POST /api/v1/endpoints/{name}/feedback`): joined
 //! through the prediction index the serving replicas share, and stored at once as a report of
 //! the pseudo-replica [`FEEDBACK_REPLICA`], so it counts in the analysis like the feedback every
-//! replica reports, and is durable before it is acknowledged.
+//! replica reports, and is durable before it is acknowledged. With a log (`--prediction-log`),
+//! each accepted feedback is also appended to `feedback/<endpoint>/<day>/`, next to what serving
+//! writes, for `ferry feedback export`.
 
 use std::collections::BTreeMap;
 
 use ferry_api::traffic::{Report, VersionCounters};
-use ferry_feedback::{FeedbackBody, JoinError, SharedIndex, judge};
+use ferry_feedback::log::{FeedbackRecord, PredictionLog};
+use ferry_feedback::{FeedbackBody, JoinError, Prediction, SharedIndex, judge};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -30,13 +33,15 @@ pub enum Recorded {
 /// the prediction is read without taking it, the feedback is stored as a report whose id derives
 /// from the endpoint and prediction id (the registry stores a report id once), and only then is
 /// the prediction taken from the index. For consumers that may see a message twice (the RabbitMQ
-/// feedback consumer).
+/// feedback consumer). The log may get a line twice for one prediction (a crash between the
+/// report and the take); `ferry feedback export` keeps one per id.
 ///
 /// # Errors
 /// As [`record`]: 400 invalid, 404 unknown endpoint or prediction, 503 index down.
 pub async fn record_once(
     store: &MetadataStore,
     index: &SharedIndex,
+    log: Option<&PredictionLog>,
     name: &str,
     feedback: FeedbackBody,
 ) -> Result<Recorded> {
@@ -62,6 +67,7 @@ pub async fn record_once(
             report(entry.version, &feedback, correct, Some(report_id)),
         )
         .await?;
+    write_log(log, name, &feedback, &entry, correct);
     // Counted; taking it now makes a second feedback through any way a 409. Should this fail,
     // a retry of the same message finds the report already stored.
     if let Err(e) = index.take(name, &feedback.id).await {
@@ -122,6 +128,7 @@ pub struct Joined {
 pub async fn record(
     store: &MetadataStore,
     index: Option<&SharedIndex>,
+    log: Option<&PredictionLog>,
     name: &str,
     feedback: FeedbackBody,
 ) -> Result<Joined> {
@@ -149,10 +156,36 @@ pub async fn record(
     store
         .record_report(name, report(entry.version, &feedback, correct, None))
         .await?;
+    write_log(log, name, &feedback, &entry, correct);
     Ok(Joined {
         id: feedback.id,
         model_version: entry.version.to_string(),
         route: entry.route.as_str(),
         correct,
     })
+}
+
+/// Hands an accepted feedback to the log, when there is one (never waits; see
+/// [`PredictionLog::feedback`]).
+fn write_log(
+    log: Option<&PredictionLog>,
+    name: &str,
+    feedback: &FeedbackBody,
+    entry: &Prediction,
+    correct: Option<bool>,
+) {
+    if let Some(log) = log {
+        log.feedback(FeedbackRecord {
+            endpoint: name.to_string(),
+            id: feedback.id.clone(),
+            version: entry.version,
+            route: entry.route.as_str(),
+            classes: entry.classes.clone(),
+            predicted_at: entry.at,
+            at: chrono::Utc::now(),
+            reward: feedback.reward,
+            label: feedback.label.clone(),
+            correct,
+        });
+    }
 }

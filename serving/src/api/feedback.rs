@@ -13,7 +13,7 @@ use serde_json::json;
 use super::find_model;
 use crate::ServingState;
 use crate::error::ServingError;
-use crate::prediction_log::FeedbackRecord;
+use ferry_feedback::log::FeedbackRecord;
 
 /// What a 503 for an unreachable prediction index asks the client to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(5);

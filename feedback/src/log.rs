@@ -1,7 +1,11 @@
 //! The prediction log: every answered prediction, appended as JSON lines to object storage under
 //! `predictions/<endpoint>/<yyyy-mm-dd>/`, and every accepted feedback with what it joined under
 //! `feedback/<endpoint>/<yyyy-mm-dd>/`, in batches, off the request path. This is the data the
-//! next model trains on (predictions and their labels, joined by id).
+//! next model trains on (predictions and their labels, joined by id; [`crate::export`]).
+//!
+//! Serving writes both kinds (`--prediction-log`); the registry writes the feedback posted to it
+//! or consumed from RabbitMQ into the same folders, so every accepted feedback is in one place
+//! whichever way it came.
 //!
 //! The request path only hands a record to a bounded queue; when the queue is full (the store is
 //! slow or down) the record is dropped and counted, never waited for.
@@ -71,7 +75,7 @@ pub struct FeedbackRecord {
     pub reward: Option<f64>,
     /// The true class(es).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<ferry_feedback::Label>,
+    pub label: Option<crate::Label>,
     /// Whether the label matched the prediction.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub correct: Option<bool>,
@@ -167,7 +171,8 @@ pub struct PredictionLog {
 }
 
 impl PredictionLog {
-    /// Starts the writer task on `store`; `replica` keeps object names of replicas apart.
+    /// Starts the writer task on `store`; `replica` keeps object names of replicas apart, and
+    /// `component` (`ferry_serving`, `ferry_registry`) prefixes the metrics' names.
     ///
     /// # Errors
     /// When the metrics cannot be registered.
@@ -176,10 +181,11 @@ impl PredictionLog {
         replica: String,
         log_inputs: bool,
         registry: &Registry,
+        component: &str,
     ) -> prometheus::Result<Self> {
         let outcomes = IntCounterVec::new(
             Opts::new(
-                "ferry_serving_prediction_log_records_total",
+                format!("{component}_prediction_log_records_total"),
                 "Predictions handed to the prediction log, by outcome: written, dropped (queue full), failed (store error).",
             ),
             &["outcome"],
@@ -187,7 +193,7 @@ impl PredictionLog {
         registry.register(Box::new(outcomes.clone()))?;
         let feedback_outcomes = IntCounterVec::new(
             Opts::new(
-                "ferry_serving_feedback_log_records_total",
+                format!("{component}_feedback_log_records_total"),
                 "Accepted feedback handed to the log (feedback/<endpoint>/<day>/), by outcome: written, dropped (queue full), failed (store error).",
             ),
             &["outcome"],
@@ -348,8 +354,14 @@ mod tests {
     async fn records_are_written_in_batches_and_a_full_queue_drops_instead_of_waiting() {
         let store = StoreRoot::in_memory();
         let registry = Registry::new();
-        let log =
-            PredictionLog::start(store.clone(), "replica-1".into(), false, &registry).unwrap();
+        let log = PredictionLog::start(
+            store.clone(),
+            "replica-1".into(),
+            false,
+            &registry,
+            "ferry_serving",
+        )
+        .unwrap();
         for i in 0..3 {
             log.record(PredictionRecord {
                 endpoint: "fraud".into(),

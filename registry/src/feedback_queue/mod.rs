@@ -17,10 +17,13 @@
 //!   `<queue>.dlx` to `<queue>.dead` with the reason in the `x-ferry-reason` header, then acked.
 //!   `<queue>` itself dead-letters into the same exchange, so a message rejected by another
 //!   consumer lands there too.
+//!   `ferry feedback dead-letters` lists them, `… replay` moves them back ([`dead_letters`]).
 //! - A store that is down (Redis, the database) is not the message's fault: the message is
 //!   requeued after a pause.
 //! - A lost connection reconnects with exponential backoff; consuming resumes where the broker
 //!   left it (unacked messages are redelivered).
+
+pub mod dead_letters;
 
 use std::fmt;
 use std::time::Duration;
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::endpoints::feedback::{Recorded, record_once};
 use crate::error::{Error, Result};
 use crate::store::{MetadataStore, redact_url};
+use ferry_feedback::log::PredictionLog;
 use ferry_feedback::{FeedbackBody, Label, SharedIndex};
 
 /// The header carrying why a message was dead-lettered.
@@ -100,6 +104,19 @@ impl FeedbackQueueConfig {
             reconnect_base: Duration::from_secs(1),
             reconnect_cap: Duration::from_secs(30),
         })
+    }
+
+    /// Names the queue consumed (1 to 200 characters; the derived names must stay within AMQP's
+    /// 255).
+    ///
+    /// # Errors
+    /// When the name is empty or too long.
+    pub fn set_queue(&mut self, name: &str) -> std::result::Result<(), String> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err("a queue name must be 1 to 200 characters".into());
+        }
+        self.queue = name.to_string();
+        Ok(())
     }
 
     /// The broker URL, password redacted.
@@ -171,6 +188,7 @@ impl Metrics {
 pub fn spawn_feedback_consumer(
     store: MetadataStore,
     index: SharedIndex,
+    log: Option<PredictionLog>,
     config: FeedbackQueueConfig,
     prometheus: &prometheus::Registry,
     tasks: &mut JoinSet<()>,
@@ -178,10 +196,11 @@ pub fn spawn_feedback_consumer(
 ) -> Result<()> {
     let metrics = Metrics::register(prometheus)
         .map_err(|e| Error::Internal(format!("registering feedback queue metrics: {e}")))?;
+    let joins = Joins { index, log };
     tasks.spawn(async move {
         let mut pause = config.reconnect_base;
         loop {
-            match consume(&store, &index, &config, &metrics, &stop).await {
+            match consume(&store, &joins, &config, &metrics, &stop).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(broker = %config.redacted_url(), queue = %config.queue, error = %e, retry_in_s = pause.as_secs_f64(), "the feedback consumer lost its broker; reconnecting");
@@ -197,6 +216,31 @@ pub fn spawn_feedback_consumer(
     Ok(())
 }
 
+/// What a consumed feedback joins through, and where it is logged.
+struct Joins {
+    index: SharedIndex,
+    log: Option<PredictionLog>,
+}
+
+/// A connection and a channel with publisher confirms.
+async fn connect(config: &FeedbackQueueConfig, name: &str) -> Result<(Connection, Channel)> {
+    let connection = Connection::connect(
+        &config.url,
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await
+    .map_err(|e| amqp("connecting", e))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| amqp("opening a channel", e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| amqp("enabling publisher confirms", e))?;
+    Ok((connection, channel))
+}
+
 fn amqp(what: &str, e: impl fmt::Display) -> Error {
     Error::Unavailable(format!("RabbitMQ: {what}: {e}"))
 }
@@ -204,26 +248,13 @@ fn amqp(what: &str, e: impl fmt::Display) -> Error {
 /// Connects, declares the topology and consumes until `stop` (Ok) or a broker failure (Err).
 async fn consume(
     store: &MetadataStore,
-    index: &SharedIndex,
+    joins: &Joins,
     config: &FeedbackQueueConfig,
     metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Result<()> {
     let (connection, channel) = tokio::time::timeout(config.connect_timeout, async {
-        let connection = Connection::connect(
-            &config.url,
-            ConnectionProperties::default().with_connection_name("ferry-feedback".into()),
-        )
-        .await
-        .map_err(|e| amqp("connecting", e))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp("opening a channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| amqp("enabling publisher confirms", e))?;
+        let (connection, channel) = connect(config, "ferry-feedback").await?;
         declare(&channel, config).await?;
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -258,7 +289,7 @@ async fn consume(
         let delivery = delivery.map_err(|e| amqp("receiving", e))?;
         metrics.inc("consumed");
         let retries = retries_of(&delivery.properties);
-        match fate(store, index, config, &delivery.data, retries).await {
+        match fate(store, joins, config, &delivery.data, retries).await {
             Fate::Ack => metrics.inc("recorded"),
             Fate::Retry(n) => {
                 publish(&channel, "", &config.retry_queue(), &delivery, n, None).await?;
@@ -304,7 +335,7 @@ async fn consume(
 /// What to do with one message.
 async fn fate(
     store: &MetadataStore,
-    index: &SharedIndex,
+    joins: &Joins,
     config: &FeedbackQueueConfig,
     data: &[u8],
     retries: u32,
@@ -332,7 +363,15 @@ async fn fate(
         reward: message.reward,
         label: message.label,
     };
-    match record_once(store, index, &message.endpoint, body).await {
+    match record_once(
+        store,
+        &joins.index,
+        joins.log.as_ref(),
+        &message.endpoint,
+        body,
+    )
+    .await
+    {
         Ok(Recorded::Joined(_) | Recorded::AlreadyCounted) => Fate::Ack,
         Err(Error::BadRequest(why)) => Fate::Dead(why),
         Err(Error::NotFound(_)) if retries < config.retries => Fate::Retry(retries + 1),
@@ -346,10 +385,15 @@ async fn fate(
 }
 
 fn retries_of(properties: &BasicProperties) -> u32 {
+    count_header(properties, RETRIES_HEADER)
+}
+
+/// A counter header of a message (0 when absent).
+fn count_header(properties: &BasicProperties, name: &str) -> u32 {
     properties
         .headers()
         .as_ref()
-        .and_then(|h| h.inner().get(RETRIES_HEADER).cloned())
+        .and_then(|h| h.inner().get(name).cloned())
         .and_then(|v| match v {
             AMQPValue::LongUInt(n) => Some(n),
             AMQPValue::LongInt(n) => u32::try_from(n).ok(),
@@ -377,6 +421,17 @@ async fn publish(
             AMQPValue::LongString(reason.as_str().into()),
         );
     }
+    publish_body(channel, exchange, routing_key, &delivery.data, headers).await
+}
+
+/// Publishes `data` (persistent, JSON) and waits for the broker's confirm.
+async fn publish_body(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    data: &[u8],
+    headers: FieldTable,
+) -> Result<()> {
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
@@ -386,7 +441,7 @@ async fn publish(
             exchange.into(),
             routing_key.into(),
             BasicPublishOptions::default(),
-            &delivery.data,
+            data,
             properties,
         )
         .await
