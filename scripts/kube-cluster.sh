@@ -11,6 +11,9 @@
 #   scripts/kube-cluster.sh image DIR BIN TAG...
 #                                             build deploy/Dockerfile's `prebuilt` target around
 #                                             the binary BIN and load it into the cluster as each TAG
+#   scripts/kube-cluster.sh redis-image DIR TAG
+#                                             build deploy/redis.Dockerfile (Debian's redis-server)
+#                                             and load it into the cluster as TAG
 #   scripts/kube-cluster.sh down DIR          stop everything `up` started, unmount, delete the
 #                                             bridge, the iptables rules and the pod network
 #                                             namespaces, restore the sysctls it changed
@@ -448,6 +451,23 @@ cmd_image() {
   log "image $* built and loaded in $((SECONDS - start)) s"
 }
 
+# deploy/redis.Dockerfile on the same base: the chart's in-chart Redis, from Debian's package.
+cmd_redis_image() {
+  DIR=${1:-}; local tag=${2:-}
+  [ -n "$DIR" ] && [ -n "$tag" ] || die "usage: $0 redis-image DIR TAG"
+  DIR=$(cd "$DIR" && pwd)
+  local start=$SECONDS
+  prepare_podman
+  base_image
+  log "building $tag from deploy/redis.Dockerfile with podman"
+  podman_ build -q --network=host --pull=never \
+    --build-arg BASE_IMAGE=localhost/debian:bookworm-slim \
+    -f "$ROOT/deploy/redis.Dockerfile" -t "$tag" "$ROOT/deploy" >"$DIR/logs/redis-image-build.log" 2>&1 ||
+    { tail -n 40 "$DIR/logs/redis-image-build.log" >&2; die "podman build failed"; }
+  load_image "$tag"
+  log "image $tag built and loaded in $((SECONDS - start)) s"
+}
+
 # --- down -----------------------------------------------------------------------------------------
 stop_pid() { # NAME
   local f="$DIR/pids/$1" pid i
@@ -530,7 +550,8 @@ case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up "${2:-}" ;;
   image) shift; cmd_image "$@" ;;
+  redis-image) cmd_redis_image "${2:-}" "${3:-}" ;;
   down) cmd_down "${2:-}" ;;
   check-clean) cmd_check_clean "${2:-}" ;;
-  *) die "usage: $0 build | up DIR | image DIR BINARY TAG... | down DIR | check-clean DIR" ;;
+  *) die "usage: $0 build | up DIR | image DIR BINARY TAG... | redis-image DIR TAG | down DIR | check-clean DIR" ;;
 esac

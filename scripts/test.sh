@@ -137,10 +137,13 @@ cluster_tests() {
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
   ./scripts/kube-cluster.sh image "$CLUSTER_DIR" "${CARGO_TARGET_DIR:-$ROOT/target}/release/ferry" \
     "$image" "ghcr.io/ferry-ml/ferry:$version" || return 1
+  # The chart's in-chart Redis (feedback.redis), from Debian's package: nothing can be pulled.
+  local redis_image=localhost/redis:e2e
+  ./scripts/kube-cluster.sh redis-image "$CLUSTER_DIR" "$redis_image" || return 1
   local kubectl status=0
   kubectl=$(./scripts/fetch-kubectl.sh) || return 1
   FERRY_TEST_CLUSTER="$CLUSTER_DIR" FERRY_TEST_IMAGE="$image" FERRY_KUBECTL="$kubectl" \
-    FERRY_TEST_DEFAULT_IMAGE="ghcr.io/ferry-ml/ferry:$version" \
+    FERRY_TEST_DEFAULT_IMAGE="ghcr.io/ferry-ml/ferry:$version" FERRY_TEST_REDIS_IMAGE="$redis_image" \
     python3 -m pytest -q -s tests/cluster || status=1
   ./scripts/kube-cluster.sh down "$CLUSTER_DIR" || status=1
   ./scripts/kube-cluster.sh check-clean "$CLUSTER_DIR" || status=1

@@ -419,7 +419,11 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
     expected.push(format!("http-{run}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let logged = logged_feedback(&dir.path().join("log/feedback/fraud"));
+        let logged: std::collections::HashMap<String, Value> =
+            log_lines(&dir.path().join("log"), "feedback/fraud/")
+                .into_iter()
+                .map(|v| (v["id"].as_str().unwrap().to_string(), v))
+                .collect();
         let missing: Vec<_> = expected
             .iter()
             .filter(|id| !logged.contains_key(*id))
@@ -460,21 +464,4 @@ fn dead_letters(dir: &std::path::Path, queue_args: &[&str]) -> Value {
     );
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Every line of the feedback log under `folder` (`feedback/<endpoint>/`), by prediction id.
-fn logged_feedback(folder: &std::path::Path) -> std::collections::HashMap<String, Value> {
-    let mut lines = std::collections::HashMap::new();
-    let Ok(days) = std::fs::read_dir(folder) else {
-        return lines;
-    };
-    for day in days.flatten() {
-        for file in std::fs::read_dir(day.path()).unwrap().flatten() {
-            for line in std::fs::read_to_string(file.path()).unwrap().lines() {
-                let v: Value = serde_json::from_str(line).unwrap();
-                lines.insert(v["id"].as_str().unwrap().to_string(), v);
-            }
-        }
-    }
-    lines
 }

@@ -313,18 +313,7 @@ async fn an_endpoint_splits_mirrors_and_judges_real_traffic() {
     // The prediction log holds the answers (and, with --log-inputs, the requests).
     let deadline = Instant::now() + Duration::from_secs(30);
     let lines: Vec<Value> = loop {
-        let files = files_under(&log_dir);
-        let lines: Vec<Value> = files
-            .iter()
-            .filter(|f| f.starts_with("predictions/fraud/"))
-            .flat_map(|f| {
-                std::fs::read_to_string(log_dir.join(f))
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<Value>>()
-            })
-            .collect();
+        let lines = log_lines(&log_dir, "predictions/fraud/");
         if lines.len() >= 551 || Instant::now() > deadline {
             break lines;
         }
@@ -352,17 +341,7 @@ async fn an_endpoint_splits_mirrors_and_judges_real_traffic() {
     // Every accepted feedback is kept next to it, with what it joined: 41 given, none twice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let kept: Vec<Value> = loop {
-        let kept: Vec<Value> = files_under(&log_dir)
-            .iter()
-            .filter(|f| f.starts_with("feedback/fraud/"))
-            .flat_map(|f| {
-                std::fs::read_to_string(log_dir.join(f))
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<Value>>()
-            })
-            .collect();
+        let kept = log_lines(&log_dir, "feedback/fraud/");
         if kept.len() >= 41 || Instant::now() > deadline {
             break kept;
         }

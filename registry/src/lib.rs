@@ -11,6 +11,7 @@
 
 use ferry_api::http::auth::Tokens;
 
+pub mod amqp;
 pub mod api;
 pub mod auth;
 pub mod blob_store;

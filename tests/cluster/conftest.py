@@ -48,7 +48,7 @@ def need(condition, why: str):
 class Cluster:
     """The running cluster: its folder, an admin client, the node, the image under test."""
 
-    def __init__(self, folder: Path, image: str, default_image: str):
+    def __init__(self, folder: Path, image: str, default_image: str, redis_image: str | None = None):
         self.folder = folder
         self.kubeconfig = folder / "kubeconfig"
         self.kube = Kube.from_kubeconfig(self.kubeconfig)
@@ -61,9 +61,23 @@ class Cluster:
         # run unchanged. Both name the same image, built here from deploy/Dockerfile.
         self.image = image
         self.default_image = default_image
+        self.redis_image = redis_image
         repository, _, tag = image.rpartition(":")
         self.image_repository, self.image_tag = repository, tag
         self.volumes = folder / "volumes"
+
+    def redis_values(self, cluster_ip: str) -> dict:
+        """The chart values that run the in-chart Redis on the image built here from Debian's
+        package (deploy/redis.Dockerfile), at a fixed ClusterIP that the Ferry processes are
+        given directly: the cluster has no DNS for the chart's default `…-redis.NS.svc`."""
+        need(self.redis_image, "FERRY_TEST_REDIS_IMAGE is not set "
+             "(scripts/kube-cluster.sh redis-image DIR TAG builds and loads it)")
+        repository, _, tag = self.redis_image.rpartition(":")
+        return {"feedback": {
+            "redisUrl": f"redis://{cluster_ip}:6379",
+            "redis": {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+                      "service": {"clusterIP": cluster_ip}},
+        }}
 
     def helm(self, namespace: str) -> helm_python.Config:
         return helm_python.Config(kubeconfig_path=str(self.kubeconfig), namespace=namespace)
@@ -161,7 +175,7 @@ def cluster() -> Cluster:
     default_image = os.environ.get("FERRY_TEST_DEFAULT_IMAGE")
     need(image and default_image, "FERRY_TEST_IMAGE and FERRY_TEST_DEFAULT_IMAGE are not set "
          "(scripts/kube-cluster.sh image DIR BINARY TAG... loads the image under both)")
-    return Cluster(Path(folder), image, default_image)
+    return Cluster(Path(folder), image, default_image, os.environ.get("FERRY_TEST_REDIS_IMAGE"))
 
 
 class Kubectl:

@@ -6,9 +6,10 @@ kubelet (containerd + runc), `kubectl port-forward` goes through the API server 
 the serving pods' Service is kube-proxy's. The tests run in file order and share one release, as
 a user's session would; each says what it measured.
 
-Only two values differ from what the README shows, and the tests print them: the image (built
-here, not pulled) and the registry address in the example ModelDeployment (the Service's
-ClusterIP: the cluster has no DNS).
+Only a few values differ from what the README shows, and the tests print them: the image (built
+here, not pulled), the registry address in the example ModelDeployment (the Service's ClusterIP:
+the cluster has no DNS), and the in-chart Redis's image (built here from Debian's package) and
+address (a fixed ClusterIP, for the same reason).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CHART, REPO, ferry, uninstall_quietly, wait_for
-from traffic import Traffic, first_answer, infer
+from traffic import Traffic, first_answer, infer, post
 
 EXAMPLE = REPO / "deploy/examples/modeldeployment.yaml"
 NS = "ferry"
@@ -36,7 +37,9 @@ SERVING = "ferry.dev/model-deployment=fraud"
 # each one as written (with bash, from the repository root), `helm install` through the Helm SDK,
 # and the port-forward to a free local port instead of 8080 (which FERRY_REGISTRY then names).
 # test_the_readme_quickstart_is_the_tested_one keeps README.md's `sh` blocks equal to this list.
-INSTALL = "helm install ferry deploy/helm/ferry --namespace ferry --create-namespace"
+INSTALL = "helm install ferry deploy/helm/ferry --namespace ferry --create-namespace --set feedback.redis.enabled=true"
+# The in-chart Redis's Service: a fixed address in the cluster's Service range (no DNS here).
+REDIS_IP = "10.96.200.10"
 TOKEN = ("export FERRY_TOKEN=$(kubectl -n ferry get secret ferry-registry-tokens"
          " -o jsonpath='{.data.write}' | base64 -d)")
 PORT_FORWARD = "kubectl -n ferry port-forward svc/ferry-registry 8080:8080 &"
@@ -79,6 +82,8 @@ class Session:
         self.tokens: dict[str, str] = {}
         self.forward = None
         self.volume: str | None = None
+        # The values the release was installed with (an upgrade passes them again, as helm wants).
+        self.values: dict = {}
 
     def shell(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {k: v for k, v in self.kubectl.env.items() if not k.startswith("FERRY_")}
@@ -227,12 +232,20 @@ def test_helm_install_runs_the_registry_and_the_operator_on_real_pods(cluster, k
     session.volume = cluster.provide_volume(NS, "ferry-registry-data")
     words = shlex.split(INSTALL)
     assert words[:4] == ["helm", "install", "ferry", "deploy/helm/ferry"]
-    # No values: the chart's default image is the one built here (only local, never pulled).
-    release = cluster.helm(NS).install(str(REPO / words[3]), "ferry", {}, namespace=NS,
+    # The README's --set values; the chart's default image is the one built here (only local,
+    # never pulled). The in-chart Redis runs the Redis image built here, at a fixed address.
+    values = set_values(words)
+    assert values == {"feedback": {"redis": {"enabled": True}}}, values
+    merge(values, cluster.redis_values(REDIS_IP))
+    print(f"values besides the README's: {json.dumps(cluster.redis_values(REDIS_IP))}")
+    session.values = values
+    release = cluster.helm(NS).install(str(REPO / words[3]), "ferry", values, namespace=NS,
                                        create_namespace=True, timeout=180)
     assert release["status"] == "deployed" and release["revision"] == 1
     registry = cluster.wait_ready(NS, "app.kubernetes.io/component=registry")[0]
     operator = cluster.wait_ready(NS, "app.kubernetes.io/component=operator")[0]
+    redis = cluster.wait_ready(NS, "app.kubernetes.io/component=redis")[0]
+    assert redis["spec"]["containers"][0]["image"] == cluster.redis_image
     print(f"registry and operator Ready {time.monotonic() - start:.0f} s after helm install")
     crd = cluster.kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/modeldeployments.ferry.dev")
     assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True"
@@ -248,6 +261,32 @@ def test_helm_install_runs_the_registry_and_the_operator_on_real_pods(cluster, k
         assert who == "65532", (name, who)
         touched = kubectl("-n", NS, "exec", name, "-c", container, "--", "touch", "/usr/x", check=False)
         assert touched.returncode != 0 and "Read-only file system" in touched.stderr, touched.stderr
+
+
+def set_values(words: list[str]) -> dict:
+    """The values of a command's `--set a.b=c` flags, as helm reads them (true/false as booleans)."""
+    values: dict = {}
+    for i, word in enumerate(words):
+        if word == "--set":
+            for pair in words[i + 1].split(","):
+                key, _, raw = pair.partition("=")
+                value = {"true": True, "false": False}.get(raw, raw)
+                *path, last = key.split(".")
+                node = values
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[last] = value
+    return values
+
+
+def merge(into: dict, more: dict) -> dict:
+    """`more` merged into `into`, nested maps key by key (how helm layers values)."""
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
 
 
 def test_the_operator_account_may_do_what_the_operator_does_and_no_more(kubectl, session):
@@ -280,7 +319,7 @@ def test_the_quickstart_serves_fraud_from_two_real_pods_behind_their_service(clu
     token = session.shell(f'{TOKEN}\nprintf %s "$FERRY_TOKEN"').stdout
     secret = kube.secret(NS, "ferry-registry-tokens")
     assert secret["write"].decode() == token
-    session.tokens = {k: secret[k].decode() for k in ("read", "write", "serving")}
+    session.tokens = {k: secret[k].decode() for k in ("read", "write", "serving", "feedback")}
 
     session.forward = PortForward(kubectl, PORT_FORWARD, free_port())
     session.forward.wait_forwarding()
@@ -335,6 +374,34 @@ def test_the_quickstart_serves_fraud_from_two_real_pods_behind_their_service(clu
     assert len(per_pod) == 2 and all(n >= 0.2 * sum(answered.values()) for n in per_pod.values()), \
         (per_pod, answered)
     print(f"{sum(answered.values())} requests through the Service, per pod: {per_pod}")
+
+    # Feedback joins whichever pod answered: both pods share the in-chart Redis, and each
+    # feedback goes through the Service on a new connection, so kube-proxy sends about half of
+    # them to the pod that did not answer. Every one joins, once, and the registry counts them
+    # exactly. Business systems post with the release's `feedback` token.
+    for pod in pods:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+        assert env.get("FERRY_FEEDBACK_STORE") == f"redis://{REDIS_IP}:6379", env
+    before = rewards_counted(session)
+    with Traffic(url, "fraud", session.tokens["read"], session.tokens["feedback"],
+                 reward_of=lambda v: 1.0, rate=25) as traffic:
+        time.sleep(10)
+    given = traffic.feedback()
+    sent = sum(given.values())
+    assert sent >= 50 and given == {200: sent}, f"feedback outcomes through the Service: {dict(given)}"
+    wait_for(f"{sent} rewards counted by the registry",
+             lambda: rewards_counted(session) - before == sent or None, timeout=60, every=1)
+    # A second feedback for an id is a 409, whichever pod it reaches.
+    again = [post(f"{url}/v2/models/fraud/feedback", {"id": a.id, "reward": 1.0},
+                  session.tokens["feedback"])[0] for a in traffic.since(0)[:10]]
+    assert again == [409] * 10, again
+    print(f"{sent} feedbacks through the Service over 2 pods: all joined, counted exactly once")
+
+
+def rewards_counted(session) -> int:
+    """Rewards the registry counts for `fraud` in the last hour, every pod and version summed."""
+    analysis = session.registry_get("/api/v1/endpoints/fraud/analysis?window=1h")
+    return sum(v.get("reward_count") or 0 for v in analysis["versions"])
 
 
 def wait_for_service(base: str, timeout: float = 60.0) -> None:
@@ -530,7 +597,7 @@ def test_serving_keeps_answering_while_the_registry_pod_is_replaced(cluster, kub
 def test_helm_upgrade_changes_a_value_and_keeps_tokens_models_and_rollouts(cluster, kubectl, session):
     helm = cluster.helm(NS)
     tokens = cluster.kube.secret(NS, "ferry-registry-tokens")
-    values = {"registry": {"maxUploadSize": "1GiB"}}
+    values = merge(json.loads(json.dumps(session.values)), {"registry": {"maxUploadSize": "1GiB"}})
     upgraded = helm.upgrade(str(CHART), "ferry", values, timeout=180)
     assert upgraded["revision"] == 2 and upgraded["status"] == "deployed"
     assert cluster.kube.secret(NS, "ferry-registry-tokens") == tokens

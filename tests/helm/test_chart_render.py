@@ -17,7 +17,7 @@ from yamllint import linter
 from conftest import CHART, REPO, VALUES, by_kind, documents, load_values, render
 from image import final_instruction
 
-GOOD = ["defaults", "postgres-s3", "operator-only", "servicemonitor"]
+GOOD = ["defaults", "postgres-s3", "operator-only", "servicemonitor", "feedback-redis"]
 BAD = {
     "bad-replicas-on-sqlite": "/registry/database/type",
     "bad-misspelt-key": "credentialSecret",
@@ -28,10 +28,15 @@ YAMLLINT = yamllint_config.YamlLintConfig(file=str(VALUES.parent / "yamllint.yam
 CUSTOM_KINDS = {"ServiceMonitor"}
 
 
-def workloads(docs):
-    """(name, pod spec) of every Deployment and Job."""
+def component(d) -> str:
+    return d["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def workloads(docs, include_redis: bool = False):
+    """(name, pod spec) of every Deployment and Job running Ferry (and the in-chart Redis when
+    asked)."""
     for _, d in docs:
-        if d["kind"] in ("Deployment", "Job"):
+        if d["kind"] in ("Deployment", "Job") and (include_redis or component(d) != "redis"):
             yield d["metadata"]["name"], d["spec"]["template"]["spec"]
 
 
@@ -152,8 +157,9 @@ def test_probes_ask_routes_the_binary_serves_on_a_declared_port(chart, values):
     deployments = by_kind(docs, "Deployment")
     assert deployments
     for name, d in deployments.items():
-        component = d["metadata"]["labels"]["app.kubernetes.io/component"]
-        live, ready, served = expected[component]
+        if component(d) == "redis":
+            continue  # not Ferry: its probes ask redis-cli (test_the_in_chart_redis_…)
+        live, ready, served = expected[component(d)]
         container = d["spec"]["template"]["spec"]["containers"][0]
         ports = {p["name"] for p in container["ports"]}
         assert container["livenessProbe"]["httpGet"]["path"] == live
@@ -287,12 +293,13 @@ def test_generated_tokens_are_one_per_role_and_long_enough(chart):
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     lines = dict(line.split(":", 1) for line in data["tokens"].splitlines())
     assert lines == {"admin": data["admin"], "write": data["write"], "read": data["read"],
-                     "serving": data["serving"]}
+                     "serving": data["serving"], "feedback": data["feedback"]}
     assert all(len(v) >= 16 for v in lines.values())
-    assert len(set(lines.values())) == 4
-    # Serving pods' file: what clients present, never admin (nor the pods' own registry token).
+    assert len(set(lines.values())) == 5
+    # Serving pods' file: what clients present (business systems' feedback included), never
+    # admin (nor the pods' own registry token).
     serving = dict(line.split(":", 1) for line in data["serving-tokens"].splitlines())
-    assert serving == {"write": data["write"], "read": data["read"]}
+    assert serving == {"write": data["write"], "read": data["read"], "feedback": data["feedback"]}
 
 
 PROMETHEUS_DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")
@@ -405,3 +412,39 @@ def test_a_feedback_store_reaches_every_ferry_process_and_the_operators_pods(cha
     for name, pod in workloads(docs):
         for c in pod["containers"]:
             assert all(e["name"] != "FERRY_FEEDBACK_STORE" for e in c.get("env", [])), name
+
+
+def test_the_in_chart_redis_is_shared_by_every_ferry_process_bounded_and_unprivileged(chart):
+    values = load_values("feedback-redis")
+    docs = documents(render(chart, values))
+    redis = by_kind(docs, "Deployment")["ferry-redis"]
+    pod = redis["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 999
+    assert pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["image"] == "docker.io/library/redis:7.4-bookworm"
+    args = c["args"]
+    # No persistence, bounded memory, evicting the predictions nearest their expiry.
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert args[args.index("--maxmemory") + 1] == "256mb"
+    assert args[args.index("--maxmemory-policy") + 1] == "volatile-ttl"
+    assert c["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert c["resources"]["limits"]["memory"] == "384Mi"
+    service = by_kind(docs, "Service")["ferry-redis"]
+    assert service["spec"]["ports"] == [{"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}]
+    # Every Ferry process (and so the operator's pods) joins feedback through it.
+    url = "redis://ferry-redis.ferry.svc:6379"
+    for name, spec in workloads(docs):
+        for container in spec["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("FERRY_FEEDBACK_STORE") == url, name
+    # A Redis of one's own wins; a fixed ClusterIP is kept.
+    values["feedback"]["redisUrl"] = "redis://elsewhere:6379/1"
+    values["feedback"]["redis"]["service"] = {"clusterIP": "10.96.0.200"}
+    docs = documents(render(chart, values))
+    assert by_kind(docs, "Service")["ferry-redis"]["spec"]["clusterIP"] == "10.96.0.200"
+    for name, spec in workloads(docs):
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+        assert env.get("FERRY_FEEDBACK_STORE") == "redis://elsewhere:6379/1", name

@@ -264,6 +264,22 @@ pub fn files_under(root: &Path) -> Vec<String> {
     out
 }
 
+/// Every JSON line of the log files under `root` whose path starts with `prefix` (e.g.
+/// `feedback/fraud/` of a `--prediction-log file://…` folder), oldest file first.
+pub fn log_lines(root: &Path, prefix: &str) -> Vec<serde_json::Value> {
+    files_under(root)
+        .iter()
+        .filter(|f| f.starts_with(prefix))
+        .flat_map(|f| {
+            std::fs::read_to_string(root.join(f))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 mod reqwest {
     /// A minimal blocking GET returning the status, without pulling a blocking HTTP client in.
     pub fn blocking_get(url: &str) -> std::io::Result<u16> {

@@ -31,10 +31,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use prometheus::{IntCounterVec, Opts};
 use serde::Deserialize;
 use tokio::task::JoinSet;
@@ -224,21 +224,9 @@ struct Joins {
 
 /// A connection and a channel with publisher confirms.
 async fn connect(config: &FeedbackQueueConfig, name: &str) -> Result<(Connection, Channel)> {
-    let connection = Connection::connect(
-        &config.url,
-        ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await
-    .map_err(|e| amqp("connecting", e))?;
-    let channel = connection
-        .create_channel()
+    crate::amqp::connect_confirmed(&config.url, name)
         .await
-        .map_err(|e| amqp("opening a channel", e))?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| amqp("enabling publisher confirms", e))?;
-    Ok((connection, channel))
+        .map_err(|(stage, e)| amqp(stage, e))
 }
 
 fn amqp(what: &str, e: impl fmt::Display) -> Error {

@@ -34,11 +34,10 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use lapin::{ExchangeKind, PublisherConfirm};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -531,19 +530,9 @@ pub fn spawn_relay(
 /// `connect_timeout`: a broker that accepts the socket and then stalls must not stall the relay.
 async fn open_link(config: &RelayConfig) -> Result<Link> {
     tokio::time::timeout(config.connect_timeout, async {
-        let properties =
-            ConnectionProperties::default().with_connection_name("ferry-registry".into());
-        let connection = Connection::connect(&config.url, properties)
+        let (connection, channel) = crate::amqp::connect_confirmed(&config.url, "ferry-registry")
             .await
-            .map_err(|e| amqp_failure("connecting", e))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| amqp_failure("opening a channel", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| amqp_failure("enabling publisher confirms", e))?;
+            .map_err(|(stage, e)| amqp_failure(stage, e))?;
         declare_topology(&channel, config).await?;
         Ok(Link {
             connection,

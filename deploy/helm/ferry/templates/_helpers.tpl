@@ -141,9 +141,18 @@ priorityClassName: {{ . }}
   value: {{ .Values.log.format | quote }}
 - name: FERRY_LOG
   value: {{ .Values.log.level | quote }}
-{{- with .Values.feedback.redisUrl }}
+{{- with (include "ferry.feedbackStore" .) }}
 - name: FERRY_FEEDBACK_STORE
   value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The shared prediction index: feedback.redisUrl, else the in-chart Redis's Service. */}}
+{{- define "ferry.feedbackStore" -}}
+{{- if .Values.feedback.redisUrl }}
+{{- .Values.feedback.redisUrl }}
+{{- else if .Values.feedback.redis.enabled }}
+{{- printf "redis://%s.%s.svc:6379" (include "ferry.componentName" (dict "ctx" . "component" "redis")) .Release.Namespace }}
 {{- end }}
 {{- end }}
 
