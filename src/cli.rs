@@ -267,6 +267,12 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout: Option<String>,
+    /// A connection with no request in flight is closed after this long without one (HTTP/1
+    /// keep-alive and HTTP/2 alike); a new connection must send its first request within
+    /// --header-read-timeout, e.g. 60s [default: 60s].
+    #[arg(long, env = "FERRY_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
     /// Open connections accepted at once; past it new connections are closed at once instead
     /// of queueing [default: 10000].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]

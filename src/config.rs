@@ -313,6 +313,8 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
 pub struct ConnectionLimits {
     /// Longest time to receive a request line and headers.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay without a request in flight.
+    pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
     /// How long to keep accepting after a shutdown signal, readiness failing, before draining.
@@ -325,6 +327,10 @@ fn connection_limits(common: &CommonArgs) -> Result<ConnectionLimits> {
             parse_duration(text).with_context(|| format!("header read timeout `{text}`"))?
         }
         None => Duration::from_secs(10),
+    };
+    let idle_timeout = match &common.idle_timeout {
+        Some(text) => parse_duration(text).with_context(|| format!("idle timeout `{text}`"))?,
+        None => Duration::from_secs(60),
     };
     let max_connections = common.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
@@ -343,6 +349,7 @@ fn connection_limits(common: &CommonArgs) -> Result<ConnectionLimits> {
     }
     Ok(ConnectionLimits {
         header_read_timeout,
+        idle_timeout,
         max_connections,
         shutdown_delay,
     })

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod config;
+mod connection;
 mod data_hash;
 mod demo;
 mod git;

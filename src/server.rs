@@ -22,6 +22,9 @@ use crate::config::{
     is_loopback,
 };
 
+/// HTTP/2 streams a connection may have open at once.
+const MAX_STREAMS: u32 = 128;
+
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -435,7 +438,14 @@ async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2: a bounded number of streams per connection, and pings that close the connections
+    // of peers gone mid-request (idle ones are closed by the watchdog below).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let refused = prometheus::IntCounter::new(
@@ -444,7 +454,6 @@ async fn serve(
     )
     .ok()
     .filter(|c| metrics.register(Box::new(c.clone())).is_ok());
-    let service = TowerToHyperService::new(app);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut draining = false;
@@ -489,13 +498,26 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = crate::connection::Activity::new();
+        let service = TowerToHyperService::new(crate::connection::Tracked::new(
+            app.clone(),
+            activity.clone(),
+        ));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let (first_request, idle) = (limits.header_read_timeout, limits.idle_timeout);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::trace!(error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = connection => {
+                    if let Err(e) = ended {
+                        tracing::trace!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = activity.expired(first_request, idle) => {
+                    tracing::debug!("closing a connection without a request in flight past its deadline");
+                }
             }
             drop(slot);
         });

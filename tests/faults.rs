@@ -675,3 +675,107 @@ async fn slow_clients_are_cut_off_and_do_not_starve_the_others() {
         &body_answers[..3]
     );
 }
+
+/// An HTTP/2 client preface and an empty SETTINGS frame: a connection is set up, no stream ever
+/// opened.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_half_preface_and_idle_connections_are_closed_within_their_timeouts() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &format!("mlp={}", fixture("mlp.onnx").display()),
+            "--idle-timeout",
+            "3s",
+        ],
+        &[("FERRY_HEADER_READ_TIMEOUT", "2s")],
+    );
+    let port = server.port;
+    let started = Instant::now();
+    let open = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(bytes).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    };
+    let mut kinds: Vec<(&str, TcpStream)> = Vec::new();
+    for _ in 0..20 {
+        // Sockets that never send a byte: protocol detection has nothing to read.
+        kinds.push(("silent", open(b"")));
+        // Half of the HTTP/2 preface.
+        kinds.push(("half preface", open(b"PRI * HTTP/2.0\r\n")));
+        // HTTP/2 set up, no stream ever opened.
+        kinds.push(("idle HTTP/2", open(H2_PREFACE_AND_SETTINGS)));
+    }
+    // HTTP/1 keep-alive connections after one answered request.
+    for _ in 0..5 {
+        kinds.push((
+            "idle keep-alive",
+            open(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"),
+        ));
+    }
+    // Meanwhile everyone else is served, over HTTP/1 and HTTP/2.
+    let client = reqwest::Client::new();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for c in [&client, &h2, &client, &h2] {
+        let r = c
+            .post(format!("{}/v2/models/mlp/infer", server.url()))
+            .json(&request_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Each read on its own thread: every socket waits at most its 30 s read timeout, together.
+    let results = tokio::task::spawn_blocking(move || {
+        let readers: Vec<_> = kinds
+            .into_iter()
+            .map(|(kind, stream)| {
+                std::thread::spawn(move || {
+                    let (closed, text) = closed_by_server(stream);
+                    (kind, closed, text, started.elapsed())
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let held: Vec<_> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    assert!(held.is_empty(), "still open after 30 s: {held:?}");
+    for (kind, _, text, at) in &results {
+        // Within the timeout (2 s to the first request, 3 s idle) and a little scheduling.
+        assert!(*at < Duration::from_secs(12), "{kind} closed after {at:?}");
+        if *kind == "idle keep-alive" {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        }
+    }
+    // A connection whose requests keep coming is not cut: one request a second for longer than
+    // both timeouts on one HTTP/2 connection.
+    for _ in 0..6 {
+        let r = h2
+            .post(format!("{}/v2/models/mlp/infer", server.url()))
+            .json(&request_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+}
