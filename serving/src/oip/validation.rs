@@ -110,6 +110,20 @@ pub(super) fn check_input(
             .ok_or_else(|| too_many_elements(name, shape))?;
         dims.push(size);
     }
+    // An empty input carries no data for the body size to bound, but the graph still runs over
+    // its other dims: `[100000000, 0]` would cost as much as a hundred million rows.
+    if len == 0 {
+        let extent = dims
+            .iter()
+            .filter(|d| **d != 0)
+            .try_fold(1_usize, |acc, d| acc.checked_mul(*d));
+        if extent.is_none_or(|e| e > MAX_EMPTY_EXTENT) {
+            return Err(fail(format!(
+                "shape {shape:?} holds no elements but spans more than {MAX_EMPTY_EXTENT} \
+                 (its dims other than 0, multiplied); an empty input may span at most that"
+            )));
+        }
+    }
     Ok(Header {
         index,
         datatype: given_type,
@@ -117,6 +131,10 @@ pub(super) fn check_input(
         len,
     })
 }
+
+/// Most an empty input may span (the product of its dims other than 0): as many elements as a
+/// request could carry in a body, so that an empty input costs no more than a full one.
+pub const MAX_EMPTY_EXTENT: usize = 1 << 20;
 
 fn too_many_elements(name: &str, shape: &[i64]) -> OipError {
     OipError::input_error(
