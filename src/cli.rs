@@ -156,6 +156,25 @@ pub struct OperatorArgs {
         value_parser = parse_operator_duration
     )]
     pub alias_resync: std::time::Duration,
+    /// A registry URL ModelDeployments may name in spec.registry.url (repeatable; the URL or a
+    /// path under it). Without any, every URL is accepted, and a ModelDeployment's author may
+    /// have the operator send the namespace's labelled registry tokens anywhere.
+    #[arg(
+        long = "allowed-registry",
+        env = "FERRY_OPERATOR_ALLOWED_REGISTRIES",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub allowed_registries: Vec<String>,
+    /// A prefix of the images ModelDeployments may run in spec.image (repeatable; the default
+    /// serving image always runs). Without any, every image is accepted.
+    #[arg(
+        long = "allowed-image",
+        env = "FERRY_OPERATOR_ALLOWED_IMAGES",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub allowed_images: Vec<String>,
 }
 
 fn parse_operator_duration(text: &str) -> Result<std::time::Duration, String> {

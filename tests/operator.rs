@@ -149,8 +149,9 @@ impl Cluster {
         let namespace = format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         ensure_namespace(&admin, &namespace).await;
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+        // Labelled for the operator, as the chart labels its tokens Secret.
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "ferry-token"},
+            "metadata": {"name": "ferry-token", "labels": {"ferry.dev/registry-token": "true"}},
             "stringData": {"token": TOKEN, "tokens": format!("write:{TOKEN}\n")}
         }))
         .unwrap();
@@ -213,18 +214,20 @@ impl Cluster {
     }
 
     fn start_operator(&mut self) {
+        self.start_operator_with(&[]);
+    }
+
+    fn start_operator_with(&mut self, extra: &[&str]) {
         let kubeconfig = self.operator_kubeconfig.to_str().unwrap().to_string();
-        let mut operator = Server::spawn(
-            self.dir.path(),
-            &[
-                "operator",
-                "--namespace",
-                &self.namespace,
-                "--alias-resync",
-                "5s",
-            ],
-            &[("KUBECONFIG", &kubeconfig)],
-        );
+        let mut args = vec![
+            "operator",
+            "--namespace",
+            &self.namespace,
+            "--alias-resync",
+            "5s",
+        ];
+        args.extend_from_slice(extra);
+        let mut operator = Server::spawn(self.dir.path(), &args, &[("KUBECONFIG", &kubeconfig)]);
         operator.wait_ready();
         self.operator = Some(operator);
     }
@@ -1191,6 +1194,87 @@ fn crdgen_check_fails_on_stale_yaml_until_crdgen_rewrites_it() {
 
 /// The README's example is accepted by the API server's validation of the generated CRD schema
 /// (a server-side dry run: nothing is stored, no operator acts on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_deployment_cannot_make_the_operator_read_an_unmarked_secret_or_call_a_foreign_registry()
+ {
+    let Some(kubeconfig) = kubeconfig() else {
+        return;
+    };
+    let mut cluster = Cluster::start(&kubeconfig).await;
+    // A Secret of the namespace the operator was never meant to read.
+    let secrets: Api<Secret> = Api::namespaced(cluster.admin.clone(), &cluster.namespace);
+    let other: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "database-password"},
+        "stringData": {"token": TOKEN}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    let registry = cluster.registry.url();
+    cluster.start_operator_with(&["--allowed-registry", &registry, "--allowed-image", "ferry:"]);
+    let target = json!({"version": 1});
+    let steps = json!([{"weight": 100, "pause": "1s"}]);
+    let analysis = json!({"interval": "1s"});
+
+    // The token of an unmarked Secret is never read, so never sent.
+    let mut unmarked = spec(&cluster, target.clone(), steps.clone(), analysis.clone());
+    unmarked["registry"]["tokenSecret"] = json!({"name": "database-password", "key": "token"});
+    cluster.create("unmarked", unmarked).await;
+    // A registry outside the allow-list, and an image outside the allowed prefixes.
+    let mut foreign = spec(&cluster, target.clone(), steps.clone(), analysis.clone());
+    foreign["registry"]["url"] = json!("http://127.0.0.1:9/");
+    cluster.create("foreign", foreign).await;
+    let mut miner = spec(&cluster, target.clone(), steps.clone(), analysis.clone());
+    miner["image"] = json!("docker.io/evil/miner:latest");
+    cluster.create("miner", miner).await;
+
+    let invalid = |field: &'static str| {
+        move |s: &Value| {
+            s["reason"] == "InvalidSpec" && s["message"].as_str().is_some_and(|m| m.contains(field))
+        }
+    };
+    cluster
+        .wait_for(
+            "foreign",
+            "InvalidSpec naming registry.url",
+            Duration::from_secs(60),
+            invalid("registry.url"),
+        )
+        .await;
+    cluster
+        .wait_for(
+            "miner",
+            "InvalidSpec naming image",
+            Duration::from_secs(60),
+            invalid("image:"),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster
+        .operator_logs()
+        .contains("is not labelled ferry.dev/registry-token=true")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            tail(&cluster.operator_logs())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // None of the three made anything at the registry or in the namespace.
+    for name in ["unmarked", "foreign", "miner"] {
+        let (status, _) = cluster
+            .registry_get(&format!("/api/v1/endpoints/{name}"))
+            .await;
+        assert_eq!(status, 404, "{name}");
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(cluster.admin.clone(), &cluster.namespace);
+        assert!(deployments.get_opt(name).await.unwrap().is_none(), "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_modeldeployment_passes_the_api_servers_schema_validation() {
     let Some(kubeconfig) = kubeconfig() else {

@@ -87,6 +87,13 @@ pub async fn follow<R: Registry>(
         let mut wanted: Vec<Source> = store
             .state()
             .iter()
+            // A resource the operator may not act on (trust::Trust) is followed by no one.
+            .filter(|md| {
+                ctx.settings
+                    .trust
+                    .check(&md.spec, &ctx.settings.default_image)
+                    .is_ok()
+            })
             .filter_map(|md| source_of(md))
             .collect();
         wanted.sort_by(|a, b| (&a.url, &a.namespace).cmp(&(&b.url, &b.namespace)));

@@ -10,6 +10,8 @@
 //!   Service, registry endpoint, status by server-side apply, finalizer, events);
 //! - [`registry`]: the registry calls the reconciler makes; [`aliases`]: following tracked
 //!   aliases through registry events;
+//! - [`trust`]: what a ModelDeployment's author may make the operator do (labelled token
+//!   Secrets, registry and image allow-lists);
 //! - [`run`](run()): `ferry operator`, with [`probes`] and [`metrics`].
 
 pub mod aliases;
@@ -21,6 +23,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod rollout;
 mod run;
+pub mod trust;
 pub mod verdict;
 
 pub use crd::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};

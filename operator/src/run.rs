@@ -38,6 +38,8 @@ pub struct OperatorConfig {
     pub alias_resync: Duration,
     /// The prediction index serving pods share (`redis://…`).
     pub feedback_store: Option<String>,
+    /// The registries and images resources may name.
+    pub trust: crate::trust::Trust,
 }
 
 impl Default for OperatorConfig {
@@ -51,6 +53,7 @@ impl Default for OperatorConfig {
             resync: settings.resync,
             alias_resync: settings.alias_resync,
             feedback_store: None,
+            trust: crate::trust::Trust::default(),
         }
     }
 }
@@ -80,7 +83,11 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         resync: config.resync,
         alias_resync: config.alias_resync,
         feedback_store: config.feedback_store.clone(),
+        trust: config.trust.clone(),
     };
+    for warning in config.trust.warnings() {
+        tracing::warn!("{warning} (see docs/security.md)");
+    }
     let ctx = Arc::new(Context::new(
         client.clone(),
         registry,

@@ -18,6 +18,10 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         resync: args.resync,
         alias_resync: args.alias_resync,
         feedback_store: args.feedback_store,
+        trust: ferry_operator::trust::Trust {
+            registries: args.allowed_registries,
+            images: args.allowed_images,
+        },
     })
     .await
 }

@@ -300,6 +300,21 @@ def test_generated_tokens_are_one_per_role_and_long_enough(chart):
     # admin (nor the pods' own registry token).
     serving = dict(line.split(":", 1) for line in data["serving-tokens"].splitlines())
     assert serving == {"write": data["write"], "read": data["read"], "feedback": data["feedback"]}
+    # Marked for the operator, which reads tokens from no other Secret.
+    assert secret["metadata"]["labels"]["ferry.dev/registry-token"] == "true"
+
+
+def test_the_operator_gets_its_allow_lists(chart):
+    values = {"operator": {"allowedRegistries": ["http://ferry-registry.ferry.svc:8080"],
+                           "allowedImages": ["ghcr.io/ferry-ml/", "registry.example/ml/"]}}
+    docs = documents(render(chart, values))
+    args = by_kind(docs, "Deployment")["ferry-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allowed-registry=http://ferry-registry.ferry.svc:8080" in args
+    assert [a for a in args if a.startswith("--allowed-image=")] == [
+        "--allowed-image=ghcr.io/ferry-ml/", "--allowed-image=registry.example/ml/"]
+    # None by default: every registry and image (the warning at start says so).
+    default = by_kind(documents(render(chart, {})), "Deployment")["ferry-operator"]
+    assert not [a for a in default["spec"]["template"]["spec"]["containers"][0]["args"] if "--allowed-" in a]
 
 
 PROMETHEUS_DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$")

@@ -134,6 +134,8 @@ pub struct Settings {
     /// The prediction index the serving pods share (`redis://…`), so that feedback joins at
     /// any replica; none keeps each pod's predictions in its own memory.
     pub feedback_store: Option<String>,
+    /// The registries and images resources may name ([`crate::trust`]).
+    pub trust: crate::trust::Trust,
 }
 
 impl Default for Settings {
@@ -143,6 +145,7 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             alias_resync: Duration::from_secs(60),
             feedback_store: None,
+            trust: crate::trust::Trust::default(),
         }
     }
 }
@@ -307,10 +310,13 @@ async fn apply<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Ac
     let now = ctx.now();
     let name = md.name_any();
     let namespace = md.namespace().ok_or(Error::NoNamespace)?;
-    let valid = md
-        .spec
-        .rollout_config()
-        .and_then(|config| Ok((config, md.spec.target()?)));
+    let valid = md.spec.rollout_config().and_then(|config| {
+        let target = md.spec.target()?;
+        ctx.settings
+            .trust
+            .check(&md.spec, &ctx.settings.default_image)?;
+        Ok((config, target))
+    });
     let (config, target_ref) = match valid {
         Ok(valid) => valid,
         Err(problem) => return invalid_spec(md, ctx, &problem, now).await,
@@ -384,6 +390,16 @@ async fn apply<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Ac
 /// Deletes the registry endpoint, if it is still this resource's (same model).
 async fn cleanup<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Action, Error> {
     let name = md.name_any();
+    // A resource naming a registry (or image) it may not was never acted on: nothing to delete,
+    // and its token goes nowhere.
+    if ctx
+        .settings
+        .trust
+        .check(&md.spec, &ctx.settings.default_image)
+        .is_err()
+    {
+        return Ok(Action::await_change());
+    }
     let at = match registry_at(md, ctx).await {
         Ok(at) => at,
         // The Secret may be gone already (a namespace being deleted): try without a token.
@@ -501,6 +517,23 @@ pub async fn read_token(
         .get_opt(&secret.name)
         .await?
         .ok_or_else(|| problem("not found".into()))?;
+    // Only Secrets marked for it: a resource's author must not make the operator read (and
+    // send to a URL of their choice) any Secret of the namespace.
+    let label = crate::trust::TOKEN_SECRET_LABEL;
+    if found
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(label))
+        .map(String::as_str)
+        != Some("true")
+    {
+        return Err(problem(format!(
+            "is not labelled {label}=true; the operator reads only the Secrets marked for it \
+             (kubectl label secret {} {label}=true)",
+            secret.name
+        )));
+    }
     let bytes = found
         .data
         .as_ref()

@@ -380,7 +380,8 @@ async fn the_first_reconcile_applies_the_children_deploys_the_version_and_writes
     let secret = serve(&mut handle, StatusCode::OK, |_| {
         json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "ferry-token", "namespace": "ml"},
+            "metadata": {"name": "ferry-token", "namespace": "ml",
+                         "labels": {"ferry.dev/registry-token": "true"}},
             // base64 of "s3cret\n": the token is trimmed.
             "data": {"token": "czNjcmV0Cg=="}
         })
