@@ -81,6 +81,30 @@ pub struct FeedbackRecord {
     pub correct: Option<bool>,
 }
 
+impl FeedbackRecord {
+    /// The record of `feedback` on endpoint `endpoint`, joined to `prediction` and judged
+    /// `correct`, accepted now.
+    pub fn joined(
+        endpoint: &str,
+        feedback: &crate::FeedbackBody,
+        prediction: &crate::Prediction,
+        correct: Option<bool>,
+    ) -> Self {
+        FeedbackRecord {
+            endpoint: endpoint.to_string(),
+            id: feedback.id.clone(),
+            version: prediction.version,
+            route: prediction.route.as_str(),
+            classes: prediction.classes.clone(),
+            predicted_at: prediction.at,
+            at: Utc::now(),
+            reward: feedback.reward,
+            label: feedback.label.clone(),
+            correct,
+        }
+    }
+}
+
 /// What the log writes: a prediction or a feedback.
 enum Record {
     Prediction(PredictionRecord),

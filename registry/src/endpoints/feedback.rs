@@ -175,17 +175,6 @@ fn write_log(
     correct: Option<bool>,
 ) {
     if let Some(log) = log {
-        log.feedback(FeedbackRecord {
-            endpoint: name.to_string(),
-            id: feedback.id.clone(),
-            version: entry.version,
-            route: entry.route.as_str(),
-            classes: entry.classes.clone(),
-            predicted_at: entry.at,
-            at: chrono::Utc::now(),
-            reward: feedback.reward,
-            label: feedback.label.clone(),
-            correct,
-        });
+        log.feedback(FeedbackRecord::joined(name, feedback, entry, correct));
     }
 }

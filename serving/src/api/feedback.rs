@@ -44,18 +44,7 @@ pub(super) async fn feedback(
         .stats
         .record_feedback(Instant::now(), entry.version, feedback.reward, correct);
     if let Some(log) = &state.prediction_log {
-        log.feedback(FeedbackRecord {
-            endpoint: name.clone(),
-            id: feedback.id.clone(),
-            version: entry.version,
-            route: entry.route.as_str(),
-            classes: entry.classes.clone(),
-            predicted_at: entry.at,
-            at: chrono::Utc::now(),
-            reward: feedback.reward,
-            label: feedback.label.clone(),
-            correct,
-        });
+        log.feedback(FeedbackRecord::joined(&name, &feedback, &entry, correct));
     }
     state
         .metrics
