@@ -33,7 +33,7 @@ for i in $(seq "$RUNS"); do
   python3 bench/make_big_model.py "$work/big.onnx" "$SIZE_MIB" "$i"
   sync
   t0=$(now)
-  curl -fsS -o "$work/up.json" -F "model=@$work/big.onnx" -F "metadata={\"tags\":{\"run\":\"$i\"}};type=application/json" \
+  curl -fsS -o "$work/up.json" -H 'x-ferry-client: bench' -F "model=@$work/big.onnx" -F "metadata={\"tags\":{\"run\":\"$i\"}};type=application/json" \
     "http://127.0.0.1:$port/api/v1/models/bench/versions"
   t1=$(now); ups+=("$(rate "$t0" "$t1")")
   version=$(python3 -c "import json; print(json.load(open('$work/up.json'))['version'])")

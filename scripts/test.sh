@@ -9,6 +9,17 @@ mkdir -p "$CACHE"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# One definition of CI everywhere (the Rust and Python tests accept `true` and `1` too): with it,
+# nothing may skip.
+case "${CI:-}" in
+  true | TRUE | True | 1) export CI=true ;;
+esac
+
+# Tests that skip write why here (the harness hides the output of tests that pass); the list is
+# printed at the end.
+SKIP_LOG=$(mktemp /tmp/ferry-skips.XXXXXX)
+export FERRY_TEST_SKIP_LOG="$SKIP_LOG"
+
 # ONNX Runtime (serving tests load the real library).
 ./scripts/fetch-ort.sh
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
@@ -118,7 +129,7 @@ stage "the Rust tests" cargo test --workspace --no-fail-fast "$@"
 
 export FERRY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ferry"
 stage "the Python client tests (the official tritonclient against ferry serving)" \
-  python3 -m pytest -q tests/python
+  python3 -m pytest -q -rs tests/python
 
 stage "the Helm chart's and the image's static tests (tests/helm: lint, render, validate, Dockerfile)" \
   tests/helm/run.sh
@@ -152,14 +163,20 @@ cluster_tests() {
   return $status
 }
 if [ -n "${FERRY_SKIP_CLUSTER:-}" ] && [ "${CI:-}" != true ]; then
-  log "SKIPPED: the Kubernetes tests on a real cluster (tests/cluster): FERRY_SKIP_CLUSTER is set"
+  echo "scripts/test.sh: the Kubernetes tests on a real cluster (tests/cluster): FERRY_SKIP_CLUSTER is set" >>"$SKIP_LOG"
 elif [ "$(id -u)" -eq 0 ]; then
   stage "the Kubernetes tests on a real one-node cluster (tests/cluster)" cluster_tests
 elif [ "${CI:-}" = true ]; then
   FAILED+=("the Kubernetes tests: CI=true, and the one-node cluster needs root")
 else
-  log "SKIPPED: the Kubernetes tests on a real cluster (tests/cluster) need root (kubelet, containerd, iptables); run make test as root to include them"
+  echo "scripts/test.sh: the Kubernetes tests on a real cluster (tests/cluster) need root (kubelet, containerd, iptables); run make test as root to include them" >>"$SKIP_LOG"
 fi
+
+if [ -s "$SKIP_LOG" ]; then
+  log "skipped (start what they need, or run as CI=true to make them fail):"
+  sort -u "$SKIP_LOG" | sed 's/^/  - /' >&2
+fi
+rm -f "$SKIP_LOG"
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
   log "failed stages:"

@@ -281,6 +281,12 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_TOKENS_FILE", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_file: Option<PathBuf>,
+    /// Answer /metrics only to requests with a valid token (any role), when tokens are
+    /// configured: its labels name models, endpoints and features. Off by default so that
+    /// Prometheus scrapes without credentials.
+    #[arg(long, env = "FERRY_METRICS_REQUIRE_TOKEN")]
+    #[serde(skip_serializing_if = "is_false")]
+    pub metrics_require_token: bool,
     /// A client must send its request line and headers within this time or its connection is
     /// closed (slow-client protection), e.g. 10s [default: 10s].
     #[arg(long, env = "FERRY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
@@ -297,6 +303,12 @@ pub struct CommonArgs {
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Connections open at once from one client address; past it its new ones are closed on
+    /// arrival. For a server clients reach directly: behind a proxy or an ingress every
+    /// connection comes from the proxy's address [default: no limit].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
     /// After SIGTERM, keep accepting requests this long (readiness already failing) before
     /// draining, so load balancers and kube-proxy stop sending first, e.g. 5s [default: 0s].
     #[arg(long, env = "FERRY_SHUTDOWN_DELAY", value_name = "DURATION")]
@@ -365,6 +377,11 @@ pub struct RuntimeArgs {
     #[arg(long, env = "FERRY_MAX_REQUEST_SIZE", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_size: Option<String>,
+    /// Bytes of inference request bodies held at once, all requests together, e.g. 256MiB;
+    /// a body past it is answered 503 with Retry-After [default: 256MiB].
+    #[arg(long, env = "FERRY_MAX_BUFFERED_BODIES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_buffered_bodies: Option<String>,
     /// Predictions remembered per endpoint for joining feedback [default: 100000].
     #[arg(long, env = "FERRY_FEEDBACK_CAPACITY", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -495,6 +512,15 @@ pub struct ServerArgs {
     #[arg(long, env = "FERRY_UPLOAD_IDLE_TIMEOUT", value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_idle_timeout: Option<u64>,
+    /// Uploads received at once; one more is answered 429 [default: 32].
+    #[arg(long, env = "FERRY_MAX_CONCURRENT_UPLOADS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Slowest average rate an upload may keep after its first minute, e.g. 16KiB (per second);
+    /// slower is dropped with 408 [default: 16KiB].
+    #[arg(long, env = "FERRY_UPLOAD_MIN_RATE", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_min_rate: Option<String>,
     /// Relay every event to this RabbitMQ (amqp://USER:PASS@HOST:5672/VHOST): exchange
     /// `ferry.events`, persistent messages, publisher confirms.
     #[arg(
@@ -542,6 +568,13 @@ pub struct ServerArgs {
     #[arg(long, env = "FERRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_timeout: Option<String>,
+    /// Let webhooks deliver to loopback, private, link-local, unique-local and CGNAT addresses
+    /// (by default refused: a webhook could otherwise reach the cloud metadata service or this
+    /// machine's own ports). For a receiver on the same machine or network. Always on without
+    /// tokens: such a server is loopback-only and every caller is already on this machine.
+    #[arg(long, env = "FERRY_WEBHOOK_ALLOW_PRIVATE")]
+    #[serde(skip_serializing_if = "is_false")]
+    pub webhook_allow_private: bool,
     /// How often endpoints' drift policies are judged, and over what window, e.g. 60s, 5m
     /// [default: 60s].
     #[arg(long, env = "FERRY_DRIFT_INTERVAL", value_name = "DURATION")]
@@ -1047,3 +1080,16 @@ mod tests {
         super::Cli::command().debug_assert();
     }
 }
+
+/// A command line clap accepts but the command cannot use (a flag clap could not make required
+/// there): exit code 2, like clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

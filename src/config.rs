@@ -241,6 +241,16 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         }
         registry.upload.idle_timeout = Duration::from_secs(secs);
     }
+    if let Some(n) = args.max_concurrent_uploads {
+        if n == 0 {
+            bail!("--max-concurrent-uploads must be at least 1");
+        }
+        registry.upload.max_concurrent = n;
+    }
+    if let Some(rate) = &args.upload_min_rate {
+        registry.upload.min_rate =
+            parse_size(rate).with_context(|| format!("--upload-min-rate `{rate}`"))?;
+    }
     if let Some(url) = &args.amqp_url {
         registry.relay = Some(
             ferry_registry::relay::RelayConfig::new(url)
@@ -292,6 +302,10 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             parse_duration(text).with_context(|| format!("report retention `{text}`"))?;
     }
     registry.tokens = tokens(&args.common)?;
+    registry.metrics_require_token = args.common.metrics_require_token;
+    // Without tokens the server listens on loopback only, so every caller is on this machine and
+    // reaches its private addresses anyway: the webhook rule would keep nobody out.
+    registry.webhooks.allow_private = args.webhook_allow_private || registry.tokens.is_open();
 
     Ok(ServerSettings {
         listen,
@@ -317,6 +331,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one client address (0: no limit).
+    pub max_per_client: usize,
     /// How long to keep accepting after a shutdown signal, readiness failing, before draining.
     pub shutdown_delay: Duration,
 }
@@ -351,6 +367,7 @@ fn connection_limits(common: &CommonArgs) -> Result<ConnectionLimits> {
         header_read_timeout,
         idle_timeout,
         max_connections,
+        max_per_client: common.max_connections_per_client.unwrap_or(0),
         shutdown_delay,
     })
 }
@@ -423,6 +440,12 @@ fn runtime_settings(args: &RuntimeArgs) -> Result<RuntimeSettings> {
             parse_size(size).with_context(|| format!("max request size `{size}`"))?,
         )
         .context("max request size is too large")?;
+    }
+    if let Some(size) = &args.max_buffered_bodies {
+        serving.max_buffered_bytes = usize::try_from(
+            parse_size(size).with_context(|| format!("--max-buffered-bodies `{size}`"))?,
+        )
+        .context("--max-buffered-bodies is too large")?;
     }
     if let Some(n) = args.feedback_capacity {
         serving.feedback_capacity = n;
@@ -553,6 +576,8 @@ pub struct ServingSettings {
     pub connections: ConnectionLimits,
     /// Tokens clients must present.
     pub tokens: ferry_api::http::auth::Tokens,
+    /// `/metrics` only for requests with a valid token.
+    pub metrics_require_token: bool,
     /// What to serve.
     pub models: Vec<ModelSpec>,
     /// Which endpoints to serve.
@@ -619,6 +644,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
         connections: connection_limits(&cmd.common)?,
         tokens: tokens(&cmd.common)?,
+        metrics_require_token: cmd.common.metrics_require_token,
         models,
         endpoints,
         registry: cmd.registry.clone(),

@@ -216,3 +216,118 @@ mod tests {
         );
     }
 }
+
+/// Connections open per client address, for `--max-connections-per-client`: one client cannot
+/// take every `--max-connections` slot. An address is forgotten when its last connection
+/// closes, so the table never holds more entries than there are connections.
+#[derive(Debug, Clone)]
+pub struct PerClient {
+    limit: usize,
+    open: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// A connection's place in [`PerClient`]; given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    table: PerClient,
+    address: std::net::IpAddr,
+}
+
+impl PerClient {
+    /// At most `limit` connections per address; 0 means no limit.
+    pub fn new(limit: usize) -> Self {
+        PerClient {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection from `address`, or `None` when it has `limit` open.
+    pub fn admit(&self, address: std::net::IpAddr) -> Option<ClientSlot> {
+        if self.limit == 0 {
+            return Some(ClientSlot {
+                table: self.clone(),
+                address,
+            });
+        }
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(address).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+
+    /// Addresses with a connection open.
+    #[cfg(test)]
+    pub fn addresses(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        if self.table.limit == 0 {
+            return;
+        }
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod per_client_tests {
+    use super::*;
+
+    #[test]
+    fn each_address_gets_its_limit_and_closed_connections_free_their_place() {
+        let table = PerClient::new(2);
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let first = table.admit(a).unwrap();
+        let _second = table.admit(a).unwrap();
+        assert!(table.admit(a).is_none());
+        let _other = table.admit(b).unwrap();
+        drop(first);
+        let _again = table.admit(a).unwrap();
+        assert!(table.admit(a).is_none());
+        assert_eq!(table.addresses(), 2);
+    }
+
+    #[test]
+    fn addresses_are_forgotten_with_their_last_connection() {
+        let table = PerClient::new(1);
+        for i in 0..1000u32 {
+            let slot = table
+                .admit(std::net::IpAddr::from(i.to_be_bytes()))
+                .unwrap();
+            drop(slot);
+        }
+        assert_eq!(table.addresses(), 0);
+        let unlimited = PerClient::new(0);
+        let slots: Vec<_> = (0..100)
+            .map(|_| unlimited.admit("10.0.0.1".parse().unwrap()).unwrap())
+            .collect();
+        assert_eq!(slots.len(), 100);
+        assert_eq!(unlimited.addresses(), 0);
+    }
+}

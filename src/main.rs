@@ -22,6 +22,8 @@ use crate::cli::{Cli, Command, LogFormat, RegistryAction};
 /// Exit codes, documented in the README: scripts can tell a missing model from a refused one.
 mod exit {
     pub const FAILURE: u8 = 1;
+    /// As clap answers a bad command line.
+    pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
     pub const CONFLICT: u8 = 4;
     pub const DENIED: u8 = 5;
@@ -107,6 +109,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Maps the error behind a failure to an exit code.
 fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
+        if cause.downcast_ref::<cli::UsageError>().is_some() {
+            return exit::USAGE;
+        }
         if let Some(client) = cause.downcast_ref::<ClientError>() {
             return match client {
                 ClientError::Api { status: 404, .. } => exit::NOT_FOUND,
@@ -116,9 +121,10 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 ClientError::Api {
                     status: 401 | 403, ..
                 } => exit::DENIED,
-                ClientError::Api { status: 503, .. } | ClientError::Transport { .. } => {
-                    exit::UNAVAILABLE
+                ClientError::Api {
+                    status: 429 | 503, ..
                 }
+                | ClientError::Transport { .. } => exit::UNAVAILABLE,
                 ClientError::Api { status, .. } if (400..500).contains(status) => exit::REJECTED,
                 _ => exit::FAILURE,
             };
@@ -127,7 +133,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             match registry.status().as_u16() {
                 404 => return exit::NOT_FOUND,
                 409 | 412 => return exit::CONFLICT,
-                503 => return exit::UNAVAILABLE,
+                429 | 503 => return exit::UNAVAILABLE,
                 400..500 => return exit::REJECTED,
                 _ => {}
             }

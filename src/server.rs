@@ -286,7 +286,11 @@ pub async fn run_serving(settings: ServingSettings) -> Result<()> {
 
     let system = serving.health_routes().route(
         "/metrics",
-        axum::routing::get(ferry_api::http::metrics::expose).with_state(prometheus.clone()),
+        ferry_api::http::metrics::route(
+            prometheus.clone(),
+            &settings.tokens,
+            settings.metrics_require_token,
+        ),
     );
     let app = ferry_api::http::layers::common(serving.routes().merge(system), http_metrics);
     let listener = TcpListener::bind(settings.listen)
@@ -448,9 +452,11 @@ async fn serve(
         .keep_alive_timeout(Duration::from_secs(10));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_client = crate::connection::PerClient::new(limits.max_per_client);
     let refused = prometheus::IntCounter::new(
         "ferry_connections_refused_total",
-        "Connections closed on arrival because --max-connections were already open.",
+        "Connections closed on arrival because --max-connections (or \
+         --max-connections-per-client from that address) were already open.",
     )
     .ok()
     .filter(|c| metrics.register(Box::new(c.clone())).is_ok());
@@ -460,7 +466,7 @@ async fn serve(
     let drain_end = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain_end);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -497,6 +503,14 @@ async fn serve(
             drop(stream);
             continue;
         };
+        let Some(client_slot) = per_client.admit(peer.ip()) else {
+            if let Some(c) = &refused {
+                c.inc();
+            }
+            tracing::debug!(client = %peer.ip(), "refusing a connection: --max-connections-per-client are open from this address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let activity = crate::connection::Activity::new();
         let service = TowerToHyperService::new(crate::connection::Tracked::new(
@@ -519,7 +533,7 @@ async fn serve(
                     tracing::debug!("closing a connection without a request in flight past its deadline");
                 }
             }
-            drop(slot);
+            drop((slot, client_slot));
         });
     }
     drop(listener);

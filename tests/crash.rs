@@ -167,7 +167,7 @@ impl Deployment {
             let created = psql(&admin, &format!("CREATE DATABASE {name}"));
             if !created.status.success() {
                 assert!(!in_ci(), "PostgreSQL unavailable in CI: {}", text(&created));
-                eprintln!("SKIPPED: PostgreSQL unavailable");
+                skipped("PostgreSQL unavailable");
                 return None;
             }
             let mut url = url::Url::parse(&admin).unwrap();
@@ -179,7 +179,7 @@ impl Deployment {
         if store == Store::S3 {
             let Ok(endpoint) = std::env::var("FERRY_TEST_S3_ENDPOINT") else {
                 assert!(!in_ci(), "FERRY_TEST_S3_ENDPOINT must be set in CI");
-                eprintln!("SKIPPED: no S3 server (scripts/test.sh starts one)");
+                skipped("no S3 server (scripts/test.sh starts one)");
                 return None;
             };
             let bucket = std::env::var("FERRY_TEST_S3_BUCKET").unwrap();
@@ -390,6 +390,7 @@ async fn upload(
     let response = client
         .post(format!("{base}/api/v1/models/{model}/versions"))
         .header("Idempotency-Key", key)
+        .header("x-ferry-client", "test")
         .multipart(form)
         .send()
         .await

@@ -302,7 +302,7 @@ impl S3 {
                 !in_ci(),
                 "s3s-fs is required in CI (scripts/test.sh installs it)"
             );
-            eprintln!("SKIPPED: s3s-fs is not installed (scripts/test.sh installs it)");
+            skipped("s3s-fs is not installed (scripts/test.sh installs it)");
             return None;
         }
         std::fs::create_dir_all(root.join("faults")).unwrap();
@@ -564,9 +564,21 @@ async fn object_store_errors_and_trickling_downloads_fail_the_load_cleanly_and_k
     let (answers, _, failed) = load.snapshot();
     assert_eq!(failed, 0, "{answers:?}");
     assert!(!answers.contains_key(&(200, v3.to_string())), "{answers:?}");
-    let leftovers: Vec<_> = std::fs::read_dir(cache.join("tmp"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    // The timed-out download's file goes (its writer removes it when the download is dropped,
+    // on its own thread, a moment after the timeout). A retry may be downloading meanwhile, so
+    // what is checked is that `tmp/` empties between attempts: a leaked file never would.
+    let tmp = cache.join("tmp");
+    let list = || -> Vec<PathBuf> {
+        std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut leftovers = list();
+    while !leftovers.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        leftovers = list();
+    }
     assert!(
         leftovers.is_empty(),
         "partial downloads left: {leftovers:?}"
@@ -628,11 +640,11 @@ async fn slow_clients_are_cut_off_and_do_not_starve_the_others() {
         stalled.push(stall(port, "POST /v2/models/ml"));
         stalled.push(stall(
             port,
-            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n",
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n",
         ));
         stalled.push(stall(
             port,
-            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n{\"inputs\": [",
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n{\"inputs\": [",
         ));
     }
     // Meanwhile everyone else is served.
@@ -674,6 +686,189 @@ async fn slow_clients_are_cut_off_and_do_not_starve_the_others() {
         "{:?}",
         &body_answers[..3]
     );
+}
+
+/// Sends a request's head and `body`, then reads the status line (or `None` while it has none).
+fn send_head(port: u16, head: &str, body: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+}
+
+fn status_of(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_past_the_buffering_budget_are_refused_before_they_are_read() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &format!("mlp={}", fixture("mlp.onnx").display()),
+            "--max-request-size",
+            "64KiB",
+            "--max-buffered-bodies",
+            "64KiB",
+        ],
+    );
+    let port = server.port;
+    let post = |length: &str| {
+        format!(
+            "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{length}\r\n"
+        )
+    };
+    // One client declares 60 KiB and sends a little: the budget is nearly spent.
+    let holder = send_head(port, &post("content-length: 61440\r\n"), b"{\"inputs\": [");
+    std::thread::sleep(Duration::from_millis(300));
+    // A declared 10 KiB no longer fits: refused before its body is read.
+    let mut declared = send_head(port, &post("content-length: 10240\r\n"), b"");
+    let head = status_of(&mut declared);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    // A chunked body is refused as soon as its bytes pass the budget.
+    let chunk = vec![b' '; 8192];
+    let mut chunked = send_head(port, &post("transfer-encoding: chunked\r\n"), b"");
+    for _ in 0..2 {
+        chunked
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        chunked.write_all(&chunk).unwrap();
+        chunked.write_all(b"\r\n").unwrap();
+    }
+    let head = status_of(&mut chunked);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    // The holder gives up; its share returns, and a real request is served.
+    holder.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(holder);
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client
+            .post(format!("{}/v2/models/mlp/infer", server.url()))
+            .json(&request_body())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "the holder's share never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP connection to the server from `source` (any 127.0.0.0/8 address is this machine).
+async fn connect_from(source: &str, port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap()
+}
+
+/// Whether the server closes `stream` within two seconds without answering.
+async fn closed_at_once(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// The status of `GET /v2/health/ready` sent from `source` on a new connection.
+async fn status_from(source: &str, port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = connect_from(source, port).await;
+    stream
+        .write_all(b"GET /v2/health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("closed without an answer")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_caps_new_connections_are_closed_at_once_and_a_freed_slot_serves() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &format!("mlp={}", fixture("mlp.onnx").display()),
+            "--max-connections",
+            "4",
+            "--max-connections-per-client",
+            "2",
+            "--header-read-timeout",
+            "60s",
+        ],
+    );
+    let port = server.port;
+    // Two silent connections from one client fill its share.
+    let mut a1 = connect_from("127.0.0.1", port).await;
+    let _a2 = connect_from("127.0.0.1", port).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut a3 = connect_from("127.0.0.1", port).await;
+    assert!(
+        closed_at_once(&mut a3).await,
+        "a third connection from one client was kept"
+    );
+    // Another client is served.
+    assert_eq!(status_from("127.0.0.2", port).await, "HTTP/1.1 200 OK");
+    // Two more silent clients fill --max-connections: a newcomer is closed at once.
+    let _b = connect_from("127.0.0.2", port).await;
+    let _c = connect_from("127.0.0.3", port).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut d = connect_from("127.0.0.4", port).await;
+    assert!(
+        closed_at_once(&mut d).await,
+        "a connection past --max-connections was kept"
+    );
+    // The silent ones are still open (nothing closed them early)…
+    assert!(
+        !closed_at_once(&mut a1).await,
+        "a silent connection was closed before its timeout"
+    );
+    // …and when one goes, its place serves again.
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status_from("127.0.0.4", port).await, "HTTP/1.1 200 OK");
 }
 
 /// An HTTP/2 client preface and an empty SETTINGS frame: a connection is set up, no stream ever
@@ -721,7 +916,7 @@ async fn silent_half_preface_and_idle_connections_are_closed_within_their_timeou
     for _ in 0..5 {
         kinds.push((
             "idle keep-alive",
-            open(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n"),
+            open(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"),
         ));
     }
     // Meanwhile everyone else is served, over HTTP/1 and HTTP/2.

@@ -31,7 +31,7 @@ fn have_redis() -> bool {
     let up = std::net::TcpStream::connect(&addr).is_ok();
     assert!(up || !in_ci(), "Redis is not reachable at {addr} (CI=true)");
     if !up {
-        eprintln!("skipped: no Redis at {addr} (make test starts one)");
+        skipped(&format!("no Redis at {addr} (make test starts one)"));
     }
     up
 }

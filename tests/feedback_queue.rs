@@ -35,7 +35,9 @@ fn reachable(port: u16) -> bool {
         "nothing listens on 127.0.0.1:{port} (CI=true)"
     );
     if !up {
-        eprintln!("skipped: nothing on 127.0.0.1:{port} (make test starts RabbitMQ and Redis)");
+        skipped(&format!(
+            "nothing on 127.0.0.1:{port} (make test starts RabbitMQ and Redis)"
+        ));
     }
     up
 }
@@ -286,6 +288,10 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
         15,
         "listing consumed nothing"
     );
+    // Without a broker to ask: a usage error (exit code 2) that names the flag.
+    let missing = ferry(dir.path(), &["feedback", "dead-letters"], &[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("--queue"), "{}", text(&missing));
     let table = ferry(
         dir.path(),
         &[

@@ -27,7 +27,11 @@ fn http(method: &str, path: &[u8], headers: &[(&str, String)], body: &[u8]) -> V
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path);
-    out.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    // `X-Ferry-Client`: what the server does with the hostile part is under test, not the open
+    // mode's form-post rule (tests/security.rs checks that one).
+    out.extend_from_slice(
+        b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ferry-Client: test\r\nConnection: close\r\n",
+    );
     for (k, v) in headers {
         out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }

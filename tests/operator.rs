@@ -51,11 +51,11 @@ fn kubeconfig() -> Option<PathBuf> {
                 !in_ci(),
                 "a Kubernetes API server is required when CI=true: {why}"
             );
-            eprintln!(
-                "SKIPPED: no Kubernetes API server ({why}); scripts/test.sh starts one, or run \
+            skipped(&format!(
+                "no Kubernetes API server ({why}); scripts/test.sh starts one, or run \
                  `scripts/kube-apiserver.sh start /tmp/kube` and export \
                  FERRY_TEST_KUBECONFIG=/tmp/kube/kubeconfig"
-            );
+            ));
             None
         }
     }

@@ -84,7 +84,7 @@ fn every_console_command_in_the_readme_works_as_shown() {
     let root = repo_root();
     if !root.join(".git").exists() {
         assert!(!in_ci(), "the README test needs a git checkout");
-        eprintln!("SKIPPED: not a git checkout");
+        skipped("not a git checkout");
         return;
     }
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();

@@ -76,6 +76,7 @@ async fn a_1_gib_upload_keeps_the_registry_memory_flat() {
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let response = reqwest::Client::new()
         .post(format!("{}/api/v1/models/big/versions", server.url()))
+        .header("x-ferry-client", "test")
         .header(
             "content-type",
             format!("multipart/form-data; boundary={BOUNDARY}"),
@@ -116,8 +117,8 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     write!(
         stream,
-        "POST /api/v1/models/vanished/versions HTTP/1.1\r\nHost: x\r\n\
-         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/models/vanished/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         X-Ferry-Client: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -159,8 +160,8 @@ fn a_crash_in_the_middle_of_an_upload_leaves_no_partial_model_visible() {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     write!(
         stream,
-        "POST /api/v1/models/crash/versions HTTP/1.1\r\nHost: x\r\n\
-         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/v1/models/crash/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         X-Ferry-Client: test\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -448,7 +449,7 @@ fn git_auto_records_the_commit_and_refuses_a_dirty_tree() {
 fn the_registry_runs_on_postgresql_and_s3_from_its_flags() {
     let Some(endpoint) = std::env::var("FERRY_TEST_S3_ENDPOINT").ok() else {
         assert!(!in_ci(), "FERRY_TEST_S3_ENDPOINT must be set in CI");
-        eprintln!("SKIPPED: no S3 server (scripts/test.sh starts one)");
+        skipped("no S3 server (scripts/test.sh starts one)");
         return;
     };
     let bucket = std::env::var("FERRY_TEST_S3_BUCKET").unwrap();
@@ -464,7 +465,7 @@ fn the_registry_runs_on_postgresql_and_s3_from_its_flags() {
     let created = psql(&format!("CREATE DATABASE {db}"));
     if !created.status.success() {
         assert!(!in_ci(), "PostgreSQL unavailable in CI: {}", text(&created));
-        eprintln!("SKIPPED: PostgreSQL unavailable");
+        skipped("PostgreSQL unavailable");
         return;
     }
     let mut url = url::Url::parse(&admin).unwrap();

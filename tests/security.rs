@@ -547,6 +547,8 @@ async fn start_with_tokens(dir: &std::path::Path) -> Server {
             &format!("write:{WRITE}"),
             "--token",
             &format!("admin:{ADMIN}"),
+            // The matrix's webhook points at a port on this machine.
+            "--webhook-allow-private",
         ],
     )
 }
@@ -688,6 +690,7 @@ async fn secrets_never_appear_in_logs_errors_events_or_metrics() {
         "write:write-token-0123456789abcdef",
         "--token",
         "admin:admin-token-0123456789abcdef",
+        "--webhook-allow-private",
     ];
     all.extend(args.iter().map(String::as_str));
     let server = Server::start_with_env(dir.path(), &all, &[("FERRY_LOG", "debug")]);
@@ -776,4 +779,335 @@ fn sqlx_free_create_database(url: &str, name: &str) -> bool {
         .args([url, "-qc", &format!("CREATE DATABASE {name}")])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_server_refuses_rebound_hosts_cross_site_writes_and_form_posts_without_the_client_header()
+ {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["up"]);
+    let base = server.url();
+    let client = reqwest::Client::new();
+    let upload = |origin: Option<&str>, ferry_client: bool| {
+        let mut r = client
+            .post(format!("{base}/api/v1/models/fraud/versions"))
+            .multipart(upload_form());
+        if let Some(origin) = origin {
+            r = r.header("origin", origin);
+        }
+        if ferry_client {
+            r = r.header("x-ferry-client", "test");
+        }
+        r
+    };
+
+    // DNS rebinding: the attacker's name, now pointing at 127.0.0.1, arrives as the Host.
+    for path in ["/api/v1/models", "/v2/models/demo", "/v2/models/demo/ready"] {
+        let r = client
+            .get(format!("{base}{path}"))
+            .header("host", "rebind.attacker.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("DNS rebinding"), "{path}: {body}");
+    }
+    for host in [
+        format!("127.0.0.1:{}", server.port),
+        format!("localhost:{}", server.port),
+    ] {
+        let r = client
+            .get(format!("{base}/api/v1/models"))
+            .header("host", host.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+    }
+
+    // A page on another site posting a form: refused with or without the client header, and
+    // inference from it too.
+    for origin in ["https://evil.example", "null"] {
+        let r = upload(Some(origin), true).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin}");
+        assert!(r.text().await.unwrap().contains("another web site"));
+        let r = client
+            .post(format!("{base}/v2/models/demo/infer"))
+            .header("origin", origin)
+            .json(&request_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "infer from {origin}");
+    }
+    // A browser that sends no Origin on a form post: the form cannot carry the client header.
+    let r = upload(None, false).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("x-ferry-client"));
+    let r = client
+        .get(format!("{base}/api/v1/models/fraud/versions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a refused upload created the model"
+    );
+
+    // What Ferry's own clients send passes: the client header, or JSON, from the same origin.
+    let r = upload(Some(&base), true).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(format!("{base}/v2/models/demo/infer"))
+        .json(&request_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pushed = ferry(
+        dir.path(),
+        &[
+            "model",
+            "push",
+            fixture("mlp.onnx").to_str().unwrap(),
+            "--name",
+            "fraud",
+        ],
+        &[("FERRY_REGISTRY", base.as_str())],
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_cannot_reach_private_addresses_unless_the_registry_allows_them() {
+    if !have_onnxruntime() {
+        return;
+    }
+    // A name of this machine that resolves to loopback (Debian lists the host name in
+    // /etc/hosts): checked at connect time, since a name can be re-pointed after creation.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let resolved: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(hostname.as_str(), 80))
+            .map(Iterator::collect)
+            .unwrap_or_default();
+    assert!(
+        !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()),
+        "this test needs the host name `{hostname}` to resolve to loopback only (got {resolved:?})"
+    );
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = receiver.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["up", "--no-demo", "--token", &format!("admin:{ADMIN}")],
+    );
+    let base = server.url();
+    let client = reqwest::Client::new();
+    let create = |url: String| {
+        client
+            .post(format!("{base}/api/v1/webhooks"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"url": url, "events": ["*"]}))
+            .send()
+    };
+    for (url, range) in [
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "link-local",
+        ),
+        (format!("http://127.0.0.1:{port}/hook"), "loopback"),
+        (format!("http://[::ffff:127.0.0.1]:{port}/hook"), "loopback"),
+        ("http://10.0.0.1/hook".to_string(), "private"),
+        ("http://100.64.0.1/hook".to_string(), "carrier-grade NAT"),
+        ("http://[fd00::1]/hook".to_string(), "unique-local"),
+        (format!("http://localhost:{port}/hook"), "loopback"),
+    ] {
+        let r = create(url.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(range) && body.contains("--webhook-allow-private"),
+            "{url}: {body}"
+        );
+    }
+
+    // A name: accepted, and every attempt refused at connect time.
+    let r = create(format!("http://{hostname}:{port}/hook"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let hook: Value = r.json().await.unwrap();
+    let id = hook["id"].as_str().unwrap();
+    // An event for it to deliver.
+    let r = create("https://ci.example.com/other".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let error = loop {
+        let page: Value = client
+            .get(format!("{base}/api/v1/webhooks/{id}/deliveries"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(error) = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find_map(|d| d["last_error"].as_str()))
+        {
+            break error.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt was made: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        error.contains("non-public") && error.contains("loopback"),
+        "{error}"
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the registry connected to a loopback receiver"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_file_of_digests_accepts_the_tokens_it_was_made_from() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The recipe of docs/security.md, run by a shell.
+    let mut file = String::from("# digests only\n");
+    for (role, token) in [("read", READ), ("admin", ADMIN)] {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"echo "{role}:sha256:$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)""#
+            ))
+            .env("TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        file.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    assert!(!file.contains(READ) && !file.contains(ADMIN), "{file}");
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, &file).unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["up", "--no-demo", "--tokens-file", path.to_str().unwrap()],
+    );
+    let base = server.url();
+    let client = reqwest::Client::new();
+    let status = |token: &'static str, method: Method| {
+        client
+            .request(method, format!("{base}/api/v1/webhooks"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        status(READ, Method::GET).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(ADMIN, Method::GET).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // The digest is not a token.
+    let digest = file
+        .lines()
+        .nth(2)
+        .unwrap()
+        .trim_start_matches("admin:")
+        .to_string();
+    let r = client
+        .get(format!("{base}/api/v1/models"))
+        .bearer_auth(digest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_token_on_the_registry_and_on_serving() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = format!("read:{READ}");
+    let registry = Server::start(
+        dir.path(),
+        &[
+            "up",
+            "--no-demo",
+            "--token",
+            &token,
+            "--metrics-require-token",
+        ],
+    );
+    let model = format!("mlp={}", fixture("mlp.onnx").display());
+    let serving = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &model,
+            "--token",
+            &token,
+            "--metrics-require-token",
+        ],
+    );
+    let client = reqwest::Client::new();
+    for base in [registry.url(), serving.url()] {
+        let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{base}");
+        assert!(r.headers().contains_key("www-authenticate"));
+        assert!(r.text().await.unwrap().contains("--metrics-require-token"));
+        let r = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth("not-a-token-of-this-server")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{base}");
+        let r = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(READ)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{base}");
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("ferry_http_requests_total"),
+            "{base}"
+        );
+        // Probes stay open.
+        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{base}");
+    }
 }

@@ -39,3 +39,7 @@ pub mod http;
 pub mod storage;
 
 pub use error::{Result, ValidationError};
+
+/// The header Ferry's own clients send on every request (value `ferry/VERSION`). A server
+/// running without tokens accepts a write sent as a form only with it (see `http::open_mode`).
+pub const CLIENT_HEADER: &str = "x-ferry-client";

@@ -34,10 +34,21 @@ async fn have_redis() -> bool {
         redis_url()
     );
     if !up {
-        eprintln!(
-            "skipped: no Redis at {} (make test starts one)",
-            redis_url()
-        );
+        let why = format!("no Redis at {} (make test starts one)", redis_url());
+        eprintln!("SKIPPED: {why}");
+        // scripts/test.sh lists every skip at the end (the harness hides passing tests' output).
+        if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                // One write per line: tests running at once append without interleaving.
+                let test = std::thread::current().name().unwrap_or("?").to_string();
+                let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
+            }
+        }
     }
     up
 }

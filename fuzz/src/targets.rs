@@ -517,6 +517,8 @@ impl Target for Upload {
                     "content-type",
                     format!("multipart/form-data; boundary={BOUNDARY}"),
                 )
+                // As Ferry's CLI: an open registry takes form-posted writes only with it.
+                .header(ferry_api::CLIENT_HEADER, "fuzz")
                 .body(Body::from(body))
                 .map_err(|e| e.to_string())?;
             let response = router

@@ -385,6 +385,33 @@ pub struct SpecError {
     pub problems: Vec<String>,
 }
 
+/// Checks a ModelDeployment's own name: its Service and Deployment take it, and their labels
+/// carry it, so it must be a DNS-1035 label (what a Service name must be): at most 63
+/// characters, lowercase letters, digits and `-`, starting with a letter and not ending with `-`.
+///
+/// # Errors
+/// [`SpecError`] naming `metadata.name` and the rule.
+pub fn check_name(name: &str) -> Result<(), SpecError> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if ok {
+        return Ok(());
+    }
+    Err(SpecError {
+        problems: vec![format!(
+            "metadata.name `{name}` ({} characters) cannot name the Service and label the pods: \
+             use at most 63 lowercase letters, digits and `-`, starting with a letter",
+            name.chars().count()
+        )],
+    })
+}
+
 impl ModelDeploymentSpec {
     /// The version or alias to serve.
     ///
@@ -722,6 +749,23 @@ mod tests {
         assert_eq!(config.thresholds.max_error_rate, 0.01);
         assert_eq!(config.max_inconclusive, 10);
         assert_eq!(spec.image_or_default(), DEFAULT_IMAGE);
+    }
+
+    #[test]
+    fn names_that_cannot_name_a_service_are_refused() {
+        for good in ["fraud", "fraud-v2", &format!("a{}", "b".repeat(62))] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            format!("a{}", "b".repeat(63)),
+            "fraud.v2".to_string(),
+            "Fraud".to_string(),
+            "2fraud".to_string(),
+            "fraud-".to_string(),
+        ] {
+            let err = check_name(&bad).unwrap_err();
+            assert!(err.problems[0].contains("metadata.name"), "{bad}");
+        }
     }
 
     #[test]

@@ -7,19 +7,35 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_api::http::auth::{Principal, Role, Tokens, bearer, drain_refused, needed_role};
+use ferry_api::http::open_mode;
 
 use crate::error::Error;
 
 /// Middleware: authenticates the bearer token and enforces the method's default role.
 ///
 /// # Errors
-/// 401 without a valid token, 403 when the token's role is too weak.
+/// 401 without a valid token, 403 when the token's role is too weak; without tokens, 403 for
+/// what [`open_mode::refusal`] refuses.
 pub async fn require_token(
     State(tokens): State<Tokens>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let needed = needed_role(request.method(), route);
     let principal = if tokens.is_open() {
+        if let Some(refused) = open_mode::refusal(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            needed >= Role::Write,
+        ) {
+            drain_refused(request).await;
+            return Err(Error::OpenModeRefused(refused));
+        }
         Principal {
             role: Role::Admin,
             label: "open".into(),
@@ -34,11 +50,6 @@ pub async fn require_token(
             }
         }
     };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str);
-    let needed = needed_role(request.method(), route);
     if principal.role < needed {
         drain_refused(request).await;
         return Err(Error::Forbidden {

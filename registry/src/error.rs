@@ -26,6 +26,13 @@ pub enum Error {
         /// Role of the presented token.
         has: Role,
     },
+    /// A server without tokens refuses a request a web page could have sent (foreign `Host` or
+    /// `Origin`, a form-posted write): see `ferry_api::http::open_mode`.
+    #[error("{0}")]
+    OpenModeRefused(String),
+    /// Too many requests of this kind are in progress (uploads); retry shortly.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -123,7 +130,8 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. } | Error::OpenModeRefused(_) => StatusCode::FORBIDDEN,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
@@ -146,7 +154,8 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad-request",
             Error::Unauthorized => "unauthorized",
-            Error::Forbidden { .. } => "forbidden",
+            Error::Forbidden { .. } | Error::OpenModeRefused(_) => "forbidden",
+            Error::TooManyRequests(_) => "too-many-requests",
             Error::NotFound(_) => "not-found",
             Error::Conflict(_) => "conflict",
             Error::PreconditionFailed(_) => "precondition-failed",
@@ -217,7 +226,7 @@ impl IntoResponse for Error {
                     HeaderValue::from_static("Bearer realm=\"ferry\""),
                 );
             }
-            Error::Retryable(_) | Error::Unavailable(_) => {
+            Error::Retryable(_) | Error::Unavailable(_) | Error::TooManyRequests(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -135,6 +135,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Longest `wait` a long-poll of the event log may ask for.
     pub max_event_wait: Duration,
+    /// `/metrics` only for requests with a valid token (when tokens are configured).
+    pub metrics_require_token: bool,
+    /// Event waiters (SSE streams and long-polls with a `wait`) open at once; one more is a 503
+    /// with `Retry-After`.
+    pub max_event_waiters: usize,
     /// How long serving replicas' endpoint reports are kept; also the longest analysis window.
     pub report_retention: Duration,
     /// How often the drift monitor (`drift::spawn_drift_monitor`) judges endpoints, and the
@@ -151,15 +156,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            upload: UploadLimits {
-                max_model_bytes: 2 * 1024 * 1024 * 1024,
-                max_metadata_bytes: 16 * 1024 * 1024,
-                idle_timeout: Duration::from_secs(60),
-                require_lineage: false,
-            },
+            upload: UploadLimits::default(),
             tokens: Tokens::default(),
             request_timeout: Duration::from_secs(30),
             max_event_wait: Duration::from_secs(60),
+            max_event_waiters: 1024,
+            metrics_require_token: false,
             report_retention: Duration::from_secs(3600),
             drift_interval: drift::monitor::DEFAULT_INTERVAL,
             webhooks: webhooks::WebhookConfig::default(),
@@ -189,6 +191,10 @@ pub struct AppState {
     pub predictions: Option<ferry_feedback::SharedIndex>,
     /// Where accepted feedback is logged for training sets (`--prediction-log`), if anywhere.
     pub feedback_log: Option<ferry_feedback::log::PredictionLog>,
+    /// One permit per open event waiter (`Config::max_event_waiters`).
+    pub event_waiters: Arc<tokio::sync::Semaphore>,
+    /// One permit per upload being received (`UploadLimits::max_concurrent`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -204,7 +210,11 @@ impl AppState {
         http_metrics: ferry_api::http::HttpMetrics,
     ) -> prometheus::Result<Self> {
         let metrics = metrics::RegistryMetrics::register(&prometheus)?;
+        let event_waiters = Arc::new(tokio::sync::Semaphore::new(config.max_event_waiters));
+        let uploads = Arc::new(tokio::sync::Semaphore::new(config.upload.max_concurrent));
         Ok(AppState {
+            event_waiters,
+            uploads,
             store,
             blobs,
             config: Arc::new(config),

@@ -1,15 +1,15 @@
 //! Receiving a model version: bytes streamed to object storage while they are hashed and parsed
 //! as ONNX on a blocking thread, then recorded in one transaction.
 //!
-//! Memory stays flat whatever the model's size: the bytes pass through in chunks, a bounded
-//! channel feeds the hashing thread, and the object store holds at most a few parts in flight.
+//! Memory stays flat whatever the model's size: the bytes pass through in chunks, at most two
+//! 1 MiB batches wait for or are in hashing, and the object store holds at most a few parts in
+//! flight.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::blob_store::{BlobStore, BlobWriter};
@@ -29,14 +29,34 @@ pub struct UploadLimits {
     pub idle_timeout: Duration,
     /// Refuse versions without a git commit and hashed training data.
     pub require_lineage: bool,
+    /// Uploads received at once; one more is a 429 (each holds a connection, an object-store
+    /// write and, while bytes are hashed, a blocking thread).
+    pub max_concurrent: usize,
+    /// Slowest average rate, in bytes per second, an upload may keep once
+    /// [`UploadLimits::min_rate_after`] has passed (408 below it): a client trickling a byte
+    /// just inside the idle timeout cannot hold its place for hours.
+    pub min_rate: u64,
+    /// How long an upload may take before its average rate is judged.
+    pub min_rate_after: Duration,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_model_bytes: 2 * 1024 * 1024 * 1024,
+            max_metadata_bytes: 16 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            require_lineage: false,
+            max_concurrent: 32,
+            min_rate: 16 * 1024,
+            min_rate_after: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Metadata up to this size is parsed on the reactor; larger is parsed on the blocking pool.
 const INLINE_METADATA_BYTES: usize = 64 * 1024;
 
-/// Batches queued for the hashing thread; with [`DIGEST_BATCH`] this bounds the memory held when
-/// hashing is slower than the network (8 × 1 MiB).
-const DIGEST_QUEUE: usize = 8;
 /// Bytes handed to the hashing thread at a time: the network delivers chunks of a few KiB, and
 /// waking the thread for each would cost more in context switches than the hashing itself.
 const DIGEST_BATCH: usize = 1024 * 1024;
@@ -193,7 +213,8 @@ impl UploadSession {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: Into<Error>,
     {
-        let (tx, worker) = spawn_digester();
+        let mut digester = Digester::new();
+        let started = tokio::time::Instant::now();
         let mut size: u64 = 0;
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
@@ -209,6 +230,18 @@ impl UploadSession {
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(Into::into)?;
             size += chunk.len() as u64;
+            let elapsed = started.elapsed();
+            if elapsed > self.limits.min_rate_after
+                && (size as f64) < self.limits.min_rate as f64 * elapsed.as_secs_f64()
+            {
+                return Err(Error::RequestTimeout(format!(
+                    "the upload averaged {:.0} bytes/s over {} s, below this registry's minimum \
+                     of {} bytes/s",
+                    size as f64 / elapsed.as_secs_f64(),
+                    elapsed.as_secs(),
+                    self.limits.min_rate
+                )));
+            }
             if size > self.limits.max_model_bytes {
                 return Err(Error::PayloadTooLarge(format!(
                     "the model is larger than this registry's limit of {} bytes",
@@ -219,8 +252,8 @@ impl UploadSession {
             batch.push(chunk.clone());
             if batch_len >= DIGEST_BATCH {
                 batch_len = 0;
-                if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                    // The digester stopped early: the bytes are not ONNX. Its result says why.
+                if !digester.feed(std::mem::take(&mut batch)).await? {
+                    // The bytes are not ONNX; the digest says why.
                     break;
                 }
             }
@@ -230,13 +263,10 @@ impl UploadSession {
             }
         }
         if !batch.is_empty() {
-            // An error here means the digester already has its verdict.
-            let _ = tx.send(batch).await;
+            // `false` here means the digester already has its verdict.
+            digester.feed(batch).await?;
         }
-        drop(tx);
-        let digest = worker
-            .await
-            .map_err(|e| Error::Internal(format!("digest thread failed: {e}")))?;
+        let digest = digester.finish().await?;
         let signature = digest.signature.map_err(|e| {
             Error::Unprocessable(format!("the `model` part is not a valid ONNX model: {e}"))
         })?;
@@ -409,34 +439,81 @@ struct DigestOutcome {
     signature: std::result::Result<ModelSignature, OnnxError>,
 }
 
-/// Hashes and parses the bytes on a blocking thread, so a multi-gigabyte upload never holds a
-/// reactor thread for the milliseconds each chunk's SHA-256 takes.
-fn spawn_digester() -> (mpsc::Sender<Vec<Bytes>>, JoinHandle<DigestOutcome>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(DIGEST_QUEUE);
-    let handle = tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let mut scanner = OnnxScanner::new();
-        let mut size = 0u64;
-        while let Some(batch) = rx.blocking_recv() {
+/// Hashes and parses the bytes on the blocking pool, one batch at a time: a thread is held
+/// only while there are bytes to hash (a trickling upload holds none), and the next batch is
+/// received while the previous one is hashed.
+struct Digester {
+    /// The state, when no batch is being hashed.
+    idle: Option<DigestState>,
+    /// The batch being hashed, which gives the state back.
+    busy: Option<JoinHandle<DigestState>>,
+}
+
+struct DigestState {
+    hasher: Sha256,
+    scanner: OnnxScanner,
+    size: u64,
+    failed: Option<OnnxError>,
+}
+
+impl Digester {
+    fn new() -> Self {
+        Digester {
+            idle: Some(DigestState {
+                hasher: Sha256::new(),
+                scanner: OnnxScanner::new(),
+                size: 0,
+                failed: None,
+            }),
+            busy: None,
+        }
+    }
+
+    async fn state(&mut self) -> Result<DigestState> {
+        if let Some(busy) = self.busy.take() {
+            return busy
+                .await
+                .map_err(|e| Error::Internal(format!("digest thread failed: {e}")));
+        }
+        self.idle
+            .take()
+            .ok_or_else(|| Error::Internal("digest state lost".into()))
+    }
+
+    /// Starts hashing `batch` once the previous batch is done. `false` when the bytes so far
+    /// are already known not to be ONNX (nothing more needs hashing).
+    async fn feed(&mut self, batch: Vec<Bytes>) -> Result<bool> {
+        let mut state = self.state().await?;
+        if state.failed.is_some() {
+            self.idle = Some(state);
+            return Ok(false);
+        }
+        self.busy = Some(tokio::task::spawn_blocking(move || {
             for chunk in batch {
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                if let Err(e) = scanner.feed(&chunk) {
-                    return DigestOutcome {
-                        sha256: hex::encode(hasher.finalize()),
-                        size,
-                        signature: Err(e),
-                    };
+                state.hasher.update(&chunk);
+                state.size += chunk.len() as u64;
+                if let Err(e) = state.scanner.feed(&chunk) {
+                    state.failed = Some(e);
+                    break;
                 }
             }
-        }
-        DigestOutcome {
-            sha256: hex::encode(hasher.finalize()),
-            size,
-            signature: scanner.finish(),
-        }
-    });
-    (tx, handle)
+            state
+        }));
+        Ok(true)
+    }
+
+    async fn finish(mut self) -> Result<DigestOutcome> {
+        let state = self.state().await?;
+        let signature = match state.failed {
+            Some(e) => Err(e),
+            None => state.scanner.finish(),
+        };
+        Ok(DigestOutcome {
+            sha256: hex::encode(state.hasher.finalize()),
+            size: state.size,
+            signature,
+        })
+    }
 }
 
 /// What an idempotent retry must match: the bytes and the metadata.

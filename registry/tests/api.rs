@@ -28,6 +28,7 @@ on_every_backend!(
     listings_are_newest_first_and_paginated,
     a_consumer_resuming_from_its_last_id_sees_every_event_once_in_order_across_1000_concurrent_writes,
     a_long_poll_returns_as_soon_as_an_event_commits,
+    waiters_share_one_poller_that_wakes_them_all_for_another_replicas_event,
     the_event_stream_sends_server_sent_events_and_resumes_from_last_event_id,
     a_declared_sha256_that_does_not_match_the_bytes_is_refused,
     a_profile_is_stored_with_its_version,
@@ -898,4 +899,95 @@ async fn a_profile_is_stored_with_its_version(app: &TestApp) {
 fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn waiters_share_one_poller_that_wakes_them_all_for_another_replicas_event(app: &TestApp) {
+    const WAITERS: usize = 100;
+    // Another registry on the same database: its commits do not wake this process directly.
+    let other = app.state.store.reopen(2).await.unwrap();
+    let (_, head) = app.get("/api/v1/events?after=0").await;
+    let after = head["head"].as_i64().unwrap();
+    let polls_before = app.state.store.event_polls();
+    let started = std::time::Instant::now();
+    let mut waiters = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS {
+        let router = app.router.clone();
+        waiters.spawn(async move {
+            let response = tower::ServiceExt::oneshot(
+                router,
+                Request::get(format!("/api/v1/events?after={after}&wait=30"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            json(&body)
+        });
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    other
+        .create_webhook(ferry_api::webhooks::NewWebhook {
+            url: "https://ci.example.com/hook".into(),
+            events: vec!["*".into()],
+            secret: None,
+        })
+        .await
+        .unwrap();
+    while let Some(page) = waiters.join_next().await {
+        let page = page.unwrap();
+        assert_eq!(page["events"][0]["type"], "webhook.created", "{page}");
+    }
+    let elapsed = started.elapsed();
+    // Woken by the poller within its interval, not by the 30 s deadline.
+    assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
+    // One counter read per half second for all of them, not one per waiter (which would be
+    // WAITERS per half second).
+    let polls = app.state.store.event_polls() - polls_before;
+    let bound = elapsed.as_millis() as u64 / 500 + 3;
+    assert!(
+        (1..=bound).contains(&polls),
+        "{polls} counter reads in {elapsed:?} for {WAITERS} waiters"
+    );
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_waiters_beyond_the_cap_get_a_503_and_a_closed_stream_frees_its_place() {
+    let config = ferry_registry::Config {
+        max_event_waiters: 2,
+        ..ferry_registry::Config::default()
+    };
+    let Some(app) = TestApp::with_config(Db::Sqlite, Blobs::Local, config).await else {
+        return;
+    };
+    let open = || {
+        tower::ServiceExt::oneshot(
+            app.router.clone(),
+            Request::get("/api/v1/events/stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = open().await.unwrap();
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(third.headers().contains_key("retry-after"));
+    // A long-poll that waits takes a place too; one that does not wait never needs one.
+    let (status, _) = app.get("/api/v1/events?after=0&wait=1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _) = app.get("/api/v1/events?after=0").await;
+    assert_eq!(status, StatusCode::OK);
+    drop(first);
+    let again = open().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    drop((second, again));
+    app.cleanup().await;
 }

@@ -97,6 +97,112 @@ async fn a_client_that_stalls_mid_upload_is_dropped_after_the_idle_timeout() {
     assert!(app.files_on_disk().is_empty(), "{:?}", app.files_on_disk());
 }
 
+/// A body whose bytes are sent as `chunks` says: the first at once, then one every `every`.
+fn trickle(
+    chunks: Vec<bytes::Bytes>,
+    every: Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(
+        (chunks.into_iter(), true),
+        move |(mut rest, first)| async move {
+            let next = rest.next()?;
+            if !first {
+                tokio::time::sleep(every).await;
+            }
+            Some((Ok(next), (rest, false)))
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_upload_slower_than_the_minimum_rate_is_dropped_and_leaves_nothing() {
+    let mut config = Config::default();
+    config.upload.min_rate = 1024 * 1024;
+    config.upload.min_rate_after = Duration::from_millis(500);
+    let app = app_with(config).await;
+    let (ctype, body) = multipart(&[("model", MLP.to_vec())]);
+    // 64-byte chunks every 50 ms: never idle for long, far below 1 MiB/s.
+    let chunks: Vec<bytes::Bytes> = body.chunks(64).map(bytes::Bytes::copy_from_slice).collect();
+    let (status, _, answer) = app
+        .send(
+            Request::post("/api/v1/models/trickle/versions")
+                .header("content-type", ctype)
+                .body(Body::from_stream(trickle(
+                    chunks,
+                    Duration::from_millis(50),
+                )))
+                .unwrap(),
+        )
+        .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{answer}");
+    assert!(answer.contains("below this registry's minimum"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(app.files_on_disk().is_empty(), "{:?}", app.files_on_disk());
+    let (status, _) = app.get("/api/v1/models/trickle").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_concurrency_cap_get_a_429_and_a_finished_one_frees_its_place() {
+    let mut config = Config::default();
+    config.upload.max_concurrent = 1;
+    let app = app_with(config).await;
+    let (ctype, body) = multipart(&[("model", MLP.to_vec())]);
+    let head = bytes::Bytes::copy_from_slice(&body[..body.len() / 2]);
+    let tail = bytes::Bytes::copy_from_slice(&body[body.len() / 2..]);
+    // The first upload sends half, then waits for the test to let it finish.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let slow = futures::stream::unfold(
+        (Some(head), Some(tail), Some(released)),
+        |state| async move {
+            match state {
+                (Some(head), tail, released) => {
+                    Some((Ok::<_, std::io::Error>(head), (None, tail, released)))
+                }
+                (None, Some(tail), Some(released)) => {
+                    let _ = released.await;
+                    Some((Ok(tail), (None, None, None)))
+                }
+                _ => None,
+            }
+        },
+    );
+    let router = app.router.clone();
+    let first = tokio::spawn(tower::ServiceExt::oneshot(
+        router,
+        Request::post("/api/v1/models/first/versions")
+            .header("content-type", ctype.clone())
+            .body(Body::from_stream(slow))
+            .unwrap(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.state.uploads.available_permits() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, headers, answer) = app
+        .send(
+            Request::post("/api/v1/models/second/versions")
+                .header("content-type", ctype.clone())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(answer.contains("--max-concurrent-uploads"), "{answer}");
+    assert_eq!(headers["retry-after"], "1");
+    release.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let (status, v) = app.upload("second", MLP, None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
 #[tokio::test]
 async fn require_lineage_refuses_versions_without_commit_and_data_naming_what_is_missing() {
     let mut config = Config::default();

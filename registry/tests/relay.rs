@@ -57,10 +57,10 @@ impl Broker {
                     !in_ci(),
                     "RabbitMQ is required when CI=true but unreachable: {e}"
                 );
-                eprintln!(
-                    "SKIPPED: RabbitMQ unreachable at {} ({e}); start it or set FERRY_TEST_AMQP_URL",
+                skipped(&format!(
+                    "RabbitMQ unreachable at {} ({e}); start it or set FERRY_TEST_AMQP_URL",
                     ferry_registry::store::redact_url(&amqp_url())
-                );
+                ));
                 return None;
             }
         };

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Db, MLP, in_ci, json, multipart};
+use common::{Db, MLP, in_ci, json, multipart, skipped};
 use ferry_api::client::RegistryClient;
 use ferry_api::http::auth::Tokens;
 use ferry_api::http::metrics::HttpMetrics;
@@ -88,7 +88,7 @@ async fn open_state(url: &str, dir: &std::path::Path, config: Config) -> AppStat
 
 impl Registry {
     async fn new(db: Db) -> Option<Self> {
-        Self::with_config(db, Config::default()).await
+        Self::with_config(db, local_config()).await
     }
 
     async fn with_config(db: Db, config: Config) -> Option<Self> {
@@ -113,7 +113,9 @@ impl Registry {
                 .await;
                 if let Err(e) = created {
                     assert!(!in_ci(), "PostgreSQL is required when CI=true: {e}");
-                    eprintln!("SKIPPED: PostgreSQL unavailable ({e}); scripts/test.sh starts it");
+                    skipped(&format!(
+                        "PostgreSQL unavailable ({e}); scripts/test.sh starts it"
+                    ));
                     return None;
                 }
                 let mut url = url::Url::parse(&admin).unwrap();
@@ -122,7 +124,7 @@ impl Registry {
             }
         };
         let state = open_state(&url, dir.path(), config.clone()).await;
-        let router = ferry_registry::router(state.clone());
+        let router = common::client_router(state.clone());
         Some(Registry {
             url,
             dir,
@@ -138,7 +140,7 @@ impl Registry {
     async fn restart(&mut self) {
         self.state.store.close().await;
         self.state = open_state(&self.url, self.dir.path(), self.config.clone()).await;
-        self.router = ferry_registry::router(self.state.clone());
+        self.router = common::client_router(self.state.clone());
     }
 
     /// Another store on the same database: a second registry replica.
@@ -264,8 +266,17 @@ fn config() -> WebhookConfig {
     WebhookConfig {
         max_attempts: 8,
         request_timeout: Duration::from_secs(5),
+        // The receivers of these tests listen on loopback.
+        allow_private: true,
         ..WebhookConfig::default()
     }
+}
+
+/// The registry's settings with webhooks to loopback allowed (the receivers of these tests).
+fn local_config() -> Config {
+    let mut config = Config::default();
+    config.webhooks.allow_private = true;
+    config
 }
 
 /// A clock the tests move by hand: each round happens well after every retry has come due
@@ -1098,7 +1109,7 @@ async fn only_admin_tokens_may_use_the_webhook_routes() {
         Db::Sqlite,
         Config {
             tokens,
-            ..Config::default()
+            ..local_config()
         },
     )
     .await

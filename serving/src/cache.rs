@@ -62,9 +62,24 @@ impl ArtifactCache {
         })
     }
 
-    /// Where the artifact with this hash lives.
-    pub fn path_of(&self, sha256: &str) -> PathBuf {
-        self.dir.join("blobs").join(sha256)
+    /// Where the artifact with this hash lives. The hash comes from the registry (or a manifest
+    /// on disk): anything but 64 lowercase hex digits is refused rather than joined to a path,
+    /// so no answer can make serving read or write outside its cache.
+    ///
+    /// # Errors
+    /// [`CatalogError::Corrupt`] naming the value.
+    pub fn path_of(&self, sha256: &str) -> Result<PathBuf, CatalogError> {
+        if !ferry_api::lineage::is_hex_of_len(sha256, 64) {
+            let shown: String = sha256
+                .chars()
+                .take(80)
+                .flat_map(char::escape_default)
+                .collect();
+            return Err(CatalogError::Corrupt(format!(
+                "the registry gave `{shown}` as a sha256; expected 64 lowercase hex digits"
+            )));
+        }
+        Ok(self.dir.join("blobs").join(sha256))
     }
 
     /// The artifact of `record`, downloaded and verified if it is not cached yet.
@@ -79,9 +94,18 @@ impl ArtifactCache {
         record: &VersionRecord,
         limit: std::time::Duration,
     ) -> Result<PathBuf, CatalogError> {
-        let path = self.path_of(&record.sha256);
+        let path = self.path_of(&record.sha256)?;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(path);
+            // Bytes on disk may have rotted or been changed since they were verified: checked
+            // again before every load (hashing costs far less than the load), and fetched
+            // anew when they no longer match.
+            match self.verify(&record.sha256).await {
+                Ok(path) => return Ok(path),
+                Err(CatalogError::Corrupt(why)) => {
+                    tracing::warn!(model = %record.name, version = record.version, %why, "downloading the artifact again");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let tmp = self.dir.join("tmp").join(format!(
             "{}.{}",
@@ -111,7 +135,7 @@ impl ArtifactCache {
     /// # Errors
     /// [`CatalogError::Corrupt`] or [`CatalogError::Io`].
     pub async fn verify(&self, sha256: &str) -> Result<PathBuf, CatalogError> {
-        let path = self.path_of(sha256);
+        let path = self.path_of(sha256)?;
         let check = path.clone();
         let digest = ferry_api::blocking::run_blocking(move || -> std::io::Result<String> {
             let mut file = std::fs::File::open(&check)?;
@@ -166,5 +190,32 @@ impl ArtifactCache {
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sha256_is_joined_to_the_cache_folder() {
+        let cache = ArtifactCache {
+            dir: PathBuf::from("/var/cache/ferry"),
+        };
+        let good = "a".repeat(64);
+        assert_eq!(
+            cache.path_of(&good).unwrap(),
+            PathBuf::from("/var/cache/ferry/blobs").join(&good)
+        );
+        for hostile in [
+            "../../../etc/passwd".to_string(),
+            format!("../{}", "a".repeat(61)),
+            "A".repeat(64),
+            "a".repeat(63),
+            String::new(),
+        ] {
+            let err = cache.path_of(&hostile).unwrap_err().to_string();
+            assert!(err.contains("64 lowercase hex"), "{hostile}: {err}");
+        }
     }
 }

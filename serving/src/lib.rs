@@ -48,6 +48,10 @@ pub struct ServingConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted (413 past it).
     pub max_request_bytes: usize,
+    /// Bytes of inference request bodies held at once, all requests together: a body that does
+    /// not fit is answered 503 with `Retry-After` before (or as soon as) it would pass the
+    /// budget, so memory is bounded by this, not by connections × `max_request_bytes`.
+    pub max_buffered_bytes: usize,
     /// Runtime options for every model without its own.
     pub runtime: RuntimeOptions,
     /// Runtime options per model name.
@@ -71,6 +75,7 @@ impl Default for ServingConfig {
         ServingConfig {
             request_timeout: Duration::from_secs(10),
             max_request_bytes: 64 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
             runtime: RuntimeOptions::default(),
             model_options: HashMap::new(),
             feedback_capacity: served::PREDICTION_CAPACITY,
@@ -125,6 +130,8 @@ pub struct ServingState {
     pub drift_gauges: api::DriftGauges,
     /// Where predictions are remembered until their feedback arrives.
     pub predictions: ferry_feedback::SharedIndex,
+    /// Request bodies being held, in KiB (`ServingConfig::max_buffered_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 pub use repository::ModelRepository;

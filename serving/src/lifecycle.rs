@@ -117,7 +117,10 @@ impl Serving {
             )),
         };
         api::FeedbackIndexMetrics::register(prometheus, predictions.clone())?;
+        // In KiB; never less than one body of the largest size accepted.
+        let budget_kib = config.max_buffered_bytes.max(config.max_request_bytes) / 1024;
         let state = ServingState {
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib.max(1))),
             repository: repository.clone(),
             config: config.clone(),
             metrics: request_metrics,

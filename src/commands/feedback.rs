@@ -157,9 +157,11 @@ fn queue_config(args: &DeadLettersArgs) -> Result<FeedbackQueueConfig> {
     // Optional in clap only: a required flag shared by `dead-letters` and its `replay` trips
     // clap's subcommand validation.
     let Some(url) = &args.queue else {
-        anyhow::bail!(
+        return Err(crate::cli::UsageError(
             "which broker? pass --queue amqp://USER:PASS@HOST:5672/VHOST (or set FERRY_FEEDBACK_QUEUE)"
-        );
+                .into(),
+        )
+        .into());
     };
     let mut config = FeedbackQueueConfig::new(url).map_err(anyhow::Error::msg)?;
     config

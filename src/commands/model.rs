@@ -529,6 +529,15 @@ async fn set_status(target: VersionTarget, status: VersionStatus) -> Result<()> 
     Ok(())
 }
 
+/// `NAME-vN.onnx` in the current folder, from what the registry answered: a name that is not a
+/// valid model name (a path, `..`, a control character) is refused rather than written to.
+fn default_download_name(name: &str, version: i64) -> Result<PathBuf> {
+    names::validate("model", name).map_err(|e| {
+        anyhow::anyhow!("the registry answered with an unusable model name: {e}; pass -O FILE")
+    })?;
+    Ok(PathBuf::from(format!("{name}-v{version}.onnx")))
+}
+
 async fn download(args: DownloadArgs) -> Result<()> {
     let target = ModelRef::parse(&args.target)?;
     let api = connect(&args.client)?;
@@ -538,10 +547,10 @@ async fn download(args: DownloadArgs) -> Result<()> {
         .download(&record.name, &VersionRef::Number(record.version))
         .await?;
     let to_stdout = args.output_file.as_deref() == Some(Path::new("-"));
-    let path = args
-        .output_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{}-v{}.onnx", record.name, record.version)));
+    let path = match args.output_file.clone() {
+        Some(path) => path,
+        None => default_download_name(&record.name, record.version)?,
+    };
     let size = u64::try_from(record.size).unwrap_or(0);
     let bar = if to_stdout {
         indicatif::ProgressBar::hidden()
@@ -612,6 +621,18 @@ async fn download(args: DownloadArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_download_name_refuses_paths_from_the_registry() {
+        assert_eq!(
+            default_download_name("fraud", 3).unwrap(),
+            PathBuf::from("fraud-v3.onnx")
+        );
+        for hostile in ["../../.bashrc", "/etc/passwd", "a/b", "..", "a\nb", ""] {
+            let err = default_download_name(hostile, 1).unwrap_err().to_string();
+            assert!(err.contains("-O FILE"), "{hostile}: {err}");
+        }
+    }
 
     #[test]
     fn params_keep_numbers_and_booleans() {

@@ -291,15 +291,23 @@ def test_generated_tokens_are_one_per_role_and_long_enough(chart):
     secret = by_kind(docs, "Secret")["ferry-registry-tokens"]
     import base64
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    import hashlib
+
+    def digest(role):
+        return "sha256:" + hashlib.sha256(data[role].encode()).hexdigest()
+
+    roles = ["admin", "write", "read", "serving", "feedback"]
+    assert all(len(data[r]) >= 16 for r in roles)
+    assert len({data[r] for r in roles}) == 5
+    # The tokens files hold digests only (`ROLE:sha256:HEX`): no token is in them.
     lines = dict(line.split(":", 1) for line in data["tokens"].splitlines())
-    assert lines == {"admin": data["admin"], "write": data["write"], "read": data["read"],
-                     "serving": data["serving"], "feedback": data["feedback"]}
-    assert all(len(v) >= 16 for v in lines.values())
-    assert len(set(lines.values())) == 5
+    assert lines == {r: digest(r) for r in roles}
     # Serving pods' file: what clients present (business systems' feedback included), never
     # admin (nor the pods' own registry token).
     serving = dict(line.split(":", 1) for line in data["serving-tokens"].splitlines())
-    assert serving == {"write": data["write"], "read": data["read"], "feedback": data["feedback"]}
+    assert serving == {r: digest(r) for r in ["write", "read", "feedback"]}
+    for r in roles:
+        assert data[r] not in data["tokens"] + data["serving-tokens"]
     # Marked for the operator, which reads tokens from no other Secret.
     assert secret["metadata"]["labels"]["ferry.dev/registry-token"] == "true"
 

@@ -45,7 +45,7 @@ pub fn have_onnxruntime() -> bool {
         !in_ci(),
         "ONNX Runtime is required when CI=true: run `make ort`"
     );
-    eprintln!("SKIPPED: no ONNX Runtime (run `make ort`)");
+    skipped("no ONNX Runtime (run `make ort`)");
     false
 }
 
@@ -300,5 +300,24 @@ mod reqwest {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| std::io::Error::other("no status"))
+    }
+}
+
+/// Says a test is skipped and why: on stderr (shown with `--nocapture`) and, when
+/// scripts/test.sh set `FERRY_TEST_SKIP_LOG`, in that file, which it lists at the end of the run
+/// (the test harness hides the output of tests that pass).
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write per line: tests running at once append without interleaving.
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
+        }
     }
 }

@@ -125,7 +125,11 @@ impl RegistryClient {
 
     /// A request with the bearer token attached.
     pub fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, url);
+        // Ferry's own client: an open registry accepts writes sent as forms only with this.
+        let builder = self.http.request(method, url).header(
+            crate::CLIENT_HEADER,
+            concat!("ferry/", env!("CARGO_PKG_VERSION")),
+        );
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,

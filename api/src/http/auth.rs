@@ -92,7 +92,9 @@ impl fmt::Debug for Tokens {
 
 impl Tokens {
     /// Parses `ROLE:SECRET` entries, as given by `--token`, `FERRY_TOKENS` (comma separated) or a
-    /// tokens file (one per line, `#` comments).
+    /// tokens file (one per line, `#` comments). `ROLE:sha256:<64 hex>` gives the token by its
+    /// SHA-256 instead ([`digest_entry`] writes one): a file of digests lets a server check
+    /// tokens without holding any, so a pod that faces traffic has nothing worth stealing.
     ///
     /// # Errors
     /// Names the malformed entry by position, never by its secret.
@@ -111,6 +113,19 @@ impl Tokens {
             };
             let role: Role = role.trim().parse()?;
             let secret = secret.trim();
+            if let Some(digest) = secret.strip_prefix(DIGEST_PREFIX) {
+                entries.push(TokenEntry {
+                    digest: parse_digest(digest).ok_or_else(|| {
+                        format!(
+                            "token entry {} ({role}) starts with `{DIGEST_PREFIX}` but is not \
+                             followed by 64 hex digits (the SHA-256 of the token)",
+                            index + 1
+                        )
+                    })?,
+                    role,
+                });
+                continue;
+            }
             if secret.len() < 16 {
                 return Err(format!(
                     "token entry {} ({role}) is shorter than 16 characters; use a long random secret",
@@ -147,6 +162,23 @@ impl Tokens {
             label: hex::encode(&digest[..4]),
         })
     }
+}
+
+/// What marks a tokens-file entry as a digest: `ROLE:sha256:<64 hex>`.
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// The tokens-file entry that accepts `secret` for `role` without containing it:
+/// `ROLE:sha256:<hex of SHA-256(secret)>` (what `printf %s SECRET | sha256sum` prints).
+pub fn digest_entry(role: Role, secret: &str) -> String {
+    format!(
+        "{role}:{DIGEST_PREFIX}{}",
+        hex::encode(Sha256::digest(secret.trim().as_bytes()))
+    )
+}
+
+fn parse_digest(hex_digits: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_digits.trim()).ok()?;
+    bytes.try_into().ok()
 }
 
 /// The bearer token of a request's `Authorization` header, if it has one.
@@ -290,6 +322,38 @@ mod tests {
             Role::Admin
         );
         assert!(tokens.authenticate("cccccccccccccccccccc").is_none());
+    }
+
+    #[test]
+    fn digest_entries_accept_the_token_they_were_made_from() {
+        let secret = "a-long-random-secret-0123456789";
+        let entry = digest_entry(Role::Serving, secret);
+        assert!(
+            entry.starts_with("serving:sha256:") && !entry.contains(secret),
+            "{entry}"
+        );
+        // What `printf %s SECRET | sha256sum` prints, in upper case too.
+        let upper = format!(
+            "read:sha256:{}",
+            entry["serving:sha256:".len()..].to_uppercase()
+        );
+        let tokens = Tokens::parse([entry.as_str(), upper.as_str()]).unwrap();
+        assert_eq!(tokens.authenticate(secret).unwrap().role, Role::Serving);
+        assert!(
+            tokens
+                .authenticate("a-long-random-secret-0123456780")
+                .is_none()
+        );
+        // The digest itself is not a token.
+        assert!(tokens.authenticate(&entry["serving:".len()..]).is_none());
+        for bad in [
+            "read:sha256:abc",
+            "read:sha256:",
+            &format!("read:sha256:{}", "zz".repeat(32)),
+        ] {
+            let err = Tokens::parse([bad]).unwrap_err();
+            assert!(err.contains("64 hex digits"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -109,6 +109,35 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// `GET /metrics`: open, or with `require_token` (and tokens configured) only for requests
+/// carrying any valid token (401 otherwise): metric labels name models, endpoints and features.
+pub fn route<S: Clone + Send + Sync + 'static>(
+    registry: Arc<Registry>,
+    tokens: &super::Tokens,
+    require_token: bool,
+) -> axum::routing::MethodRouter<S> {
+    let tokens = (require_token && !tokens.is_open()).then(|| tokens.clone());
+    axum::routing::get(move |headers: axum::http::HeaderMap| {
+        let registry = registry.clone();
+        let tokens = tokens.clone();
+        async move {
+            if let Some(tokens) = &tokens
+                && super::auth::bearer(&headers)
+                    .and_then(|presented| tokens.authenticate(presented))
+                    .is_none()
+            {
+                return (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"ferry\"")],
+                    "/metrics needs a bearer token on this server (--metrics-require-token)\n",
+                )
+                    .into_response();
+            }
+            expose(State(registry)).await
+        }
+    })
+}
+
 /// Handler for `GET /metrics`: the Prometheus text exposition of `registry`.
 pub async fn expose(State(registry): State<Arc<Registry>>) -> Response {
     let encoder = TextEncoder::new();

@@ -1,10 +1,12 @@
 //! The HTTP plumbing every Ferry server shares (feature `http`): bearer tokens and roles
 //! ([`auth`]), request ids ([`request_id`]), the layers each process wraps its routes in once
-//! ([`layers`]), and request metrics with the `/metrics` exposition ([`metrics`]).
+//! ([`layers`]), request metrics with the `/metrics` exposition ([`metrics`]), and what a server
+//! without tokens refuses so that web pages cannot drive it ([`open_mode`]).
 
 pub mod auth;
 pub mod layers;
 pub mod metrics;
+pub mod open_mode;
 pub mod request_id;
 
 pub use auth::{Principal, Role, Tokens};

@@ -32,6 +32,9 @@ const MAX_INITIALIZER_NAME_BYTES: usize = 16 * 1024 * 1024;
 const KEEP_BUFFER: usize = 64 * 1024;
 /// Protobuf field numbers are 29 bits.
 const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
+/// Messages nested in one another (subgraphs in node attributes in subgraphs…): deeper is
+/// refused, so the scanner's stack stays small whatever the file.
+const MAX_DEPTH: usize = 128;
 /// `TensorProto.DataLocation.EXTERNAL`.
 const EXTERNAL: u64 = 1;
 
@@ -95,6 +98,16 @@ enum Message {
     SparseInitializer,
     SparseValues,
     SparseIndices,
+    /// Where else a tensor can hide its data in a file next to the model: nodes (of the graph,
+    /// of subgraphs, of functions), their attributes (`Constant`'s value, `If`/`Loop` bodies),
+    /// subgraphs, functions and training graphs. Entered only to find EXTERNAL tensors.
+    Node,
+    Attribute,
+    SubGraph,
+    Function,
+    TrainingInfo,
+    NestedSparse,
+    NestedTensor,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -151,8 +164,22 @@ enum Plan {
 }
 
 fn plan(message: Message, field: u64) -> Plan {
-    use Message::{Graph, Initializer, Model, SparseIndices, SparseInitializer, SparseValues};
+    use Message::{
+        Attribute, Function, Graph, Initializer, Model, NestedSparse, NestedTensor, Node,
+        SparseIndices, SparseInitializer, SparseValues, SubGraph, TrainingInfo,
+    };
     match (message, field) {
+        (Model, 20) => Plan::Bytes(BytesUse::Enter(TrainingInfo)),
+        (Model, 25) => Plan::Bytes(BytesUse::Enter(Function)),
+        (TrainingInfo, 1 | 3) | (Attribute, 6 | 11) => Plan::Bytes(BytesUse::Enter(SubGraph)),
+        (Graph | SubGraph, 1) | (Function, 7) => Plan::Bytes(BytesUse::Enter(Node)),
+        (Node, 5) | (Function, 11) => Plan::Bytes(BytesUse::Enter(Attribute)),
+        (Attribute, 5 | 10) | (SubGraph, 5) | (NestedSparse, 1 | 2) => {
+            Plan::Bytes(BytesUse::Enter(NestedTensor))
+        }
+        (Attribute, 22 | 23) | (SubGraph, 15) => Plan::Bytes(BytesUse::Enter(NestedSparse)),
+        (NestedTensor, 8) => Plan::Bytes(BytesUse::Capture(Capture::TensorName)),
+        (NestedTensor, 14) => Plan::Varint(VarintUse::DataLocation),
         (Model, 1) => Plan::Varint(VarintUse::IrVersion),
         (Model, 2) => Plan::Bytes(BytesUse::Capture(Capture::ProducerName)),
         (Model, 3) => Plan::Bytes(BytesUse::Capture(Capture::ProducerVersion)),
@@ -176,13 +203,22 @@ impl Message {
             Message::Model => "ModelProto",
             Message::Graph => "GraphProto",
             Message::Initializer | Message::SparseValues | Message::SparseIndices => "TensorProto",
-            Message::SparseInitializer => "SparseTensorProto",
+            Message::SparseInitializer | Message::NestedSparse => "SparseTensorProto",
+            Message::NestedTensor => "TensorProto",
+            Message::Node => "NodeProto",
+            Message::Attribute => "AttributeProto",
+            Message::SubGraph => "GraphProto",
+            Message::Function => "FunctionProto",
+            Message::TrainingInfo => "TrainingInfoProto",
         }
     }
 
     /// Names of the fields an error is likely to be about.
     fn field_name(self, field: u64) -> Option<&'static str> {
-        use Message::{Graph, Initializer, Model, SparseIndices, SparseInitializer, SparseValues};
+        use Message::{
+            Attribute, Graph, Initializer, Model, NestedTensor, Node, SparseIndices,
+            SparseInitializer, SparseValues,
+        };
         Some(match (self, field) {
             (Model, 1) => "ir_version",
             (Model, 2) => "producer_name",
@@ -203,6 +239,13 @@ impl Message {
             (Graph, 12) => "output",
             (Graph, 13) => "value_info",
             (Graph, 15) => "sparse_initializer",
+            (NestedTensor, 8) => "name",
+            (NestedTensor, 14) => "data_location",
+            (Node, 5) => "attribute",
+            (Attribute, 5) => "t",
+            (Attribute, 6) => "g",
+            (Attribute, 10) => "tensors",
+            (Attribute, 11) => "graphs",
             (Initializer | SparseValues | SparseIndices, 1) => "dims",
             (Initializer | SparseValues | SparseIndices, 2) => "data_type",
             (Initializer | SparseValues | SparseIndices, 8) => "name",
@@ -538,6 +581,11 @@ impl OnnxScanner {
                 if message == Message::Graph {
                     self.found.graph = true;
                 }
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(
+                        self.malformed(format!("messages are nested more than {MAX_DEPTH} deep"))
+                    );
+                }
                 self.stack.push(Frame {
                     message,
                     end: self.pos + len,
@@ -717,7 +765,24 @@ impl OnnxScanner {
                 None => "an unnamed sparse initializer".to_owned(),
             },
             Message::SparseIndices => "the indices of a sparse initializer".to_owned(),
-            Message::Model | Message::Graph | Message::SparseInitializer => return Ok(()),
+            Message::NestedTensor => {
+                if !frame.external {
+                    return Ok(());
+                }
+                match &frame.name {
+                    Some(name) => format!("tensor {name:?} (in a node attribute or subgraph)"),
+                    None => "a tensor in a node attribute or subgraph".to_owned(),
+                }
+            }
+            Message::Model
+            | Message::Graph
+            | Message::SparseInitializer
+            | Message::Node
+            | Message::Attribute
+            | Message::SubGraph
+            | Message::Function
+            | Message::TrainingInfo
+            | Message::NestedSparse => return Ok(()),
         };
         if frame.external {
             return Err(OnnxError::ExternalData { tensor });
@@ -889,7 +954,7 @@ mod tests {
     /// x FP32 [batch,4] and w (an initializer listed as input, as IR < 4 did) → y FP32 [batch,2].
     fn ir3_graph() -> Vec<u8> {
         [
-            bytes_field(1, b"a node we skip"),
+            bytes_field(1, &bytes_field(4, b"Relu")),
             bytes_field(2, b"g"),
             bytes_field(5, &tensor("w", &[0; 32], false)),
             bytes_field(11, &value_info("x", 1, batch_dims(&[4]))),
@@ -1493,6 +1558,127 @@ mod tests {
     }
 
     #[test]
+    fn external_tensors_are_refused_wherever_they_hide_and_embedded_ones_anywhere_pass() {
+        let io = [
+            bytes_field(11, &value_info("x", 1, batch_dims(&[4]))),
+            bytes_field(12, &value_info("y", 1, batch_dims(&[2]))),
+        ]
+        .concat();
+        let constant = |external: bool| {
+            // Constant's `value` attribute (AttributeProto.t = 5) in a node (GraphProto.node = 1).
+            let attribute = [
+                bytes_field(1, b"value"),
+                bytes_field(5, &tensor("c", &[0; 8], external)),
+            ]
+            .concat();
+            [bytes_field(4, b"Constant"), bytes_field(5, &attribute)].concat()
+        };
+        // An `If` whose then-branch (AttributeProto.g = 6) holds a Constant, or an initializer.
+        let if_node = |body: &[u8]| {
+            let attribute = [bytes_field(1, b"then_branch"), bytes_field(6, body)].concat();
+            [bytes_field(4, b"If"), bytes_field(5, &attribute)].concat()
+        };
+        let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+            (
+                "Constant node",
+                model(&[bytes_field(1, &constant(true)), io.clone()].concat()),
+                model(&[bytes_field(1, &constant(false)), io.clone()].concat()),
+            ),
+            (
+                "subgraph's node",
+                model(
+                    &[
+                        bytes_field(1, &if_node(&bytes_field(1, &constant(true)))),
+                        io.clone(),
+                    ]
+                    .concat(),
+                ),
+                model(
+                    &[
+                        bytes_field(1, &if_node(&bytes_field(1, &constant(false)))),
+                        io.clone(),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "subgraph's initializer",
+                model(
+                    &[
+                        bytes_field(1, &if_node(&bytes_field(5, &tensor("i", &[0; 8], true)))),
+                        io.clone(),
+                    ]
+                    .concat(),
+                ),
+                model(
+                    &[
+                        bytes_field(1, &if_node(&bytes_field(5, &tensor("i", &[0; 8], false)))),
+                        io.clone(),
+                    ]
+                    .concat(),
+                ),
+            ),
+            (
+                "function's node",
+                [
+                    model(&io),
+                    bytes_field(25, &bytes_field(7, &constant(true))),
+                ]
+                .concat(),
+                [
+                    model(&io),
+                    bytes_field(25, &bytes_field(7, &constant(false))),
+                ]
+                .concat(),
+            ),
+            (
+                "training graph",
+                [
+                    model(&io),
+                    bytes_field(
+                        20,
+                        &bytes_field(1, &bytes_field(5, &tensor("t", &[], true))),
+                    ),
+                ]
+                .concat(),
+                [
+                    model(&io),
+                    bytes_field(
+                        20,
+                        &bytes_field(1, &bytes_field(5, &tensor("t", &[0; 8], false))),
+                    ),
+                ]
+                .concat(),
+            ),
+        ];
+        for (place, external, embedded) in cases {
+            let err = inspect(&external).expect_err(place);
+            assert!(
+                matches!(err, OnnxError::ExternalData { .. }),
+                "{place}: {err}"
+            );
+            let signature = inspect(&embedded).unwrap_or_else(|e| panic!("{place}: {e}"));
+            // A subgraph's tensors never count as the model's initializers or inputs.
+            assert_eq!(signature.inputs.len(), 1, "{place}");
+            assert_eq!(signature.inputs[0].name, "x", "{place}");
+        }
+    }
+
+    #[test]
+    fn subgraphs_nested_too_deep_are_refused() {
+        let mut graph = bytes_field(1, &[bytes_field(4, b"Identity")].concat());
+        for _ in 0..100 {
+            let attribute = [bytes_field(1, b"body"), bytes_field(6, &graph)].concat();
+            graph = bytes_field(
+                1,
+                &[bytes_field(4, b"Loop"), bytes_field(5, &attribute)].concat(),
+            );
+        }
+        let err = inspect(&model(&graph)).unwrap_err();
+        assert!(err.to_string().contains("nested more than"), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_of_every_wire_type_are_skipped() {
         let noise = [
             varint_field(1000, 42),
@@ -1518,8 +1704,9 @@ mod tests {
                 14,
                 &[bytes_field(1, b"key"), bytes_field(2, b"value")].concat(),
             ),
-            bytes_field(20, b"training info"),
-            bytes_field(25, b"functions"),
+            // Training info and functions are scanned for external tensors; these hold none.
+            bytes_field(20, &bytes_field(2, b"binding")),
+            bytes_field(25, &bytes_field(1, b"a function")),
             bytes_field(6, b"doc"),
             model(&graph),
             noise,

@@ -310,13 +310,15 @@ async fn apply<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Ac
     let now = ctx.now();
     let name = md.name_any();
     let namespace = md.namespace().ok_or(Error::NoNamespace)?;
-    let valid = md.spec.rollout_config().and_then(|config| {
-        let target = md.spec.target()?;
-        ctx.settings
-            .trust
-            .check(&md.spec, &ctx.settings.default_image)?;
-        Ok((config, target))
-    });
+    let valid = crate::crd::check_name(&name)
+        .and_then(|()| md.spec.rollout_config())
+        .and_then(|config| {
+            let target = md.spec.target()?;
+            ctx.settings
+                .trust
+                .check(&md.spec, &ctx.settings.default_image)?;
+            Ok((config, target))
+        });
     let (config, target_ref) = match valid {
         Ok(valid) => valid,
         Err(problem) => return invalid_spec(md, ctx, &problem, now).await,

@@ -56,11 +56,31 @@ pub async fn poll(
             max_wait.as_secs()
         )));
     }
+    let _waiting = if q.wait > 0.0 {
+        Some(waiter_permit(&state)?)
+    } else {
+        None
+    };
     let page = state
         .store
         .wait_for_events(q.after, limit, Duration::from_secs_f64(q.wait))
         .await?;
     Ok(axum::Json(page))
+}
+
+/// A place among the event waiters, or 503 when they are all taken: each holds a connection and
+/// wakes on every event, so their number is bounded (`Config::max_event_waiters`).
+fn waiter_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    state
+        .event_waiters
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            Error::Unavailable(format!(
+                "{} clients are already waiting for events; retry shortly",
+                state.config.max_event_waiters
+            ))
+        })
 }
 
 /// `?after=` of the stream; a `Last-Event-ID` header (sent by reconnecting clients) wins.
@@ -83,12 +103,15 @@ pub async fn stream(
             .ok_or_else(|| Error::BadRequest("Last-Event-ID must be an event id".into()))?,
         None => q.after,
     };
-    let events = event_stream(state.store.clone(), after);
+    let permit = waiter_permit(&state)?;
+    let events = event_stream(state.store.clone(), after, permit);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 struct Cursor {
     store: MetadataStore,
+    /// Held for the stream's life: its place among the event waiters.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     after: i64,
     buffer: VecDeque<Event>,
     failed: bool,
@@ -99,9 +122,11 @@ struct Cursor {
 fn event_stream(
     store: MetadataStore,
     after: i64,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Stream<Item = std::result::Result<SseEvent, Infallible>> {
     let cursor = Cursor {
         store,
+        _permit: permit,
         after,
         buffer: VecDeque::new(),
         failed: false,

@@ -109,7 +109,11 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state.clone())
         .route(
             "/metrics",
-            get(ferry_api::http::metrics::expose).with_state(state.prometheus.clone()),
+            ferry_api::http::metrics::route(
+                state.prometheus.clone(),
+                &state.config.tokens,
+                state.config.metrics_require_token,
+            ),
         );
     api.merge(system)
 }

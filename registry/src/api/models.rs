@@ -186,6 +186,14 @@ async fn receive(
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Inserted> {
     names::validate("model", &name)?;
+    // Held until the version is recorded or refused.
+    let _receiving = state.uploads.clone().try_acquire_owned().map_err(|_| {
+        Error::TooManyRequests(format!(
+            "{} uploads are in progress, this registry's limit (--max-concurrent-uploads); \
+             retry shortly",
+            state.config.upload.max_concurrent
+        ))
+    })?;
     let mut multipart = multipart.map_err(|e| {
         Error::UnsupportedMediaType(format!(
             "expected a multipart/form-data body with parts `model` and `metadata`: {}",

@@ -46,6 +46,13 @@ pub async fn create_webhook(
     State(state): State<AppState>,
     Json(new): Json<NewWebhook>,
 ) -> Result<Response> {
+    if !state.config.webhooks.allow_private
+        && let Some(refused) = url::Url::parse(new.url.trim())
+            .ok()
+            .and_then(|u| crate::webhooks::destination::refused_literal(&u))
+    {
+        return Err(crate::error::Error::BadRequest(refused));
+    }
     let created = state.store.create_webhook(new).await?;
     tracing::info!(
         webhook = %created.webhook.id,

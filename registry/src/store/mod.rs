@@ -54,8 +54,12 @@ pub struct MetadataStore {
     /// SQLite has one writer at a time; queueing writers here is fairer and cheaper than letting
     /// them spin in SQLite's busy handler.
     write_lock: Option<Arc<Mutex<()>>>,
-    /// The id of the last committed event, for long-polls and streams in this process.
+    /// The id of the last committed event, for long-polls and streams in this process: set by
+    /// this process's commits, and by the one poller that reads the counter for every waiter
+    /// (another replica's commits).
     last_event: Arc<watch::Sender<i64>>,
+    /// Whether the event poller runs, and how many times it has read the counter.
+    event_poller: Arc<events::Poller>,
     /// When this process last started pruning old endpoint reports (Unix milliseconds).
     reports_pruned_at: Arc<AtomicI64>,
     /// The URL it was opened with, for [`MetadataStore::reopen`]; never shown.
@@ -148,6 +152,7 @@ impl MetadataStore {
             engine,
             write_lock: (engine == Engine::Sqlite).then(|| Arc::new(Mutex::new(()))),
             last_event: Arc::new(watch::channel(0).0),
+            event_poller: Arc::default(),
             reports_pruned_at: Arc::new(AtomicI64::new(0)),
             url: opened_with,
         };
@@ -242,7 +247,7 @@ impl MetadataStore {
         self.pool.close().await;
     }
 
-    async fn refresh_last_event(&self) -> Result<()> {
+    pub(crate) async fn refresh_last_event(&self) -> Result<()> {
         let last: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'events'")
             .fetch_one(&self.pool)
             .await?;

@@ -19,6 +19,7 @@
 //! retry does not hold back later ones, so receivers that care about order compare event ids.
 
 pub mod backoff;
+pub mod destination;
 mod metrics;
 pub mod signature;
 mod worker;
@@ -55,6 +56,9 @@ pub struct WebhookConfig {
     pub batch: u32,
     /// Identifies this process in delivery claims.
     pub replica: String,
+    /// Send to loopback, private, link-local, unique-local and CGNAT addresses too
+    /// (`--webhook-allow-private`; see [`destination`]).
+    pub allow_private: bool,
 }
 
 impl Default for WebhookConfig {
@@ -68,6 +72,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             batch: 256,
             replica: default_replica(),
+            allow_private: false,
         }
     }
 }

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use super::backoff::random_retry_delay;
+use super::destination::{DestinationError, GuardedResolver, refused_literal};
 use super::metrics::WebhookMetrics;
 use super::signature::{DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign};
 use super::{WebhookConfig, display_url};
@@ -83,8 +84,14 @@ impl WebhookWorker {
     ) -> Result<Self> {
         let metrics = WebhookMetrics::register(prometheus)
             .map_err(|e| Error::Internal(format!("registering webhook metrics: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)));
+        if !config.allow_private {
+            http = http.dns_resolver(GuardedResolver::new(
+                config.request_timeout.min(Duration::from_secs(10)),
+            ));
+        }
+        let http = http
             // A redirect is not an acknowledgement; following it could also carry the signed
             // body somewhere the subscriber did not name.
             .redirect(reqwest::redirect::Policy::none())
@@ -284,6 +291,22 @@ impl WebhookWorker {
             error: format!("the event could not be serialized: {e}"),
             kind: "transport_error",
         })?;
+        if !self.config.allow_private
+            && let Some(refused) = url::Url::parse(&claimed.url)
+                .ok()
+                .and_then(|u| refused_literal(&u))
+        {
+            // Created while private destinations were allowed; not sent now that they are not.
+            self.metrics
+                .attempts
+                .with_label_values(&["transport_error"])
+                .inc();
+            return Err(Failure {
+                status: None,
+                error: refused,
+                kind: "transport_error",
+            });
+        }
         let signature = sign(claimed.secret.expose(), Utc::now().timestamp(), &body);
         let started = Instant::now();
         let sent = self
@@ -315,11 +338,21 @@ impl WebhookWorker {
                 ),
                 kind: "timeout",
             }),
-            Err(e) => Err(Failure {
-                status: None,
-                error: transport_error(e),
-                kind: "transport_error",
-            }),
+            Err(e) => {
+                // The full cause goes to the log; the deliveries API (which an admin reads, and
+                // which must not turn the registry into a port scanner) gets its category.
+                let error = coarse_transport_error(&e);
+                tracing::info!(
+                    webhook = %claimed.webhook, delivery = %claimed.id,
+                    url = %display_url(&claimed.url), cause = %transport_error(e),
+                    "webhook attempt failed before an answer"
+                );
+                Err(Failure {
+                    status: None,
+                    error,
+                    kind: "transport_error",
+                })
+            }
         };
         let kind = match &result {
             Ok(_) => "success",
@@ -414,6 +447,23 @@ fn group_by_webhook(due: Vec<DueDelivery>) -> Vec<Vec<String>> {
         }
     }
     groups.into_iter().map(|(_, ids)| ids).collect()
+}
+
+/// What `last_error` says about a transport error: its category, or the destination rule that
+/// refused it, never the network's own words (which say which ports are open where).
+fn coarse_transport_error(e: &reqwest::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<DestinationError>() {
+            return refused.to_string();
+        }
+        source = cause.source();
+    }
+    if e.is_connect() {
+        "could not connect to the receiver".into()
+    } else {
+        "the request failed before the receiver answered".into()
+    }
 }
 
 /// A transport error without the URL (it may carry a token in its query) and with its causes,

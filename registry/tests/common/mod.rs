@@ -82,7 +82,9 @@ fn unavailable(what: &str, why: &str) -> Option<TestApp> {
     if in_ci() {
         panic!("{what} is required when CI=true but is unavailable: {why}");
     }
-    eprintln!("SKIPPED: {what} unavailable ({why}); scripts/test.sh starts it");
+    skipped(&format!(
+        "{what} unavailable ({why}); scripts/test.sh starts it"
+    ));
     None
 }
 
@@ -137,7 +139,7 @@ impl TestApp {
         let prometheus = Arc::new(prometheus::Registry::new());
         let http = HttpMetrics::register(&prometheus).unwrap();
         let state = AppState::new(store, blob_store, config, prometheus, http).unwrap();
-        let router = ferry_registry::router(state.clone());
+        let router = client_router(state.clone());
         Some(TestApp {
             router,
             state,
@@ -257,6 +259,21 @@ impl TestApp {
     }
 }
 
+/// The registry's router as Ferry's own client calls it: every request carries
+/// `x-ferry-client`, without which an open registry refuses a write sent as a form (that rule
+/// is tested in tests/security.rs and `ferry_api::http::open_mode`).
+pub fn client_router(state: AppState) -> Router {
+    ferry_registry::router(state).layer(axum::middleware::map_request(
+        |mut request: Request<Body>| async move {
+            request.headers_mut().insert(
+                ferry_api::CLIENT_HEADER,
+                axum::http::HeaderValue::from_static("test"),
+            );
+            request
+        },
+    ))
+}
+
 pub fn json(body: &[u8]) -> Value {
     if body.is_empty() {
         return Value::Null;
@@ -330,4 +347,23 @@ macro_rules! on_every_backend {
             )*
         }
     };
+}
+
+/// Says a test is skipped and why: on stderr (shown with `--nocapture`) and, when
+/// scripts/test.sh set `FERRY_TEST_SKIP_LOG`, in that file, which it lists at the end of the run
+/// (the test harness hides the output of tests that pass).
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write per line: tests running at once append without interleaving.
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
+        }
+    }
 }

@@ -10,7 +10,8 @@ use ferry_api::http::auth::{Role, SERVING_FEEDBACK_ROUTE};
 use crate::error::ServingError;
 
 /// Middleware: 401 `{"error"}` without a valid token, 403 when the token's role is too low,
-/// when tokens are configured.
+/// when tokens are configured; without tokens, 403 for what
+/// [`ferry_api::http::open_mode::refusal`] refuses (serving has no writes).
 ///
 /// # Errors
 /// [`ServingError::Unauthorized`], [`ServingError::Forbidden`].
@@ -19,7 +20,17 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ServingError> {
-    if !tokens.is_open() {
+    if tokens.is_open() {
+        if let Some(refused) = ferry_api::http::open_mode::refusal(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            false,
+        ) {
+            ferry_api::http::auth::drain_refused(request).await;
+            return Err(ServingError::Forbidden(refused));
+        }
+    } else {
         let principal = ferry_api::http::auth::bearer(request.headers())
             .and_then(|presented| tokens.authenticate(presented));
         let Some(principal) = principal else {

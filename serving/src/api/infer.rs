@@ -51,7 +51,15 @@ async fn answer(
         headers,
         started,
     };
-    let outcome = infer::predict(state, call, read_body(state, body, started)).await;
+    // The body's share of the buffering budget, held until the answer is built.
+    let mut budget = None;
+    let outcome = infer::predict(
+        state,
+        call,
+        read_body(state, headers, body, started, &mut budget),
+    )
+    .await;
+    drop(budget);
     let mut response = match outcome.result {
         Ok(body) => {
             let mut response = body.into_response();
@@ -73,14 +81,30 @@ async fn answer(
 
 /// The whole request body, within the request timeout or [`MIN_BODY_TIME`], whichever is longer
 /// (a body trickling in slower is cut off with 408, so a slow client cannot hold a connection and
-/// a buffer for long), and the size limit (413 as soon as the bytes pass it).
+/// a buffer for long), the size limit (413 as soon as the bytes pass it), and the process's
+/// budget of buffered bytes (503 when it is spent: up front for a declared `Content-Length`,
+/// else as the bytes arrive). The share taken is left in `budget`.
 async fn read_body(
     state: &ServingState,
+    headers: &HeaderMap,
     body: Body,
     started: Instant,
+    budget: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Bytes, ServingError> {
     use futures::StreamExt;
     let limit = state.config.max_request_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(declared) = declared {
+        if declared > limit {
+            return Err(ServingError::PayloadTooLarge(format!(
+                "the request body is larger than {limit} bytes"
+            )));
+        }
+        reserve(state, budget, declared)?;
+    }
     let allowed = state.config.request_timeout.max(MIN_BODY_TIME);
     let deadline = tokio::time::Instant::from_std(started + allowed);
     let mut stream = body.into_data_stream();
@@ -104,6 +128,38 @@ async fn read_body(
                 "the request body is larger than {limit} bytes"
             )));
         }
+        reserve(state, budget, buffer.len() + chunk.len())?;
         buffer.extend_from_slice(&chunk);
     }
+}
+
+/// Grows `budget` to cover `bytes`, or 503 when the process holds too many bodies already.
+fn reserve(
+    state: &ServingState,
+    budget: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    bytes: usize,
+) -> Result<(), ServingError> {
+    let needed = bytes.div_ceil(1024);
+    let held = budget
+        .as_ref()
+        .map_or(0, tokio::sync::OwnedSemaphorePermit::num_permits);
+    if needed <= held {
+        return Ok(());
+    }
+    let more = u32::try_from(needed - held).unwrap_or(u32::MAX);
+    let Ok(permit) = state.body_budget.clone().try_acquire_many_owned(more) else {
+        return Err(ServingError::Unavailable {
+            message: format!(
+                "the server holds as many request bodies as it may buffer ({} MiB, \
+                 --max-buffered-bodies); retry shortly",
+                state.config.max_buffered_bytes / (1024 * 1024)
+            ),
+            retry_after: Duration::from_secs(1),
+        });
+    };
+    match budget {
+        Some(held) => held.merge(permit),
+        None => *budget = Some(permit),
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ pub fn runtime() -> Option<OnnxRuntime> {
             panic!("CI=true and ONNX Runtime is missing: {err}")
         }
         Err(err) => {
-            eprintln!("SKIPPED: this test needs ONNX Runtime. {err}");
+            skipped(&format!("this test needs ONNX Runtime. {err}"));
             None
         }
     }
@@ -105,5 +105,24 @@ pub fn f32_data(tensor: &Tensor) -> &[f32] {
     match tensor.data() {
         TensorData::F32(values) => values,
         other => panic!("expected FP32 data, got {:?}", other.datatype()),
+    }
+}
+
+/// Says a test is skipped and why: on stderr (shown with `--nocapture`) and, when
+/// scripts/test.sh set `FERRY_TEST_SKIP_LOG`, in that file, which it lists at the end of the run
+/// (the test harness hides the output of tests that pass).
+pub fn skipped(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // One write per line: tests running at once append without interleaving.
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
+        }
     }
 }
