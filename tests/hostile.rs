@@ -66,6 +66,26 @@ fn floats(n: usize) -> String {
 
 const BOUNDARY: &str = "ferryhostileboundary";
 
+fn varint(mut value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+    out
+}
+
+/// A length-delimited protobuf field.
+fn field(number: u64, payload: &[u8]) -> Vec<u8> {
+    [
+        varint(number << 3 | 2),
+        varint(payload.len() as u64),
+        payload.to_vec(),
+    ]
+    .concat()
+}
+
 fn multipart(parts: &[(&str, &str, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, content_type, bytes) in parts {
@@ -98,7 +118,30 @@ fn cases() -> Vec<Case> {
     let onnx = std::fs::read(fixture("mlp.onnx")).unwrap();
     let deep = format!("{}0.5{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_meta = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    // ONNX that would cost far more than its size to take in: a graph declaring 1 TiB, and If
+    // nodes nested 200 deep (each then-branch holding the next).
+    let tera_graph: Vec<u8> = [&[0x3a_u8][..], &varint(1 << 40), b"tiny"].concat();
+    let mut nested: Vec<u8> = Vec::new();
+    for _ in 0..200 {
+        let attribute = [field(1, b"then_branch"), field(6, &field(1, &nested))].concat();
+        nested = [field(4, b"If"), field(5, &attribute)].concat();
+    }
+    let nested_model = field(7, &field(1, &nested));
+    let json_head = |length: &str| -> Vec<u8> {
+        format!(
+            "POST /v2/models/fraud/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\n{length}\r\n"
+        )
+        .into_bytes()
+    };
     let mut out = vec![
+        // --- Broken HTTP/1 and lying lengths, on the wire.
+        Case { name: "a request line that is not HTTP", request: b"GARBAGE\r\n\r\n".to_vec(), status: &[400], says: &[] },
+        Case { name: "a header line without a colon", request: b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nbroken header\r\n\r\n".to_vec(), status: &[400], says: &[] },
+        Case { name: "two Content-Lengths that disagree", request: [json_head("Content-Length: 5\r\nContent-Length: 7\r\n"), b"{}".to_vec()].concat(), status: &[400], says: &[] },
+        Case { name: "a Content-Length past the body sent", request: [json_head("Content-Length: 100000\r\n"), input("FP32", "[1,32]", &floats(32))].concat(), status: &[408], says: &["body", "arrive"] },
+        Case { name: "a Content-Length short of the body sent", request: [json_head("Content-Length: 10\r\n"), input("FP32", "[1,32]", &floats(32))].concat(), status: &[400], says: &["json", "eof", "expected"] },
+        Case { name: "an ONNX graph declaring 1 TiB", request: upload("/api/v1/models/fraud/versions", &multipart(&[("model", "application/octet-stream", &tera_graph)])), status: &[422], says: &["onnx", "truncated", "end"] },
+        Case { name: "ONNX subgraphs nested 200 deep", request: upload("/api/v1/models/fraud/versions", &multipart(&[("model", "application/octet-stream", &nested_model)])), status: &[422], says: &["nested"] },
         // --- Serving: the OIP decoder and validator on the wire.
         Case { name: "body over --max-request-size", request: infer(&input("FP32", "[1,32]", &floats(400_000))), status: &[413], says: &["large", "limit"] },
         Case { name: "JSON nested 100,000 deep", request: infer(format!(r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,32],"data":{deep}}}]}}"#).as_bytes()), status: &[400], says: &["deep", "nest", "recursion"] },
