@@ -974,3 +974,130 @@ async fn silent_half_preface_and_idle_connections_are_closed_within_their_timeou
         tokio::time::sleep(Duration::from_millis(900)).await;
     }
 }
+
+/// One HTTP/2 frame as it goes on the wire.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The header block of a POST, HPACK-encoded as literals without indexing (no table, no
+/// Huffman: every decoder accepts them).
+fn h2_post_headers(path: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+        ("content-type", "application/json"),
+    ] {
+        block.push(0);
+        block.push(u8::try_from(name.len()).unwrap());
+        block.extend_from_slice(name.as_bytes());
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+/// Reads one frame: (type, flags, stream, payload).
+fn h2_read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head)?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    Ok((head[3], head[4], id, payload))
+}
+
+/// HTTP/2 streams per connection are bounded: the server announces 128 in its SETTINGS and
+/// refuses a 129th stream opened at once (RST_STREAM REFUSED_STREAM) instead of running it,
+/// while the 128 before it and other clients go on being served. Without the limit a single
+/// connection could open thousands of requests, each buffering its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_gets_at_most_128_streams_at_once() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "serving",
+            "--model",
+            &format!("mlp={}", fixture("mlp.onnx").display()),
+        ],
+    );
+    let port = server.port;
+    let (announced, refused) = tokio::task::spawn_blocking(move || {
+        const SETTINGS: u8 = 0x4;
+        const HEADERS: u8 = 0x1;
+        const RST_STREAM: u8 = 0x3;
+        const GOAWAY: u8 = 0x7;
+        const END_HEADERS: u8 = 0x4;
+        const ACK: u8 = 0x1;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(H2_PREFACE_AND_SETTINGS).unwrap();
+        // The server's SETTINGS: 6-byte entries of (id, value); MAX_CONCURRENT_STREAMS is 0x3.
+        let mut announced = None;
+        loop {
+            let (kind, flags, _, payload) = h2_read_frame(&mut stream).unwrap();
+            if kind == SETTINGS && flags & ACK == 0 {
+                for entry in payload.chunks_exact(6) {
+                    if entry[..2] == [0, 3] {
+                        announced =
+                            Some(u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
+                    }
+                }
+                stream.write_all(&h2_frame(SETTINGS, ACK, 0, &[])).unwrap();
+                break;
+            }
+        }
+        // 130 requests at once, none finishing its body: streams 1, 3, … 259.
+        let headers = h2_post_headers("/v2/models/mlp/infer");
+        let mut burst = Vec::new();
+        for i in 0..130u32 {
+            burst.extend(h2_frame(HEADERS, END_HEADERS, 2 * i + 1, &headers));
+        }
+        stream.write_all(&burst).unwrap();
+        // Every REFUSED_STREAM (error code 7) reset until the reads fall quiet.
+        let mut refused = Vec::new();
+        while let Ok((kind, _, id, payload)) = h2_read_frame(&mut stream) {
+            assert_ne!(
+                kind, GOAWAY,
+                "the server gave up the connection: {payload:?}"
+            );
+            if kind == RST_STREAM && payload == [0, 0, 0, 7] {
+                refused.push(id);
+            }
+            if refused.len() == 2 {
+                break;
+            }
+        }
+        (announced, refused)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        announced,
+        Some(128),
+        "MAX_CONCURRENT_STREAMS in the server's SETTINGS"
+    );
+    assert_eq!(refused, [257, 259], "only the streams past 128 are refused");
+    // Everyone else is still served.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/models/mlp/infer", server.url()))
+        .json(&request_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -85,7 +85,9 @@ async fn corrupted_bytes_are_refused_by_serving_its_cache_and_ferry_model_downlo
     let mut serving = Server::start(dir.path(), &serving_args);
     wait_for_status(&serving.url(), 200, &serving).await;
     serving.terminate();
-    let cached = find_file(&cache, &sha);
+    // Each artifact alone in its own folder (external data could name nothing else).
+    let cached = cache.join("models").join(&sha).join("model.onnx");
+    assert_eq!(files_under(&cache.join("models")).len(), 1);
     flip_a_byte(&cached);
     let serving = Server::start(dir.path(), &serving_args);
     wait_for_status(&serving.url(), 200, &serving).await;

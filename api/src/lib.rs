@@ -37,6 +37,8 @@ pub mod client;
 pub mod http;
 #[cfg(feature = "storage")]
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Result, ValidationError};
 

@@ -104,7 +104,7 @@ impl VersionRef {
         if text != LATEST {
             validate_alias(text).map_err(|e| {
                 ValidationError::BadRequest(format!(
-                    "invalid version `{}`: a version is a number from 1, `latest` or an alias, and as an alias: {}",
+                    "invalid version {}: a version is a number from 1, `latest` or an alias, and as an alias: {}",
                     printable(text),
                     e
                 ))
@@ -146,7 +146,7 @@ impl ModelRef {
                 number @ VersionRef::Number(_) => (name, number),
                 VersionRef::Alias(_) => {
                     return Err(ValidationError::BadRequest(format!(
-                        "invalid model reference `{}`: after `:` comes a version number; use `@` for an alias",
+                        "invalid model reference {}: after `:` comes a version number; use `@` for an alias",
                         printable(text)
                     )));
                 }

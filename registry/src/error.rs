@@ -193,7 +193,13 @@ impl IntoResponse for Error {
                 chain.push_str(&cause.to_string());
                 source = cause.source();
             }
-            tracing::error!(error = %chain, status = status.as_u16(), "request failed");
+            if matches!(self, Error::Retryable(_) | Error::Unavailable(_)) {
+                // Load shed or a dependency briefly away: expected under overload, and one
+                // error line per refused request would drown the log when it matters most.
+                tracing::warn!(error = %chain, status = status.as_u16(), "request refused for now");
+            } else {
+                tracing::error!(error = %chain, status = status.as_u16(), "request failed");
+            }
             match self {
                 Error::Retryable(_) | Error::Unavailable(_) => {
                     "the server is busy; retry the request shortly".to_string()

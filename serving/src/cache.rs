@@ -43,7 +43,11 @@ pub struct Manifest {
     pub endpoints: BTreeMap<String, CachedEndpoint>,
 }
 
-/// Artifacts in `<dir>/blobs/<sha256>`, the manifest in `<dir>/manifest.json`.
+/// Artifacts in `<dir>/models/<sha256>/model.onnx`, the manifest in `<dir>/manifest.json`.
+///
+/// Each artifact sits alone in its own folder: ONNX Runtime resolves a model's external data
+/// relative to the model file, so even a model that slipped past the registry's refusal of
+/// external data could name nothing but its own folder, never another model's bytes.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
     dir: PathBuf,
@@ -55,11 +59,44 @@ impl ArtifactCache {
     /// # Errors
     /// When the folder cannot be created.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir.join("blobs"))?;
+        std::fs::create_dir_all(dir.join("models"))?;
         std::fs::create_dir_all(dir.join("tmp"))?;
-        Ok(ArtifactCache {
+        let cache = ArtifactCache {
             dir: dir.to_path_buf(),
-        })
+        };
+        cache.move_flat_layout()?;
+        Ok(cache)
+    }
+
+    /// Moves artifacts from the earlier layout (`blobs/<sha256>`, all in one folder) into
+    /// their own folders, so an upgrade keeps serving from the cache while the registry is down.
+    /// Anything else found there is left alone.
+    fn move_flat_layout(&self) -> std::io::Result<()> {
+        let old = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&old) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(sha256) = name.to_str() else {
+                continue;
+            };
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            if let Ok(target) = self.path_of(sha256) {
+                if let Some(folder) = target.parent() {
+                    std::fs::create_dir_all(folder)?;
+                }
+                std::fs::rename(entry.path(), target)?;
+            }
+        }
+        // Gone only when empty: nothing unknown is deleted.
+        let _ = std::fs::remove_dir(&old);
+        Ok(())
     }
 
     /// Where the artifact with this hash lives. The hash comes from the registry (or a manifest
@@ -79,7 +116,7 @@ impl ArtifactCache {
                 "the registry gave `{shown}` as a sha256; expected 64 lowercase hex digits"
             )));
         }
-        Ok(self.dir.join("blobs").join(sha256))
+        Ok(self.dir.join("models").join(sha256).join("model.onnx"))
     }
 
     /// The artifact of `record`, downloaded and verified if it is not cached yet.
@@ -124,6 +161,11 @@ impl ArtifactCache {
             }
         }
         // Verified bytes only ever appear under their hash.
+        if let Some(folder) = path.parent() {
+            tokio::fs::create_dir_all(folder).await.map_err(|e| {
+                CatalogError::Io(format!("cannot create {}: {e}", folder.display()))
+            })?;
+        }
         tokio::fs::rename(&tmp, &path).await.map_err(|e| {
             CatalogError::Io(format!("cannot move {} into the cache: {e}", tmp.display()))
         })?;
@@ -205,7 +247,9 @@ mod tests {
         let good = "a".repeat(64);
         assert_eq!(
             cache.path_of(&good).unwrap(),
-            PathBuf::from("/var/cache/ferry/blobs").join(&good)
+            PathBuf::from("/var/cache/ferry/models")
+                .join(&good)
+                .join("model.onnx")
         );
         for hostile in [
             "../../../etc/passwd".to_string(),
@@ -217,5 +261,27 @@ mod tests {
             let err = cache.path_of(&hostile).unwrap_err().to_string();
             assert!(err.contains("64 lowercase hex"), "{hostile}: {err}");
         }
+    }
+
+    #[test]
+    fn each_artifact_gets_its_own_folder_and_the_flat_layout_is_moved_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join("blobs").join(&a), b"model a").unwrap();
+        std::fs::write(dir.path().join("blobs").join("not-a-hash"), b"kept").unwrap();
+        let cache = ArtifactCache::open(dir.path()).unwrap();
+        let moved = cache.path_of(&a).unwrap();
+        assert_eq!(std::fs::read(&moved).unwrap(), b"model a");
+        assert!(!dir.path().join("blobs").join(&a).exists());
+        assert!(
+            dir.path().join("blobs/not-a-hash").exists(),
+            "unknown files are kept"
+        );
+        // Two artifacts never share a folder: a relative path in one (external data) cannot
+        // reach the other.
+        let other = cache.path_of(&b).unwrap();
+        assert_ne!(moved.parent(), other.parent());
+        assert_eq!(moved.parent().unwrap().file_name().unwrap(), a.as_str());
     }
 }

@@ -43,10 +43,7 @@ pub struct TestApp {
     pg: Option<(String, String)>,
 }
 
-/// True when this run must not skip anything.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+pub use ferry_api::testing::in_ci;
 
 /// The PostgreSQL server used for tests: `FERRY_TEST_POSTGRES_URL`, by default the local one.
 fn postgres_admin_url() -> String {
@@ -349,21 +346,4 @@ macro_rules! on_every_backend {
     };
 }
 
-/// Says a test is skipped and why: on stderr (shown with `--nocapture`) and, when
-/// scripts/test.sh set `FERRY_TEST_SKIP_LOG`, in that file, which it lists at the end of the run
-/// (the test harness hides the output of tests that pass).
-pub fn skipped(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            // One write per line: tests running at once append without interleaving.
-            let test = std::thread::current().name().unwrap_or("?").to_string();
-            let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
-        }
-    }
-}
+pub use ferry_api::testing::skipped;

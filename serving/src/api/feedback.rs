@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferry_feedback::{FEEDBACK_SHAPE, FeedbackBody, JoinError, judge};

@@ -1,6 +1,7 @@
 //! The Open Inference Protocol v2 routes.
 
 mod auth;
+mod extract;
 mod feedback;
 mod infer;
 mod metrics;
@@ -10,11 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
+
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use extract::Path;
 
 pub use metrics::{DriftGauges, FeedbackIndexMetrics, RequestMetrics};
 

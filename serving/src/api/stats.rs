@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use super::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 

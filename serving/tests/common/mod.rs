@@ -33,8 +33,8 @@ pub fn runtime() -> Option<OnnxRuntime> {
     };
     match search.locate() {
         Ok(path) => Some(library::load(Some(&path)).expect("ONNX Runtime should load")),
-        Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and ONNX Runtime is missing: {err}")
+        Err(err) if ferry_api::testing::in_ci() => {
+            panic!("CI is set and ONNX Runtime is missing: {err}")
         }
         Err(err) => {
             skipped(&format!("this test needs ONNX Runtime. {err}"));
@@ -108,21 +108,4 @@ pub fn f32_data(tensor: &Tensor) -> &[f32] {
     }
 }
 
-/// Says a test is skipped and why: on stderr (shown with `--nocapture`) and, when
-/// scripts/test.sh set `FERRY_TEST_SKIP_LOG`, in that file, which it lists at the end of the run
-/// (the test harness hides the output of tests that pass).
-pub fn skipped(why: &str) {
-    eprintln!("SKIPPED: {why}");
-    if let Some(path) = std::env::var_os("FERRY_TEST_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            // One write per line: tests running at once append without interleaving.
-            let test = std::thread::current().name().unwrap_or("?").to_string();
-            let _ = file.write_all(format!("{test}: {why}\n").as_bytes());
-        }
-    }
-}
+pub use ferry_api::testing::skipped;
