@@ -123,6 +123,17 @@ def fixed_shape() -> onnx.ModelProto:
     return model(graph)
 
 
+def strings() -> onnx.ModelProto:
+    """BYTES in and out (ONNX STRING tensors): the text echoed, for clients' BYTES encodings."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["echo"], name="echo")],
+        "strings",
+        [tensor("text", TensorProto.STRING, [BATCH, 1])],
+        [tensor("echo", TensorProto.STRING, [BATCH, 1])],
+    )
+    return model(graph)
+
+
 def unloadable() -> onnx.ModelProto:
     """A well-formed ONNX graph (the registry accepts it) that ONNX Runtime cannot load: its only
     node is an operator from a domain no runtime implements. Tests use it for failed loads."""
@@ -246,6 +257,7 @@ def generate(out: Path, large: bool) -> None:
     }
     (out / "expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "unloadable.onnx").write_bytes(unloadable().SerializeToString(deterministic=True))
+    (out / "strings.onnx").write_bytes(strings().SerializeToString(deterministic=True))
     (out / "fragile.onnx").write_bytes(fragile().SerializeToString(deterministic=True))
     if large:
         big = mlp("mlp_large", [512, 2048, 2048, 10], seed=11)

@@ -118,6 +118,9 @@ fn cases() -> Vec<Case> {
     let onnx = std::fs::read(fixture("mlp.onnx")).unwrap();
     let deep = format!("{}0.5{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_meta = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    // The binary tensor data extension: a JSON header, then the tensors' bytes.
+    let binary_json = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,32],"parameters":{"binary_data_size":128}}]}"#;
+    let huge_binary = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,32],"parameters":{"binary_data_size":18446744073709551616}}]}"#;
     // ONNX that would cost far more than its size to take in: a graph declaring 1 TiB, and If
     // nodes nested 200 deep (each then-branch holding the next).
     let tera_graph: Vec<u8> = [&[0x3a_u8][..], &varint(1 << 40), b"tiny"].concat();
@@ -161,6 +164,10 @@ fn cases() -> Vec<Case> {
         Case { name: "inputs is not a list", request: infer(br#"{"inputs":{"name":"input"}}"#), status: &[400], says: &["inputs", "sequence", "array", "list"] },
         Case { name: "900 KB string where a number belongs", request: infer(&input("FP32", "[1,1]", &format!("[\"{}\"]", "9".repeat(900_000)))), status: &[400], says: &["input", "fp32", "number"] },
         Case { name: "10,000 inputs", request: infer(format!(r#"{{"inputs":[{}]}}"#, vec![r#"{"name":"x","datatype":"FP32","shape":[1],"data":[1]}"#; 10_000].join(",")).as_bytes()), status: &[400], says: &["input"] },
+        Case { name: "binary header that is not a number", request: http("POST", b"/v2/models/fraud/infer", &[("Inference-Header-Content-Length", "12abc".into())], b"{}"), status: &[400], says: &["inference-header-content-length must be a number"] },
+        Case { name: "binary header past the body", request: http("POST", b"/v2/models/fraud/infer", &[("Inference-Header-Content-Length", "99999999999".into())], b"{}"), status: &[400], says: &["inference-header-content-length is 99999999999 but the body has only 2 bytes"] },
+        Case { name: "binary data shorter than declared", request: http("POST", b"/v2/models/fraud/infer", &[("Inference-Header-Content-Length", binary_json.len().to_string())], &[binary_json.as_bytes(), &[0u8; 10]].concat()), status: &[400], says: &["is 128 but only 10 bytes of binary data are left"] },
+        Case { name: "binary size of 2^64", request: http("POST", b"/v2/models/fraud/infer", &[("Inference-Header-Content-Length", huge_binary.len().to_string())], huge_binary.as_bytes()), status: &[400], says: &["must be a non-negative integer"] },
         Case { name: "form data where JSON belongs", request: http("POST", b"/v2/models/fraud/infer", &[("Content-Type", "multipart/form-data; boundary=x".into())], b"--x--"), status: &[400], says: &["json", "content-type", "expected"] },
         Case { name: "model name with a path traversal", request: infer_at(b"/v2/models/..%2F..%2Fetc%2Fpasswd/infer"), status: &[404], says: &["model", "not", "name"] },
         Case { name: "model name with a right-to-left override", request: infer_at("/v2/models/fr%E2%80%AEaud/infer".as_bytes()), status: &[404], says: &["model", "not", "name"] },

@@ -96,6 +96,12 @@ impl Target for Oip {
             );
             seeds.push(seed);
         }
+        // The binary form: the same inputs as 4-byte elements after the JSON.
+        let mlp_binary = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,32],"parameters":{"binary_data_size":128}}],"parameters":{"binary_data_output":true}}"#;
+        let mut seed = vec![0];
+        seed.extend_from_slice(mlp_binary.as_bytes());
+        seed.extend(std::iter::repeat_n(0x3f, 128));
+        seeds.push(seed);
         seeds
     }
 
@@ -108,6 +114,9 @@ impl Target for Oip {
             br#""data""#,
             br#""name""#,
             br#""parameters""#,
+            br#""binary_data_size""#,
+            br#""binary_data_output""#,
+            br#""binary_data""#,
             br#""id""#,
             br#""FP32""#,
             br#""FP64""#,
@@ -137,32 +146,55 @@ impl Target for Oip {
                 None => return Ok(Outcome("no fixtures".into())),
             },
         };
-        match ferry_serving::oip::decode_infer_request(body, signature) {
-            Ok(request) => {
-                if request.inputs.len() != signature.inputs.len() {
+        let json = check_decoded(
+            ferry_serving::oip::decode_infer_request(body, signature),
+            signature,
+        )?;
+        // The binary tensor data extension: the JSON ends at the last `}` and what follows is
+        // tensor bytes, taken by the inputs' `binary_data_size`.
+        if let Some(end) = body.iter().rposition(|b| *b == b'}').map(|i| i + 1)
+            && end < body.len()
+        {
+            return check_decoded(
+                ferry_serving::oip::decode_binary_infer_request(body, end, signature),
+                signature,
+            );
+        }
+        Ok(json)
+    }
+}
+
+/// What every decoded request must satisfy: one tensor per model input, each holding exactly
+/// the elements its shape says.
+fn check_decoded(
+    decoded: Result<ferry_serving::oip::DecodedRequest, ferry_serving::oip::OipError>,
+    signature: &ferry_api::onnx::ModelSignature,
+) -> Result<Outcome, String> {
+    match decoded {
+        Ok(request) => {
+            if request.inputs.len() != signature.inputs.len() {
+                return Err(format!(
+                    "accepted {} tensors for a model with {} inputs",
+                    request.inputs.len(),
+                    signature.inputs.len()
+                ));
+            }
+            for tensor in &request.inputs {
+                let elements = tensor
+                    .shape()
+                    .iter()
+                    .try_fold(1usize, |acc, d| acc.checked_mul(*d));
+                if elements != Some(tensor.data().len()) {
                     return Err(format!(
-                        "accepted {} tensors for a model with {} inputs",
-                        request.inputs.len(),
-                        signature.inputs.len()
+                        "accepted a tensor of shape {:?} with {} elements",
+                        tensor.shape(),
+                        tensor.data().len()
                     ));
                 }
-                for tensor in &request.inputs {
-                    let elements = tensor
-                        .shape()
-                        .iter()
-                        .try_fold(1usize, |acc, d| acc.checked_mul(*d));
-                    if elements != Some(tensor.data().len()) {
-                        return Err(format!(
-                            "accepted a tensor of shape {:?} with {} elements",
-                            tensor.shape(),
-                            tensor.data().len()
-                        ));
-                    }
-                }
-                Ok(Outcome("accepted".into()))
             }
-            Err(e) => Ok(outcome_of(&e.to_string())),
+            Ok(Outcome("accepted".into()))
         }
+        Err(e) => Ok(outcome_of(&e.to_string())),
     }
 }
 

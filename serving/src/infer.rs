@@ -105,6 +105,9 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
     /// When the request arrived: the body's and the work's deadlines count from here.
     pub started: Instant,
+    /// With the binary tensor data extension, how many bytes of the body are JSON (the
+    /// `Inference-Header-Content-Length`); `None` for a JSON body.
+    pub json_len: Option<usize>,
 }
 
 /// What a call came to: the route that answered (also on errors, for `x-ferry-route`) and the
@@ -114,6 +117,9 @@ pub struct Outcome {
     pub route: Option<&'static str>,
     /// The encoded response, or why there is none.
     pub result: Result<Bytes, ServingError>,
+    /// When outputs were answered as binary tensors, how many bytes of the response are JSON
+    /// (the `Inference-Header-Content-Length` to send).
+    pub json_len: Option<usize>,
 }
 
 /// Runs one call: plan, read the body with `body`, decode, infer, and the bookkeeping.
@@ -127,6 +133,7 @@ where
             return Outcome {
                 route: None,
                 result: Err(e),
+                json_len: None,
             };
         }
     };
@@ -149,11 +156,12 @@ where
             return Outcome {
                 route: None,
                 result: Err(e),
+                json_len: None,
             };
         }
     };
     let route = plan.route_label();
-    let result = run(state, &model, &plan, body, &request_id).await;
+    let result = run(state, &model, &plan, body, call.json_len, &request_id).await;
     let elapsed = call.started.elapsed();
     let number = plan.served.number;
     let label = &plan.served.version;
@@ -183,6 +191,7 @@ where
                 .observe(call.name, label, route, e.class(), elapsed.as_secs_f64());
         }
     }
+    let mut json_len = None;
     let result = result.map(|answer| {
         if let Some(log) = &state.prediction_log {
             log.record(PredictionRecord {
@@ -192,23 +201,32 @@ where
                 id: answer.prediction_id,
                 at: chrono::Utc::now(),
                 latency_ms: elapsed.as_secs_f64() * 1000.0,
-                response: answer.body.clone(),
+                response: answer
+                    .logged_response
+                    .unwrap_or_else(|| answer.body.clone()),
                 request: log.log_inputs.then_some(answer.request),
             });
         }
+        json_len = answer.json_len;
         answer.body
     });
     Outcome {
         route: Some(route),
         result,
+        json_len,
     }
 }
 
 /// A successful prediction: the response body, and what the prediction log needs.
 struct Answer {
     body: Bytes,
+    /// The length of the body's JSON part when outputs follow it as binary tensors.
+    json_len: Option<usize>,
     prediction_id: String,
+    /// The request as JSON (for the log: a binary request is logged in its JSON form).
     request: Bytes,
+    /// The response as JSON for the log, when `body` holds binary tensors.
+    logged_response: Option<Bytes>,
 }
 
 /// Reads, decodes and runs the request on the planned version, then remembers it for feedback,
@@ -218,6 +236,7 @@ async fn run<B>(
     model: &ServedModel,
     plan: &Plan,
     body: B,
+    json_len: Option<usize>,
     request_id: &str,
 ) -> Result<Answer, ServingError>
 where
@@ -228,15 +247,30 @@ where
     let received = Instant::now();
     let runtime = plan.served.model.clone();
     let request_body = body.clone();
-    let decoded = if body.len() <= INLINE_JSON_LIMIT {
-        oip::decode_infer_request(&body, runtime.signature())
+    let decode = move |body: &[u8], signature: &ferry_api::onnx::ModelSignature| match json_len {
+        Some(n) => oip::decode_binary_infer_request(body, n, signature),
+        None => oip::decode_infer_request(body, signature),
+    };
+    // Binary tensors cost a copy, not a parse: only the JSON part decides.
+    let decoded = if json_len.unwrap_or(body.len()) <= INLINE_JSON_LIMIT {
+        decode(&body, runtime.signature())
     } else {
         let signature = runtime.signature().clone();
-        tokio::task::spawn_blocking(move || oip::decode_infer_request(&body, &signature))
+        tokio::task::spawn_blocking(move || decode(&body, &signature))
             .await
             .map_err(|e| ServingError::BadRequest(format!("decoding failed: {e}")))?
     }
     .map_err(|e| ServingError::BadRequest(e.to_string()))?;
+    // The log is JSON lines: a binary request is kept in its JSON form.
+    let logged = state.prediction_log.as_ref().is_some_and(|l| l.log_inputs);
+    let request_body = match json_len {
+        Some(_) if logged => Bytes::from(oip::encode_infer_request(
+            decoded.id.as_deref(),
+            &decoded.inputs,
+        )),
+        Some(_) => Bytes::new(),
+        None => request_body,
+    };
     // Feedback joins by the client's `id` when it sent one, else by the request id it got back
     // in `x-request-id`.
     let prediction_id = match &decoded.id {
@@ -310,22 +344,38 @@ where
         }
     }
 
+    let big = outputs.iter().map(|t| t.data().len()).sum::<usize>() > INLINE_JSON_LIMIT / 8;
     let id = decoded.id;
+    let binary = decoded.binary_outputs;
     let version = plan.served.version.clone();
     let name = model.name.clone();
-    let big = outputs.iter().map(|t| t.data().len()).sum::<usize>() > INLINE_JSON_LIMIT / 8;
-    let body = if big {
-        tokio::task::spawn_blocking(move || {
-            oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
-        })
-        .await
-        .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))?
+    let log_json = state.prediction_log.is_some();
+    let encode = move || {
+        let (body, json_len) =
+            oip::encode_binary_infer_response(&name, &version, id.as_deref(), &outputs, &binary);
+        // The log keeps JSON: binary outputs are written again as numbers for it.
+        let logged = (json_len.is_some() && log_json).then(|| {
+            Bytes::from(oip::encode_infer_response(
+                &name,
+                &version,
+                id.as_deref(),
+                &outputs,
+            ))
+        });
+        (Bytes::from(body), json_len, logged)
+    };
+    let (body, json_len, logged_response) = if big {
+        tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|e| ServingError::BadRequest(format!("encoding failed: {e}")))?
     } else {
-        oip::encode_infer_response(&name, &version, id.as_deref(), &outputs)
+        encode()
     };
     Ok(Answer {
-        body: Bytes::from(body),
+        body,
+        json_len,
         prediction_id,
         request: request_body,
+        logged_response,
     })
 }

@@ -360,10 +360,10 @@ fn every_invalid_request_is_refused_with_a_message_naming_what_is_wrong() {
             r#"input "input": unknown datatype "FLOAT32"; expected FP32"#),
         ("half precision in JSON", one_input("h", "FP16"),
             body(&[input("h", "FP16", "[1, 3]", "[1, 2, 3]")]),
-            r#"input "h": FP16 data cannot be sent as JSON; it needs the binary tensor data extension, which Ferry does not support yet"#),
+            r#"input "h": FP16 tensors are not supported by Ferry yet (neither as JSON nor as binary data)"#),
         ("bfloat16 in JSON", one_input("h", "BF16"),
             body(&[input("h", "BF16", "[1, 3]", "[1, 2, 3]")]),
-            r#"input "h": BF16 data cannot be sent as JSON; it needs the binary tensor data extension, which Ferry does not support yet"#),
+            r#"input "h": BF16 tensors are not supported by Ferry yet (neither as JSON nor as binary data)"#),
         ("rank mismatch", mlp.clone(),
             body(&[input("input", "FP32", "[32]", &floats(32))]),
             r#"input "input": expected rank 2 (shape [-1, 32]), got rank 1 (shape [32])"#),
@@ -470,10 +470,10 @@ fn every_invalid_request_is_refused_with_a_message_naming_what_is_wrong() {
         ("no shape", mlp.clone(), r#"{"inputs": [{"name": "input", "datatype": "FP32", "data": []}]}"#.into(),
             r#"input "input": has no `shape`"#),
         ("no data", mlp.clone(), r#"{"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32"}]}"#.into(),
-            r#"input "input": has no `data`"#),
-        ("binary tensor data", mlp.clone(),
+            r#"input "input": has no `data` (nor `parameters.binary_data_size`)"#),
+        ("binary tensor data without its header", mlp.clone(),
             r#"{"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "parameters": {"binary_data_size": 128}}]}"#.into(),
-            r#"input "input": its data uses the binary tensor data extension, which Ferry does not support yet; send `data` as JSON (tritonclient: set_data_from_numpy(array, binary_data=False))"#),
+            r#"input "input": `binary_data_size` is 128 but the request has no `Inference-Header-Content-Length` header saying where the JSON ends and the binary data begins"#),
         ("no inputs field", mlp.clone(), r#"{"id": "1"}"#.into(),
             "malformed request: missing field `inputs` (an array of input tensors)"),
         ("a shape that is a string", mlp.clone(),
@@ -925,7 +925,7 @@ fn server_metadata_names_ferry_its_version_and_extensions() {
     let metadata = serde_json::to_value(oip::server_metadata("0.1.0")).unwrap();
     assert_eq!(
         metadata,
-        json!({"name": "ferry", "version": "0.1.0", "extensions": ["model_configuration", "model_repository"]})
+        json!({"name": "ferry", "version": "0.1.0", "extensions": ["binary_tensor_data", "model_configuration", "model_repository"]})
     );
 }
 
@@ -1058,4 +1058,219 @@ fn the_repository_index_lists_entries_and_reads_the_ready_filter() {
             .ready
     );
     assert!(oip::decode_repository_index_request(br#"{"ready": "yes"}"#).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary tensor data extension
+
+/// A request in the extension's form: the JSON, then the tensors' bytes; and the JSON's length.
+fn binary_request(json: &str, tensors: &[&[u8]]) -> (Vec<u8>, usize) {
+    let mut body = json.as_bytes().to_vec();
+    for t in tensors {
+        body.extend_from_slice(t);
+    }
+    (body, json.len())
+}
+
+fn le_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn binary_inputs_decode_like_json_ones_and_may_be_mixed_with_them() {
+    let two = fixture("two_inputs.onnx");
+    let names: Vec<_> = two
+        .inputs
+        .iter()
+        .map(|s| (s.name.clone(), s.datatype.clone()))
+        .collect();
+    assert_eq!(names.len(), 2);
+    let (a, b) = (&names[0], &names[1]);
+    // The same values three ways: all JSON, all binary, one of each (binary listed second).
+    let features = [0.5_f32, -1.0, 2.25, 3.0];
+    let json_only = format!(
+        r#"{{"inputs": [{{"name": "{}", "shape": [1, 4], "datatype": "{}", "data": [0.5, -1.0, 2.25, 3.0]}}, {{"name": "{}", "shape": [1, 1], "datatype": "{}", "data": [7]}}]}}"#,
+        a.0, a.1, b.0, b.1
+    );
+    let want = oip::decode_infer_request(json_only.as_bytes(), &two).unwrap();
+    let header = format!(
+        r#"{{"inputs": [{{"name": "{}", "shape": [1, 4], "datatype": "{}", "parameters": {{"binary_data_size": 16}}}}, {{"name": "{}", "shape": [1, 1], "datatype": "{}", "parameters": {{"binary_data_size": 8}}}}], "outputs": [{{"name": "y", "parameters": {{"binary_data": true}}}}]}}"#,
+        a.0, a.1, b.0, b.1
+    );
+    let (body, n) = binary_request(&header, &[&le_f32(&features), &7_i64.to_le_bytes()]);
+    let got = oip::decode_binary_infer_request(&body, n, &two).unwrap();
+    assert_eq!(got.inputs, want.inputs);
+    assert!(got.binary_outputs.is_binary("y"));
+    let mixed = format!(
+        r#"{{"inputs": [{{"name": "{}", "shape": [1, 4], "datatype": "{}", "data": [0.5, -1.0, 2.25, 3.0]}}, {{"name": "{}", "shape": [1, 1], "datatype": "{}", "parameters": {{"binary_data_size": 8}}}}]}}"#,
+        a.0, a.1, b.0, b.1
+    );
+    let (body, n) = binary_request(&mixed, &[&7_i64.to_le_bytes()]);
+    assert_eq!(
+        oip::decode_binary_infer_request(&body, n, &two)
+            .unwrap()
+            .inputs,
+        want.inputs
+    );
+}
+
+#[test]
+fn every_binary_size_mismatch_is_refused_naming_the_input_and_the_numbers() {
+    let mlp = fixture("mlp.onnx");
+    let header = |size: usize| {
+        format!(
+            r#"{{"inputs": [{{"name": "input", "shape": [2, 32], "datatype": "FP32", "parameters": {{"binary_data_size": {size}}}}}]}}"#
+        )
+    };
+    let rows = le_f32(&[0.25; 64]);
+    let cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
+        (
+            "size short of the shape",
+            binary_request(&header(128), &[&rows[..128]]).0,
+            header(128).len(),
+            r#"input "input": `binary_data_size` is 128 bytes, but shape [2, 32] of FP32 needs 64 elements × 4 bytes = 256"#,
+        ),
+        (
+            "truncated body",
+            binary_request(&header(256), &[&rows[..100]]).0,
+            header(256).len(),
+            r#"input "input": `binary_data_size` is 256 but only 100 bytes of binary data are left in the body (the body is truncated, or an earlier input's size is wrong)"#,
+        ),
+        (
+            "bytes left over",
+            binary_request(&header(256), &[&rows, b"xx"]).0,
+            header(256).len(),
+            "malformed request: 258 bytes of binary data follow the JSON header, but the inputs' `binary_data_size` add up to 256",
+        ),
+        (
+            "header length past the body",
+            binary_request(&header(256), &[&rows]).0,
+            10_000,
+            "malformed request: Inference-Header-Content-Length is 10000 but the body has only",
+        ),
+        (
+            "header length cutting the JSON",
+            binary_request(&header(256), &[&rows]).0,
+            20,
+            "invalid JSON",
+        ),
+        (
+            "a size that is not a number",
+            binary_request(&header(256).replace("256", "\"256\""), &[&rows]).0,
+            header(256).len() + 2,
+            r#"input "input": `binary_data_size` must be a non-negative integer, got "256""#,
+        ),
+        (
+            "a size past u64",
+            binary_request(&header(256).replace("256", "1e30"), &[&rows]).0,
+            header(256).len() + 1,
+            r#"input "input": `binary_data_size` must be a non-negative integer, got 1e+30"#,
+        ),
+    ];
+    for (what, body, n, says) in cases {
+        let err = match oip::decode_binary_infer_request(&body, n, &mlp) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => e.message(),
+        };
+        assert!(err.starts_with(says), "{what}: {err}");
+    }
+    // Both `data` and a binary size for one input.
+    let both = format!(
+        r#"{{"inputs": [{{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": {}, "parameters": {{"binary_data_size": 128}}}}]}}"#,
+        floats(32)
+    );
+    let (body, n) = binary_request(&both, &[&rows[..128]]);
+    let err = oip::decode_binary_infer_request(&body, n, &mlp)
+        .unwrap_err()
+        .message();
+    assert!(err.contains("both `data` and `binary_data_size`"), "{err}");
+}
+
+#[test]
+fn outputs_asked_as_binary_come_after_the_json_and_the_others_stay_json() {
+    let probabilities = Tensor::new("probabilities", vec![1, 2], vec![0.25_f32, 0.75]).unwrap();
+    let labels = Tensor::new("labels", vec![2], vec!["cat".to_owned(), "dög".to_owned()]).unwrap();
+    let outputs = [probabilities, labels];
+    let mut binary = oip::BinaryOutputs::default();
+
+    // Nothing asked: exactly the JSON response.
+    let (body, n) = oip::encode_binary_infer_response("m", "1", None, &outputs, &binary);
+    assert_eq!(n, None);
+    assert_eq!(body, oip::encode_infer_response("m", "1", None, &outputs));
+
+    // `binary_data_output: true` for all, but `labels` asked for as JSON.
+    binary.all = true;
+    binary.named.push(("labels".into(), false));
+    let (body, n) = oip::encode_binary_infer_response("m", "1", Some("r"), &outputs, &binary);
+    let n = n.unwrap();
+    let head: Value = serde_json::from_slice(&body[..n]).unwrap();
+    assert_eq!(
+        head["outputs"],
+        json!([
+            {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}},
+            {"name": "labels", "datatype": "BYTES", "shape": [2], "data": ["cat", "dög"]},
+        ])
+    );
+    assert_eq!(head["id"], "r");
+    assert_eq!(body[n..], le_f32(&[0.25, 0.75]));
+
+    // BYTES as binary: 4-byte little-endian lengths.
+    binary.named.clear();
+    let (body, n) = oip::encode_binary_infer_response("m", "1", None, &outputs[1..], &binary);
+    let tail = &body[n.unwrap()..];
+    assert_eq!(
+        tail,
+        [
+            &3_u32.to_le_bytes()[..],
+            b"cat",
+            &4_u32.to_le_bytes(),
+            "dög".as_bytes()
+        ]
+        .concat()
+    );
+}
+
+#[test]
+fn binary_output_flags_must_be_booleans() {
+    let mlp = fixture("mlp.onnx");
+    let request = |parameters: &str, output: &str| {
+        format!(
+            r#"{{"inputs": [{}], "parameters": {parameters}, "outputs": [{output}]}}"#,
+            input("input", "FP32", "[1, 32]", &floats(32))
+        )
+    };
+    let ok = oip::decode_infer_request(
+        request(
+            r#"{"binary_data_output": true}"#,
+            r#"{"name": "probabilities", "parameters": {"binary_data": false}}"#,
+        )
+        .as_bytes(),
+        &mlp,
+    )
+    .unwrap();
+    assert!(ok.binary_outputs.all);
+    assert!(!ok.binary_outputs.is_binary("probabilities"));
+    assert!(ok.binary_outputs.is_binary("anything else"));
+    let err = refusal(
+        &request(
+            r#"{"binary_data_output": 1}"#,
+            r#"{"name": "probabilities"}"#,
+        ),
+        &mlp,
+    );
+    assert_eq!(
+        err,
+        "malformed request: parameter `binary_data_output` must be true or false, got 1"
+    );
+    let err = refusal(
+        &request(
+            "{}",
+            r#"{"name": "probabilities", "parameters": {"binary_data": "yes"}}"#,
+        ),
+        &mlp,
+    );
+    assert!(
+        err.contains("probabilities") && err.contains("`binary_data` must be true or false"),
+        "{err}"
+    );
 }

@@ -1,62 +1,31 @@
-"""The official Triton HTTP client, unchanged, against `ferry serving`.
+"""The official Triton HTTP client against `ferry serving`, with JSON tensors (`binary_data=False`);
+test_binary_clients.py runs it with its default settings (binary tensors).
 
 Run by scripts/test.sh (pytest); needs FERRY_BIN (the ferry binary) and ONNX Runtime
 (ORT_DYLIB_PATH or .ort/).
 """
 import json
-import os
-import pathlib
-import socket
-import subprocess
-import time
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import FIXTURES, Process
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    binary = os.environ.get("FERRY_BIN")
-    if not binary:
-        pytest.fail("FERRY_BIN must name the ferry binary (scripts/test.sh sets it)")
-    port = free_port()
-    env = dict(os.environ)
-    env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort" / "libonnxruntime.so"))
-    log = tmp_path_factory.mktemp("ferry") / "serving.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [binary, "serving", "--listen", f"127.0.0.1:{port}",
-             "--model", f"mlp={FIXTURES / 'mlp.onnx'}",
-             "--model", f"two={FIXTURES / 'two_inputs.onnx'}",
-             "--model", f"fixed={FIXTURES / 'fixed_shape.onnx'}"],
-            stdout=out, stderr=out, env=env)
-    url = f"127.0.0.1:{port}"
-    client = httpclient.InferenceServerClient(url=url)
-    deadline = time.time() + 60
-    while True:
-        try:
-            if client.is_server_ready():
-                break
-        except Exception:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"ferry serving did not start:\n{log.read_text()}")
-        time.sleep(0.1)
+    ferry = Process(
+        ["serving",
+         "--model", f"mlp={FIXTURES / 'mlp.onnx'}",
+         "--model", f"two={FIXTURES / 'two_inputs.onnx'}",
+         "--model", f"fixed={FIXTURES / 'fixed_shape.onnx'}"],
+        tmp_path_factory.mktemp("ferry") / "serving.log")
+    client = httpclient.InferenceServerClient(url=ferry.address)
+    ferry.wait_until(client.is_server_ready, "ferry serving becoming ready")
     yield client
-    proc.terminate()
-    proc.wait(timeout=30)
+    ferry.stop()
 
 
 def expected(name):

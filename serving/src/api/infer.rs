@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::ServingState;
 use crate::error::ServingError;
 use crate::infer::{self, Call};
+use crate::oip;
 
 /// The least time a client is given to send its body, however short the request timeout.
 const MIN_BODY_TIME: Duration = Duration::from_secs(10);
@@ -47,11 +48,16 @@ async fn answer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let json_len = match binary_header(headers) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
     let call = Call {
         name,
         version,
         headers,
         started,
+        json_len,
     };
     // The body's share of the buffering budget, held until the answer is built.
     let mut budget = None;
@@ -65,10 +71,20 @@ async fn answer(
     let mut response = match outcome.result {
         Ok(body) => {
             let mut response = body.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            let headers = response.headers_mut();
+            if let Some(n) = outcome.json_len {
+                // Binary tensors follow the JSON: the body as a whole is not JSON.
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(oip::HEADER_CONTENT_LENGTH, HeaderValue::from(n));
+            } else {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
             response
         }
         Err(e) => e.into_response(),
@@ -79,6 +95,28 @@ async fn answer(
             .insert(ROUTE_HEADER, HeaderValue::from_static(route));
     }
     response
+}
+
+/// The `Inference-Header-Content-Length` of a request in the binary tensor data extension's
+/// form: how many bytes of the body are JSON.
+fn binary_header(headers: &HeaderMap) -> Result<Option<usize>, ServingError> {
+    let Some(value) = headers.get(oip::HEADER_CONTENT_LENGTH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ServingError::BadRequest(format!(
+                "Inference-Header-Content-Length must be a number of bytes, got {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            ))
+        })
 }
 
 /// The whole request body, within the request timeout or [`MIN_BODY_TIME`], whichever is longer

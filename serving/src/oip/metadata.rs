@@ -16,7 +16,11 @@ pub const PLATFORM: &str = "onnxruntime_onnx";
 /// Protocol extensions Ferry implements, as Triton names them: `model_configuration` (the
 /// `…/config` document) and `model_repository` (the index; loading and unloading are the
 /// registry's job, not the protocol's).
-pub const EXTENSIONS: &[&str] = &["model_configuration", "model_repository"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "model_repository",
+];
 
 /// `GET /v2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

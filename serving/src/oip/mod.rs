@@ -1,4 +1,4 @@
-//! The Open Inference Protocol v2 (KServe V2 / Triton) over JSON: pure functions from bodies to
+//! The Open Inference Protocol v2 (KServe V2 / Triton) over REST (JSON, and binary tensors): pure functions from bodies to
 //! tensors and back, and the metadata documents clients read before they call a model. Nothing
 //! here knows HTTP; the routes call these functions and answer `400 {"error": message}` for any
 //! [`OipError`].
@@ -7,6 +7,9 @@
 //!   `serde_json::Value` tree for tensor data) and checks every input against the model's
 //!   [`ModelSignature`], so nothing malformed reaches ONNX Runtime;
 //! - [`encode_infer_response`] writes the answer;
+//! - [`decode_binary_infer_request`] and [`encode_binary_infer_response`] do the same for the
+//!   binary tensor data extension (raw tensor bytes after the JSON, `Inference-Header-Content-Length`
+//!   giving where the JSON ends), which `tritonclient` and KServe's clients use by default;
 //! - [`server_metadata`], [`model_metadata`], [`triton_config`] and [`RepositoryEntry`] are the
 //!   `GET /v2`, `GET /v2/models/{name}`, `GET …/config` and `POST /v2/repository/index`
 //!   documents, in the shapes `tritonclient` and `perf_analyzer` expect.
@@ -50,6 +53,7 @@
 //! [`Tensor`]: crate::runtime::Tensor
 //! [`ModelSignature`]: ferry_api::onnx::ModelSignature
 
+mod binary;
 mod data;
 mod error;
 mod metadata;
@@ -66,8 +70,17 @@ pub use metadata::{
 pub use model_config::{
     DynamicBatching, Reshape, TritonConfig, TritonTensor, triton_config, triton_data_type,
 };
-pub use request::{DecodedRequest, decode_infer_request};
-pub use response::{encode_error, encode_infer_response, encode_infer_response_with_parameters};
+pub use request::{
+    BinaryOutputs, DecodedRequest, decode_binary_infer_request, decode_infer_request,
+};
+pub use response::{
+    encode_binary_infer_response, encode_error, encode_infer_request, encode_infer_response,
+    encode_infer_response_with_parameters,
+};
+
+/// The HTTP header of the binary tensor data extension: how many bytes of the body are the
+/// JSON document (the tensor bytes follow).
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 /// The protocol's `parameters` objects (request, input, output and response level): free-form
 /// keys with JSON values. Small and rare, so unlike tensor data they are kept as JSON values.

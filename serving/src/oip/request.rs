@@ -16,6 +16,7 @@ use serde_json::error::Category;
 use serde_json::value::RawValue;
 
 use super::Parameters;
+use super::binary::{self, BinaryPart};
 use super::data::{self, DataSeed};
 use super::error::OipError;
 use super::validation::{self, Header};
@@ -34,6 +35,29 @@ pub struct DecodedRequest {
     pub outputs: Option<Vec<String>>,
     /// The request-level `parameters`, as given.
     pub parameters: Option<Parameters>,
+    /// Which outputs the client wants as binary data (the binary tensor data extension).
+    pub binary_outputs: BinaryOutputs,
+}
+
+/// Which outputs are answered as binary data: those whose `parameters.binary_data` is `true`,
+/// and, with the request parameter `binary_data_output: true`, every output not set otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BinaryOutputs {
+    /// `binary_data_output` of the request's `parameters`.
+    pub all: bool,
+    /// Outputs with their own `binary_data`, by name.
+    pub named: Vec<(String, bool)>,
+}
+
+impl BinaryOutputs {
+    /// Whether output `name` is answered as binary data.
+    #[must_use]
+    pub fn is_binary(&self, name: &str) -> bool {
+        self.named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.all, |(_, binary)| *binary)
+    }
 }
 
 /// Decodes an infer request body (`{id?, parameters?, inputs: [{name, shape, datatype,
@@ -50,11 +74,49 @@ pub struct DecodedRequest {
 /// (with serde_json's line and column); an input that is unknown, missing, repeated, of another
 /// datatype, rank or fixed dimension than the model declares, with negative dims or more
 /// elements than memory can address, data whose count or nesting disagrees with its shape, or
-/// elements out of range for its datatype (naming the element's row-major index); FP16/BF16 or
-/// binary data, which need the binary tensor extension; inputs whose batch sizes or
-/// same-named dims disagree; and unknown or repeated requested outputs.
+/// elements out of range for its datatype (naming the element's row-major index); FP16/BF16,
+/// which Ferry does not serve yet; `binary_data_size` without the binary extension's header
+/// (see [`decode_binary_infer_request`]); inputs whose batch sizes or same-named dims disagree;
+/// unknown or repeated requested outputs; and `binary_data`/`binary_data_output` parameters
+/// that are not booleans.
 pub fn decode_infer_request(
     body: &[u8],
+    signature: &ModelSignature,
+) -> Result<DecodedRequest, OipError> {
+    decode(body, BinaryPart::none(), signature)
+}
+
+/// Decodes a request in the binary tensor data extension's form: the first `header_len` bytes
+/// of `body` (the `Inference-Header-Content-Length` header's value) are the JSON document, and
+/// the inputs with `parameters.binary_data_size` take their data from the bytes after it, in
+/// the order they are listed (see [`binary`](super::binary) for the layout). Inputs with JSON
+/// `data` may be mixed in.
+///
+/// # Errors
+/// What [`decode_infer_request`] refuses, and: a `header_len` past the body; a
+/// `binary_data_size` that is not a non-negative integer, that disagrees with the input's shape
+/// and datatype, or that runs past the body; an input with both `data` and `binary_data_size`;
+/// malformed `BYTES` elements; bytes left over after the last input; and FP16/BF16, which Ferry
+/// does not serve yet.
+pub fn decode_binary_infer_request(
+    body: &[u8],
+    header_len: usize,
+    signature: &ModelSignature,
+) -> Result<DecodedRequest, OipError> {
+    if header_len > body.len() {
+        return Err(OipError::Malformed(format!(
+            "malformed request: Inference-Header-Content-Length is {header_len} but the body \
+             has only {} bytes",
+            body.len()
+        )));
+    }
+    let (json, tensors) = body.split_at(header_len);
+    decode(json, BinaryPart::new(tensors), signature)
+}
+
+fn decode(
+    body: &[u8],
+    mut binary: BinaryPart<'_>,
     signature: &ModelSignature,
 ) -> Result<DecodedRequest, OipError> {
     let mut diagnostics = Diagnostics::default();
@@ -62,12 +124,14 @@ pub fn decode_infer_request(
     let seed = RequestSeed {
         signature,
         diagnostics: &mut diagnostics,
+        binary: &mut binary,
         body_len: body.len(),
     };
     let request = seed
         .deserialize(&mut deserializer)
         .and_then(|request| deserializer.end().map(|()| request))
         .map_err(|e| diagnostics.explain(&e))?;
+    binary.finish()?;
     finish(request, signature)
 }
 
@@ -83,6 +147,18 @@ fn finish(request: RawRequest, signature: &ModelSignature) -> Result<DecodedRequ
         inputs.push(tensor.ok_or_else(|| validation::missing_input(spec))?);
     }
     validation::check_dims_agree(signature, &inputs)?;
+    let mut binary_outputs = BinaryOutputs {
+        all: flag(request.parameters.as_ref(), "binary_data_output", None)?,
+        named: Vec::new(),
+    };
+    for output in request.outputs.iter().flatten() {
+        if let Some(parameters) = &output.parameters
+            && parameters.contains_key("binary_data")
+        {
+            let binary = flag(Some(parameters), "binary_data", Some(&output.name))?;
+            binary_outputs.named.push((output.name.clone(), binary));
+        }
+    }
     let outputs = match request.outputs {
         None => None,
         Some(requested) => {
@@ -107,7 +183,27 @@ fn finish(request: RawRequest, signature: &ModelSignature) -> Result<DecodedRequ
         inputs,
         outputs,
         parameters: request.parameters,
+        binary_outputs,
     })
+}
+
+/// A boolean parameter (`false` when absent), refused when it is something else.
+fn flag(
+    parameters: Option<&Parameters>,
+    key: &str,
+    output: Option<&str>,
+) -> Result<bool, OipError> {
+    match parameters.and_then(|p| p.get(key)) {
+        None => Ok(false),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => {
+            let reason = format!("parameter `{key}` must be true or false, got {other}");
+            Err(match output {
+                Some(name) => OipError::output_error(name, reason),
+                None => OipError::Malformed(format!("malformed request: {reason}")),
+            })
+        }
+    }
 }
 
 /// What went wrong while parsing, beyond serde's own error: the full explanation of a refusal
@@ -268,13 +364,15 @@ fn once<E: de::Error>(seen: &mut bool, field: &'static str) -> Result<(), E> {
     Ok(())
 }
 
-struct RequestSeed<'a> {
+struct RequestSeed<'a, 'b> {
     signature: &'a ModelSignature,
     diagnostics: &'a mut Diagnostics,
+    /// The tensor bytes after the JSON (binary tensor data extension).
+    binary: &'a mut BinaryPart<'b>,
     body_len: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_, '_> {
     type Value = RawRequest;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawRequest, D::Error> {
@@ -282,7 +380,7 @@ impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed<'_> {
+impl<'de> Visitor<'de> for RequestSeed<'_, '_> {
     type Value = RawRequest;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -293,6 +391,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         let RequestSeed {
             signature,
             diagnostics,
+            binary,
             body_len,
         } = self;
         let mut request = RawRequest::default();
@@ -316,6 +415,7 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
                     let seed = InputsSeed {
                         signature,
                         diagnostics: &mut *diagnostics,
+                        binary: &mut *binary,
                         body_len,
                     };
                     let inputs = map
@@ -339,13 +439,14 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
 }
 
 /// The `inputs` array: decoded inputs by their position in the signature.
-struct InputsSeed<'a> {
+struct InputsSeed<'a, 'b> {
     signature: &'a ModelSignature,
     diagnostics: &'a mut Diagnostics,
+    binary: &'a mut BinaryPart<'b>,
     body_len: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
+impl<'de> DeserializeSeed<'de> for InputsSeed<'_, '_> {
     type Value = Vec<Option<Tensor>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -353,7 +454,7 @@ impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for InputsSeed<'_> {
+impl<'de> Visitor<'de> for InputsSeed<'_, '_> {
     type Value = Vec<Option<Tensor>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -364,6 +465,7 @@ impl<'de> Visitor<'de> for InputsSeed<'_> {
         let InputsSeed {
             signature,
             diagnostics,
+            binary,
             body_len,
         } = self;
         let mut given: Vec<Option<Tensor>> = std::iter::repeat_with(|| None)
@@ -376,6 +478,7 @@ impl<'de> Visitor<'de> for InputsSeed<'_> {
                 given: &given,
                 position,
                 diagnostics: &mut *diagnostics,
+                binary: &mut *binary,
                 body_len,
             };
             let next = seq.next_element_seed(seed).map_err(|e| {
@@ -393,13 +496,14 @@ impl<'de> Visitor<'de> for InputsSeed<'_> {
 }
 
 /// One input object: its position in the signature and its tensor.
-struct InputSeed<'a> {
+struct InputSeed<'a, 'b> {
     signature: &'a ModelSignature,
     /// The inputs decoded so far, to refuse repeats.
     given: &'a [Option<Tensor>],
     /// Position in the request's `inputs`, for messages about inputs without a name.
     position: usize,
     diagnostics: &'a mut Diagnostics,
+    binary: &'a mut BinaryPart<'b>,
     body_len: usize,
 }
 
@@ -409,7 +513,7 @@ enum Data<'de> {
     Raw(&'de RawValue),
 }
 
-impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
+impl<'de> DeserializeSeed<'de> for InputSeed<'_, '_> {
     type Value = (usize, Tensor);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -417,7 +521,7 @@ impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for InputSeed<'_> {
+impl<'de> Visitor<'de> for InputSeed<'_, '_> {
     type Value = (usize, Tensor);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -430,6 +534,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
             given,
             position,
             diagnostics,
+            binary,
             body_len,
         } = self;
         let mut name: Option<String> = None;
@@ -517,31 +622,44 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
         let Some(shape) = shape else {
             return Err(diagnostics.fail(missing("shape")));
         };
-        let (header, values) = match data {
-            Some(Data::Decoded(header, values)) => (header, values),
-            Some(Data::Raw(raw)) => {
+        let declared =
+            binary::declared_size(&name, parameters.as_ref()).map_err(|e| diagnostics.fail(e))?;
+        let (header, values) = match (data, declared) {
+            (Some(_), Some(_)) => {
+                return Err(diagnostics.fail(OipError::input_error(
+                    &name,
+                    "has both `data` and `binary_data_size`; send its data one way",
+                )));
+            }
+            (None, Some(size)) => {
                 let header = validation::check_input(signature, given, &name, &datatype, &shape)
                     .map_err(|e| diagnostics.fail(e))?;
-                let values =
-                    data::decode_raw(raw, &name, &header).map_err(|e| diagnostics.fail(e))?;
+                let values = binary
+                    .take(&name, size)
+                    .and_then(|bytes| binary::decode(&name, &header, bytes))
+                    .map_err(|e| diagnostics.fail(e))?;
                 (header, values)
             }
-            None => {
-                // Report an unknown name or a wrong datatype before the missing data.
-                validation::check_input(signature, given, &name, &datatype, &shape)
-                    .map_err(|e| diagnostics.fail(e))?;
-                let binary = parameters
-                    .as_ref()
-                    .is_some_and(|p| p.contains_key("binary_data_size"));
-                let reason = if binary {
-                    "its data uses the binary tensor data extension, which Ferry does not \
-                     support yet; send `data` as JSON (tritonclient: \
-                     set_data_from_numpy(array, binary_data=False))"
-                } else {
-                    "has no `data`"
-                };
-                return Err(diagnostics.fail(OipError::input_error(&name, reason)));
-            }
+            (data, None) => match data {
+                Some(Data::Decoded(header, values)) => (header, values),
+                Some(Data::Raw(raw)) => {
+                    let header =
+                        validation::check_input(signature, given, &name, &datatype, &shape)
+                            .map_err(|e| diagnostics.fail(e))?;
+                    let values =
+                        data::decode_raw(raw, &name, &header).map_err(|e| diagnostics.fail(e))?;
+                    (header, values)
+                }
+                None => {
+                    // Report an unknown name or a wrong datatype before the missing data.
+                    validation::check_input(signature, given, &name, &datatype, &shape)
+                        .map_err(|e| diagnostics.fail(e))?;
+                    return Err(diagnostics.fail(OipError::input_error(
+                        &name,
+                        "has no `data` (nor `parameters.binary_data_size`)",
+                    )));
+                }
+            },
         };
         let index = header.index;
         // The data was counted against the shape while decoding, so this cannot fail; if it

@@ -64,8 +64,8 @@ pub(super) fn check_input(
     }
     if !given_type.is_supported() {
         return Err(fail(format!(
-            "{given_type} data cannot be sent as JSON; it needs the binary tensor data \
-             extension, which Ferry does not support yet"
+            "{given_type} tensors are not supported by Ferry yet (neither as JSON nor as \
+             binary data)"
         )));
     }
 

@@ -1,0 +1,68 @@
+"""What the Python client tests share: starting the ferry binary (FERRY_BIN, set by
+scripts/test.sh) on a free port and waiting until it is ready."""
+import os
+import pathlib
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ferry_bin():
+    binary = os.environ.get("FERRY_BIN")
+    if not binary:
+        pytest.fail("FERRY_BIN must name the ferry binary (scripts/test.sh sets it)")
+    return binary
+
+
+def ferry_env():
+    env = dict(os.environ)
+    env.setdefault("ORT_DYLIB_PATH", str(ROOT / ".ort" / "libonnxruntime.so"))
+    return env
+
+
+class Process:
+    """A running `ferry` command, its port and its log."""
+
+    def __init__(self, args, log, cwd=None):
+        self.port = free_port()
+        self.log = log
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [ferry_bin(), *args, "--listen", f"127.0.0.1:{self.port}"],
+                stdout=out, stderr=out, env=ferry_env(), cwd=cwd)
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def wait_until(self, ready, what, timeout=60):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if ready():
+                    return
+            except Exception:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                pytest.fail(f"{what} did not happen:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
