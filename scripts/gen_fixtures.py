@@ -134,6 +134,26 @@ def strings() -> onnx.ModelProto:
     return model(graph)
 
 
+def half_precision() -> onnx.ModelProto:
+    """FP16 and BF16 in and out: `x` (FP16) doubled, `b` (BF16) echoed, and `x` widened to FP32
+    (what the runtime computed, readable by any client)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "x"], ["doubled"], name="double"),
+            helper.make_node("Identity", ["b"], ["b_echo"], name="echo"),
+            helper.make_node("Cast", ["x"], ["x_float"], name="widen", to=TensorProto.FLOAT),
+        ],
+        "half",
+        [tensor("x", TensorProto.FLOAT16, [BATCH, 4]), tensor("b", TensorProto.BFLOAT16, [BATCH, 4])],
+        [
+            tensor("doubled", TensorProto.FLOAT16, [BATCH, 4]),
+            tensor("b_echo", TensorProto.BFLOAT16, [BATCH, 4]),
+            tensor("x_float", TensorProto.FLOAT, [BATCH, 4]),
+        ],
+    )
+    return model(graph)
+
+
 def unloadable() -> onnx.ModelProto:
     """A well-formed ONNX graph (the registry accepts it) that ONNX Runtime cannot load: its only
     node is an operator from a domain no runtime implements. Tests use it for failed loads."""
@@ -258,6 +278,7 @@ def generate(out: Path, large: bool) -> None:
     (out / "expected.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "unloadable.onnx").write_bytes(unloadable().SerializeToString(deterministic=True))
     (out / "strings.onnx").write_bytes(strings().SerializeToString(deterministic=True))
+    (out / "half.onnx").write_bytes(half_precision().SerializeToString(deterministic=True))
     (out / "fragile.onnx").write_bytes(fragile().SerializeToString(deterministic=True))
     if large:
         big = mlp("mlp_large", [512, 2048, 2048, 10], seed=11)

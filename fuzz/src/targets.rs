@@ -54,6 +54,8 @@ impl Oip {
             "two_inputs.onnx",
             "int64.onnx",
             "fixed_shape.onnx",
+            "strings.onnx",
+            "half.onnx",
         ]
         .iter()
         .filter_map(|f| inspect(&fixture(f)).ok())

@@ -62,6 +62,8 @@ pub fn sample(version: i64, profile: &Arc<Profile>, inputs: &[Tensor]) -> Option
         let values = match tensor.data() {
             TensorData::F32(v) => Values::F32(rows(v, width, |x| *x)),
             TensorData::F64(v) => Values::F64(rows(v, width, |x| *x)),
+            TensorData::F16(v) => Values::F32(rows(v, width, |x| x.to_f32())),
+            TensorData::BF16(v) => Values::F32(rows(v, width, |x| x.to_f32())),
             TensorData::I64(v) => Values::F64(rows(v, width, |x| *x as f64)),
             TensorData::I32(v) => Values::F64(rows(v, width, |x| f64::from(*x))),
             _ => continue,

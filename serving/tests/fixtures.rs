@@ -63,7 +63,7 @@ async fn each_fixture_answers_what_onnxruntime_computed() {
     let expected: Value =
         serde_json::from_slice(&std::fs::read(common::fixture("expected.json")).unwrap()).unwrap();
     let models = expected["models"].as_object().unwrap();
-    assert_eq!(models.len(), 4, "one entry per committed fixture");
+    assert_eq!(models.len(), 4, "one entry per fixture in expected.json");
     for (file, case) in models {
         let bytes = std::fs::read(common::fixture(file)).unwrap();
         let model = LoadedModel::load(
@@ -170,4 +170,49 @@ async fn a_request_with_zero_rows_gets_outputs_with_zero_rows() {
         .unwrap();
     assert_eq!(outputs[0].shape(), [0, 2]);
     assert!(outputs[0].data().is_empty());
+}
+
+/// FP16 and BF16 go to ONNX Runtime and come back as the same half-precision values: `x`
+/// doubled (exact in FP16 for these values), `b` echoed bit for bit, `x` widened to FP32. Rows
+/// from two requests batched together stay each request's own.
+#[tokio::test]
+async fn half_precision_tensors_run_through_onnx_runtime() {
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    let bytes = std::fs::read(common::fixture("half.onnx")).unwrap();
+    let model = LoadedModel::load(
+        &runtime,
+        ModelSource::from(bytes.clone()),
+        ferry_api::onnx::inspect(&bytes).unwrap(),
+        common::options(),
+        ModelMetrics::detached("half", "1").unwrap(),
+    )
+    .await
+    .unwrap();
+    let xs = [0.5_f32, -1.25, 1000.0, 0.0, 3.0, -0.0625, 2.5, 7.0];
+    let bs = [1e30_f32, -0.1, 3.0, 1e-30, 0.5, -2.0, 1e38, 42.0];
+    let x: Vec<half::f16> = xs.iter().map(|v| half::f16::from_f32(*v)).collect();
+    let b: Vec<half::bf16> = bs.iter().map(|v| half::bf16::from_f32(*v)).collect();
+    let inputs = vec![
+        Tensor::new("x", vec![2, 4], x.clone()).unwrap(),
+        Tensor::new("b", vec![2, 4], b.clone()).unwrap(),
+    ];
+    let outputs = model
+        .infer(inputs, None, common::in_a_minute())
+        .await
+        .unwrap();
+    let by_name = |n: &str| {
+        outputs
+            .iter()
+            .find(|t| t.name() == n)
+            .unwrap()
+            .data()
+            .clone()
+    };
+    let doubled: Vec<half::f16> = xs.iter().map(|v| half::f16::from_f32(v * 2.0)).collect();
+    assert_eq!(by_name("doubled"), TensorData::F16(doubled));
+    assert_eq!(by_name("b_echo"), TensorData::BF16(b));
+    let widened: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    assert_eq!(by_name("x_float"), TensorData::F32(widened));
 }

@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -33,7 +34,8 @@ def serving(tmp_path_factory):
          "--model", f"mlp={FIXTURES / 'mlp.onnx'}",
          "--model", f"two={FIXTURES / 'two_inputs.onnx'}",
          "--model", f"ints={FIXTURES / 'int64.onnx'}",
-         "--model", f"strings={FIXTURES / 'strings.onnx'}"],
+         "--model", f"strings={FIXTURES / 'strings.onnx'}",
+         "--model", f"half={FIXTURES / 'half.onnx'}"],
         tmp_path_factory.mktemp("ferry") / "serving.log")
     client = httpclient.InferenceServerClient(url=ferry.address)
     ferry.wait_until(client.is_server_ready, "ferry serving becoming ready")
@@ -100,6 +102,33 @@ def test_bytes_in_binary_round_trip(serving):
     i.set_data_from_numpy(text)
     result = serving.infer("strings", [i])
     assert result.as_numpy("echo").tolist() == text.tolist()
+
+
+def test_fp16_and_bf16_in_binary(serving):
+    x = np.array([[0.5, -1.25, 1000.0, 0.0], [3.0, -0.0625, 2.5, 7.0]], dtype=np.float16)
+    b = np.array([[1.0, -0.5, 3.0, 256.0], [0.25, -2.0, 1e30, 42.0]], dtype=ml_dtypes.bfloat16)
+    xi = httpclient.InferInput("x", list(x.shape), "FP16")
+    xi.set_data_from_numpy(x)
+    bi = httpclient.InferInput("b", list(b.shape), "BF16")
+    bi.set_data_from_numpy(b)
+    result = serving.infer("half", [xi, bi])
+    np.testing.assert_array_equal(result.as_numpy("doubled"), x * 2)
+    np.testing.assert_array_equal(result.as_numpy("x_float"), x.astype(np.float32))
+    echo = result.as_numpy("b_echo")
+    assert echo.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(echo.astype(np.float32), b.astype(np.float32))
+
+
+def test_fp16_as_json_numbers(serving):
+    x = np.array([[0.5, -1.25, 1000.0, 0.0]], dtype=np.float16)
+    xi = httpclient.InferInput("x", list(x.shape), "FP16")
+    xi.set_data_from_numpy(x, binary_data=False)
+    b = np.zeros((1, 4), dtype=ml_dtypes.bfloat16)
+    bi = httpclient.InferInput("b", [1, 4], "BF16")
+    bi.set_data_from_numpy(b)
+    result = serving.infer("half", [xi, bi], outputs=[
+        httpclient.InferRequestedOutput("doubled", binary_data=False)])
+    assert result.get_response()["outputs"][0]["data"] == [1.0, -2.5, 2000.0, 0.0]
 
 
 def test_a_wrong_shape_is_an_error_naming_the_input(serving):

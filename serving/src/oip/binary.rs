@@ -169,6 +169,8 @@ pub(super) fn decode(name: &str, header: &Header, bytes: &[u8]) -> Result<Tensor
         DataType::Uint64 => le!(U64, u64),
         DataType::Int64 => le!(I64, i64),
         DataType::Fp64 => le!(F64, f64),
+        DataType::Fp16 => le!(F16, half::f16),
+        DataType::Bf16 => le!(BF16, half::bf16),
         other => {
             return Err(fail(format!(
                 "{other} tensors are not supported by Ferry yet"
@@ -254,6 +256,8 @@ pub(super) fn encode(data: &TensorData, out: &mut Vec<u8>) -> usize {
         TensorData::U64(v) => le!(v),
         TensorData::I64(v) => le!(v),
         TensorData::F64(v) => le!(v),
+        TensorData::F16(v) => le!(v),
+        TensorData::BF16(v) => le!(v),
         TensorData::String(v) => {
             for s in v {
                 // An element over 4 GiB cannot be described; no ONNX string gets near that.
@@ -294,6 +298,14 @@ mod tests {
             (DataType::Int64, TensorData::I64(vec![i64::MIN, 0, 9])),
             (DataType::Fp32, TensorData::F32(vec![0.5, -1.25, f32::MAX])),
             (DataType::Fp64, TensorData::F64(vec![0.1, -2.0, f64::MIN])),
+            (
+                DataType::Fp16,
+                TensorData::F16([0.5, -2.0, 65504.0].map(half::f16::from_f32).to_vec()),
+            ),
+            (
+                DataType::Bf16,
+                TensorData::BF16([0.5, -2.0, 1e38].map(half::bf16::from_f32).to_vec()),
+            ),
         ];
         for (datatype, data) in cases {
             let mut bytes = Vec::new();

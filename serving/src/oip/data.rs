@@ -71,11 +71,9 @@ impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
             DataType::Int64 => decode!(I64),
             DataType::Fp32 => decode!(F32),
             DataType::Fp64 => decode!(F64),
+            DataType::Fp16 => decode!(F16),
+            DataType::Bf16 => decode!(BF16),
             DataType::Bytes => decode!(String),
-            // Refused by the header check already; kept as an error rather than a panic.
-            DataType::Fp16 | DataType::Bf16 => {
-                Err(fill.refuse(format!("{} data cannot be sent as JSON", header.datatype)))
-            }
         }
     }
 }
@@ -520,6 +518,38 @@ impl Element for f32 {
         }
     }
 }
+
+// Half precision from JSON numbers: rounded to the nearest representable value, like f32;
+// beyond the type's largest finite value is out of range (FP16's is only 65504).
+macro_rules! half_element {
+    ($($ty:ty => $datatype:ident),+ $(,)?) => {$(
+        impl Element for $ty {
+            const DATATYPE: DataType = DataType::$datatype;
+            const EXPECTED: &'static str = "numbers";
+
+            #[allow(clippy::cast_precision_loss)]
+            fn convert(value: Scalar<'_>) -> Result<Self, Rejected> {
+                let v = match value {
+                    Scalar::Float(v) => v,
+                    Scalar::Unsigned(v) => v as f64,
+                    Scalar::Signed(v) => v as f64,
+                    Scalar::Null => return Ok(<$ty>::NAN),
+                    other => return Err(Rejected::Kind(other.kind())),
+                };
+                let narrowed = <$ty>::from_f64(v);
+                if narrowed.is_infinite() {
+                    return Err(Rejected::OutOfRange(
+                        format!("{v:?}"),
+                        format!("±{}", <$ty>::MAX),
+                    ));
+                }
+                Ok(narrowed)
+            }
+        }
+    )+};
+}
+
+half_element!(half::f16 => Fp16, half::bf16 => Bf16);
 
 impl Element for f64 {
     const DATATYPE: DataType = DataType::Fp64;

@@ -74,8 +74,8 @@ impl BinaryOutputs {
 /// (with serde_json's line and column); an input that is unknown, missing, repeated, of another
 /// datatype, rank or fixed dimension than the model declares, with negative dims or more
 /// elements than memory can address, data whose count or nesting disagrees with its shape, or
-/// elements out of range for its datatype (naming the element's row-major index); FP16/BF16,
-/// which Ferry does not serve yet; `binary_data_size` without the binary extension's header
+/// elements out of range for its datatype (naming the element's row-major index, FP16's and
+/// BF16's ranges included); `binary_data_size` without the binary extension's header
 /// (see [`decode_binary_infer_request`]); inputs whose batch sizes or same-named dims disagree;
 /// unknown or repeated requested outputs; and `binary_data`/`binary_data_output` parameters
 /// that are not booleans.
@@ -96,8 +96,7 @@ pub fn decode_infer_request(
 /// What [`decode_infer_request`] refuses, and: a `header_len` past the body; a
 /// `binary_data_size` that is not a non-negative integer, that disagrees with the input's shape
 /// and datatype, or that runs past the body; an input with both `data` and `binary_data_size`;
-/// malformed `BYTES` elements; bytes left over after the last input; and FP16/BF16, which Ferry
-/// does not serve yet.
+/// malformed `BYTES` elements; and bytes left over after the last input.
 pub fn decode_binary_infer_request(
     body: &[u8],
     header_len: usize,

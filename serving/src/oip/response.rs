@@ -216,6 +216,9 @@ impl Serialize for Data<'_> {
             TensorData::I64(v) => v.serialize(serializer),
             TensorData::F32(v) => v.serialize(serializer),
             TensorData::F64(v) => v.serialize(serializer),
+            // As the f32 each one widens to exactly (shortest form; non-finite as `null`).
+            TensorData::F16(v) => serializer.collect_seq(v.iter().map(|x| x.to_f32())),
+            TensorData::BF16(v) => serializer.collect_seq(v.iter().map(|x| x.to_f32())),
             TensorData::String(v) => v.serialize(serializer),
         }
     }

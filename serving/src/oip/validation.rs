@@ -62,12 +62,6 @@ pub(super) fn check_input(
             "expected datatype {expected_type}, got {given_type}"
         )));
     }
-    if !given_type.is_supported() {
-        return Err(fail(format!(
-            "{given_type} tensors are not supported by Ferry yet (neither as JSON nor as \
-             binary data)"
-        )));
-    }
 
     match &spec.shape {
         Some(dims) if dims.len() != shape.len() => {

@@ -97,11 +97,7 @@ pub(crate) fn servable_datatype(role: &str, spec: &TensorSpec) -> Result<DataTyp
     let name = &spec.name;
     let datatype = &spec.datatype;
     match DataType::from_oip(datatype) {
-        Some(dt) if dt.is_supported() => Ok(dt),
-        Some(dt) => Err(RuntimeError::load(format!(
-            "{role} {name:?} is {dt}, which Ferry cannot serve yet (FP16 and BF16 need the binary \
-             tensor extension)"
-        ))),
+        Some(dt) => Ok(dt),
         None if datatype.contains('(') => Err(RuntimeError::load(format!(
             "{role} {name:?} is {datatype}; Ferry serves tensors only (for scikit-learn \
              classifiers, convert with zipmap=False)"
@@ -182,13 +178,12 @@ mod tests {
     }
 
     #[test]
-    fn half_precision_and_non_tensor_types_are_refused_by_name() {
+    fn half_precision_is_served_and_non_tensor_types_are_refused_by_name() {
         let half = signature(
             vec![spec("x", "FP16", batch(4))],
-            vec![spec("y", "FP32", batch(4))],
+            vec![spec("y", "BF16", batch(4))],
         );
-        let err = info(half, 8).unwrap_err().to_string();
-        assert!(err.contains("input \"x\" is FP16"), "{err}");
+        assert!(info(half, 8).unwrap().batching);
 
         let zipmap = signature(
             vec![spec("x", "FP32", batch(4))],

@@ -97,12 +97,6 @@ impl DataType {
         ALL_DATATYPES.into_iter().find(|dt| dt.as_oip() == name)
     }
 
-    /// Whether [`TensorData`] can hold elements of this type (everything but `FP16` and `BF16`).
-    #[must_use]
-    pub fn is_supported(self) -> bool {
-        !matches!(self, DataType::Fp16 | DataType::Bf16)
-    }
-
     pub(crate) fn from_ort(ty: TensorElementType) -> Option<Self> {
         Some(match ty {
             TensorElementType::Bool => DataType::Bool,
@@ -149,8 +143,9 @@ impl FromStr for DataType {
 /// The elements of a tensor, row-major, in a vector of their Rust type.
 ///
 /// `String` carries ONNX `STRING` elements (OIP `BYTES`): ONNX Runtime's string API takes UTF-8
-/// text without NUL bytes, so binary payloads must be encoded by the caller. New element types
-/// (`FP16`, `BF16`) will be new variants, hence `non_exhaustive`.
+/// text without NUL bytes, so binary payloads must be encoded by the caller. `FP16` and `BF16`
+/// hold the `half` crate's types (ONNX Runtime reads them in place). New element types will be
+/// new variants, hence `non_exhaustive`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum TensorData {
@@ -172,10 +167,14 @@ pub enum TensorData {
     I32(Vec<i32>),
     /// `INT64`
     I64(Vec<i64>),
+    /// `FP16`
+    F16(Vec<half::f16>),
     /// `FP32`
     F32(Vec<f32>),
     /// `FP64`
     F64(Vec<f64>),
+    /// `BF16`
+    BF16(Vec<half::bf16>),
     /// `BYTES` (ONNX `STRING`)
     String(Vec<String>),
 }
@@ -229,6 +228,14 @@ macro_rules! each_variant {
                 use TensorData::F64 as $variant;
                 $body
             }
+            TensorData::F16($values) => {
+                use TensorData::F16 as $variant;
+                $body
+            }
+            TensorData::BF16($values) => {
+                use TensorData::BF16 as $variant;
+                $body
+            }
             TensorData::String($values) => {
                 use TensorData::String as $variant;
                 $body
@@ -248,6 +255,8 @@ macro_rules! each_variant {
             TensorData::I64($values) => $body,
             TensorData::F32($values) => $body,
             TensorData::F64($values) => $body,
+            TensorData::F16($values) => $body,
+            TensorData::BF16($values) => $body,
             TensorData::String($values) => $body,
         }
     };
@@ -269,6 +278,8 @@ impl TensorData {
             TensorData::I64(_) => DataType::Int64,
             TensorData::F32(_) => DataType::Fp32,
             TensorData::F64(_) => DataType::Fp64,
+            TensorData::F16(_) => DataType::Fp16,
+            TensorData::BF16(_) => DataType::Bf16,
             TensorData::String(_) => DataType::Bytes,
         }
     }
@@ -302,7 +313,8 @@ impl TensorData {
             DataType::Fp32 => TensorData::F32(vec![0.0; len]),
             DataType::Fp64 => TensorData::F64(vec![0.0; len]),
             DataType::Bytes => TensorData::String(vec![String::new(); len]),
-            DataType::Fp16 | DataType::Bf16 => return None,
+            DataType::Fp16 => TensorData::F16(vec![half::f16::ZERO; len]),
+            DataType::Bf16 => TensorData::BF16(vec![half::bf16::ZERO; len]),
         })
     }
 }
@@ -319,7 +331,8 @@ macro_rules! impl_from_vec {
 
 impl_from_vec!(
     bool => Bool, u8 => U8, u16 => U16, u32 => U32, u64 => U64, i8 => I8, i16 => I16,
-    i32 => I32, i64 => I64, f32 => F32, f64 => F64, String => String,
+    i32 => I32, i64 => I64, f32 => F32, f64 => F64, String => String, half::f16 => F16,
+    half::bf16 => BF16,
 );
 
 /// A named tensor whose element count always matches its shape.
@@ -539,6 +552,8 @@ impl Tensor {
             TensorData::I64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
             TensorData::F32(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
             TensorData::F64(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+            TensorData::F16(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
+            TensorData::BF16(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),
             TensorData::String(v) => {
                 ort::value::Tensor::from_string_array((shape, v.as_slice()))?.into()
             }
@@ -589,6 +604,8 @@ impl Tensor {
             TensorElementType::Int64 => copy!(i64, I64),
             TensorElementType::Float32 => copy!(f32, F32),
             TensorElementType::Float64 => copy!(f64, F64),
+            TensorElementType::Float16 => copy!(half::f16, F16),
+            TensorElementType::Bfloat16 => copy!(half::bf16, BF16),
             TensorElementType::String => {
                 TensorData::String(value.try_extract_strings().map_err(failed)?.1)
             }
@@ -682,14 +699,11 @@ mod tests {
     }
 
     #[test]
-    fn zeros_exist_for_every_supported_datatype_only() {
+    fn zeros_exist_for_every_datatype() {
         for dt in ALL_DATATYPES {
-            let zeros = Tensor::zeros("z", dt, vec![2, 3]);
-            assert_eq!(zeros.is_ok(), dt.is_supported(), "{dt}");
-            if let Ok(zeros) = zeros {
-                assert_eq!(zeros.datatype(), dt);
-                assert_eq!(zeros.data().len(), 6);
-            }
+            let zeros = Tensor::zeros("z", dt, vec![2, 3]).unwrap();
+            assert_eq!(zeros.datatype(), dt);
+            assert_eq!(zeros.data().len(), 6);
         }
     }
 }

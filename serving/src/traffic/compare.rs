@@ -125,12 +125,17 @@ pub fn predicted_classes(outputs: &[Tensor]) -> Option<Vec<i64>> {
     let scores = outputs.iter().find(|t| {
         is_score_shape(t.shape())
             && !t.data().is_empty()
-            && matches!(t.data(), TensorData::F32(_) | TensorData::F64(_))
+            && matches!(
+                t.data(),
+                TensorData::F32(_) | TensorData::F64(_) | TensorData::F16(_) | TensorData::BF16(_)
+            )
     })?;
     let width = scores.shape().last().copied()?;
     let argmaxes: Option<Vec<usize>> = match scores.data() {
         TensorData::F32(v) => v.chunks(width).map(argmax).collect(),
         TensorData::F64(v) => v.chunks(width).map(argmax).collect(),
+        TensorData::F16(v) => v.chunks(width).map(argmax).collect(),
+        TensorData::BF16(v) => v.chunks(width).map(argmax).collect(),
         _ => None,
     };
     argmaxes?
@@ -152,7 +157,11 @@ fn is_label_shape(shape: &[usize]) -> bool {
 fn integer_like(data: &TensorData) -> bool {
     !matches!(
         data,
-        TensorData::F32(_) | TensorData::F64(_) | TensorData::String(_)
+        TensorData::F32(_)
+            | TensorData::F64(_)
+            | TensorData::F16(_)
+            | TensorData::BF16(_)
+            | TensorData::String(_)
     )
 }
 
@@ -273,6 +282,19 @@ macro_rules! element {
 element!(true => f32, f64);
 element!(false => u8, u16, u32, u64, i8, i16, i32, i64);
 
+macro_rules! half_element {
+    ($($ty:ty),+) => {
+        $(impl Element for $ty {
+            const FLOAT: bool = true;
+            fn to_f64(self) -> f64 {
+                <$ty>::to_f64(self)
+            }
+        })+
+    };
+}
+
+half_element!(half::f16, half::bf16);
+
 impl Element for bool {
     const FLOAT: bool = false;
     fn to_f64(self) -> f64 {
@@ -298,6 +320,8 @@ fn compare_output(p: &Tensor, s: &Tensor, acc: &mut Accumulator) {
         (TensorData::I64(a), TensorData::I64(b)) => elements(a, b, shape, acc),
         (TensorData::F32(a), TensorData::F32(b)) => elements(a, b, shape, acc),
         (TensorData::F64(a), TensorData::F64(b)) => elements(a, b, shape, acc),
+        (TensorData::F16(a), TensorData::F16(b)) => elements(a, b, shape, acc),
+        (TensorData::BF16(a), TensorData::BF16(b)) => elements(a, b, shape, acc),
         (TensorData::String(a), TensorData::String(b)) => {
             if is_label_shape(shape) && !a.is_empty() {
                 acc.classify(a == b);
