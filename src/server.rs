@@ -58,6 +58,8 @@ pub async fn run(
 ) -> Result<()> {
     refuse_open_network(&settings.registry.tokens, &settings.listen)?;
     let store = connect(&settings).await?;
+    // Held until the server stops: a second registry on the same SQLite file is refused.
+    let _serving = store.lock_for_serving().await.map_err(anyhow::Error::msg)?;
     match mode {
         Mode::Up { .. } => store
             .migrate()

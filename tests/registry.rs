@@ -262,6 +262,46 @@ fn the_registry_refuses_a_database_that_is_behind_until_migrated() {
     assert!(list.status.success(), "{}", text(&list));
 }
 
+/// SQLite is single-replica: a second registry on the same database file is refused, naming
+/// the process that serves it, while `ferry registry gc` and `migrate` still run beside it;
+/// once the first one stops, the file can be served again.
+#[test]
+fn a_second_registry_on_the_same_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::start(dir.path(), &["up", "--no-demo", "--no-serving"]);
+    let started = std::time::Instant::now();
+    let second = ferry(dir.path(), &["registry", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!(
+            "another process (pid {}) already serves the SQLite database",
+            first.pid()
+        )) && text(&second).contains("PostgreSQL"),
+        "{}",
+        text(&second)
+    );
+    // It waited a little for a registry that might be exiting, not forever.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let up = ferry(
+        dir.path(),
+        &["up", "--no-demo", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    for maintenance in [&["registry", "gc"][..], &["registry", "migrate"]] {
+        let out = ferry(dir.path(), maintenance, &[]);
+        assert!(out.status.success(), "{maintenance:?}: {}", text(&out));
+    }
+    first.terminate();
+    let again = Server::start(dir.path(), &["registry"]);
+    let list = ferry(
+        dir.path(),
+        &["model", "list", "--registry", &again.url()],
+        &[],
+    );
+    assert!(list.status.success(), "{}", text(&list));
+}
+
 #[test]
 fn the_cli_exit_codes_tell_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use api::router;
 pub use blob_store::BlobStore;
 pub use error::{Error, Result};
-pub use store::MetadataStore;
+pub use store::{MetadataStore, ServingLock};
 pub use upload::UploadLimits;
 
 /// The registry's background jobs — the drift monitor, webhook delivery and, when configured,

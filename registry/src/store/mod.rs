@@ -72,6 +72,21 @@ impl std::fmt::Debug for MetadataStore {
     }
 }
 
+/// Held by the registry that serves a SQLite database, for as long as it serves: SQLite is
+/// single-replica (one writer, a file on one machine), so a second registry process on the same
+/// file is refused rather than left to race the first one's background jobs. An advisory lock on
+/// a file beside the database, released by the operating system however the holder ends.
+/// `ferry registry gc` and `migrate` do not take it. PostgreSQL needs none: any number of
+/// registries may serve one database.
+#[derive(Debug)]
+pub struct ServingLock {
+    _file: Option<std::fs::File>,
+}
+
+/// How long a registry waits for another one to release a SQLite database (a restart that
+/// overlaps the old process's exit) before refusing to start.
+const SERVING_LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// How far the database's schema is from the binary's migrations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaState {
@@ -84,6 +99,25 @@ pub enum SchemaState {
 }
 
 impl MetadataStore {
+    /// Claims a SQLite database for this process to serve (see [`ServingLock`]); waits up to
+    /// 5 s for a registry that is exiting. A no-op for PostgreSQL and in-memory SQLite.
+    ///
+    /// # Errors
+    /// When another process serves the database (naming its pid), or the lock file cannot be
+    /// opened.
+    pub async fn lock_for_serving(&self) -> Result<ServingLock, String> {
+        let Some(path) = (self.engine == Engine::Sqlite)
+            .then(|| sqlite_file(&self.url))
+            .flatten()
+        else {
+            return Ok(ServingLock { _file: None });
+        };
+        let lock_path = format!("{path}.serving-lock");
+        ferry_api::blocking::run_blocking(move || claim(&path, &lock_path))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
     /// Connects to `sqlite://path` (created if missing, WAL journal) or `postgres://…`.
     ///
     /// # Errors
@@ -383,6 +417,51 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Takes the advisory lock of `lock_path` (waiting [`SERVING_LOCK_WAIT`] for a holder that is
+/// exiting) and writes this process's pid into it for the next one's message.
+fn claim(path: &str, lock_path: &str) -> Result<ServingLock, String> {
+    use std::io::{Read, Seek, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(lock_path)
+        .map_err(|e| format!("cannot open the lock file {lock_path}: {e}"))?;
+    let deadline = std::time::Instant::now() + SERVING_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    format!("another process (pid {holder})")
+                };
+                return Err(format!(
+                    "{who} already serves the SQLite database {path}: SQLite is single-replica \
+                     (one registry per database file). Stop it first, or run several registries \
+                     on PostgreSQL (--database-url postgres://…)"
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {lock_path}: {e}"));
+            }
+        }
+    }
+    // Best effort: the pid only improves the next process's message.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(ServingLock { _file: Some(file) })
 }
 
 fn sqlite_file(url: &str) -> Option<String> {
