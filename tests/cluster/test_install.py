@@ -133,6 +133,9 @@ def test_postgres_and_s3_migrate_in_the_hook_job_and_serve_from_several_replicas
         assert len(migrated) == 1, jobs.pods
         assert "applied" in migrated[0]["log"] or not migrated[0]["log"], migrated
         assert kube.find(f"/apis/batch/v1/namespaces/{ns}/jobs/ferry-pg-registry-migrate") is None
+        # Two registry replicas: a disruption budget, in the API this (1.20) server has.
+        budget = kube.find(f"/apis/policy/v1beta1/namespaces/{ns}/poddisruptionbudgets/ferry-pg-registry")
+        assert budget is not None and budget["spec"]["maxUnavailable"] == 1, budget
         applied = subprocess.run(["psql", postgres_database, "-Atc", "SELECT count(*) FROM _sqlx_migrations WHERE success"],
                                  capture_output=True, text=True, check=True).stdout.strip()
         assert int(applied) > 0

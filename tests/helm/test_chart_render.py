@@ -262,6 +262,20 @@ def test_external_stores_run_several_replicas_and_migrate_in_a_hook(chart):
     assert "serviceAccountName" not in job["spec"]["template"]["spec"]
 
 
+def test_several_replicas_get_a_disruption_budget_and_one_replica_none(chart):
+    docs = documents(render(chart, load_values("postgres-s3")))
+    budgets = by_kind(docs, "PodDisruptionBudget")
+    assert set(budgets) == {"ferry-registry", "ferry-serving"}
+    deployments = by_kind(docs, "Deployment")
+    for name, budget in budgets.items():
+        assert budget["apiVersion"] == "policy/v1"
+        assert budget["spec"]["maxUnavailable"] == 1
+        # It selects exactly the Deployment's pods.
+        assert budget["spec"]["selector"] == deployments[name]["spec"]["selector"]
+    defaults = documents(render(chart, load_values("defaults")))
+    assert by_kind(defaults, "PodDisruptionBudget") == {}
+
+
 def test_serving_reads_the_release_registry_with_the_narrow_serving_token_and_holds_no_admin(chart):
     docs = documents(render(chart, load_values("postgres-s3")))
     pod = by_kind(docs, "Deployment")["ferry-serving"]["spec"]["template"]["spec"]

@@ -215,3 +215,15 @@ no admin: serving pods face traffic), else serving.tokensKey, else the registry'
       - key: {{ .key }}
         path: tokens
 {{- end }}
+
+{{/*
+PodDisruptionBudget's API: policy/v1 from Kubernetes 1.21, policy/v1beta1 before (the chart
+supports 1.20).
+*/}}
+{{- define "ferry.pdbApiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
+{{- end }}
