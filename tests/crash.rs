@@ -154,8 +154,8 @@ impl Deployment {
     }
 
     /// `None` (and a SKIPPED line) when PostgreSQL or the S3 server is missing outside CI.
-    fn new(db: Db, store: Store) -> Option<Deployment> {
-        let label = format!("{db:?}_{store:?}").to_lowercase();
+    fn new(db: Db, store: Store, replicas: usize) -> Option<Deployment> {
+        let label = format!("{db:?}_{store:?}_x{replicas}").to_lowercase();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut flags = vec!["--data-dir".to_string(), data.display().to_string()];
@@ -285,6 +285,9 @@ impl Drop for Deployment {
         }
     }
 }
+
+/// The registries the clients spread their requests over (one, or several replicas).
+type Bases = Arc<Vec<String>>;
 
 // ---------------------------------------------------------------------------------------------
 // What the clients know
@@ -431,7 +434,7 @@ async fn get_json(client: &reqwest::Client, url: String) -> (u16, Value) {
 
 async fn uploader(
     client: reqwest::Client,
-    base: String,
+    bases: Bases,
     truth: Shared,
     stop: Arc<AtomicBool>,
     mut rng: Rng,
@@ -465,13 +468,19 @@ async fn uploader(
             let u = &t.uploads[&key];
             (u.model.clone(), u.bytes.clone(), u.sha256.clone())
         };
-        // Once acknowledged, sometimes sent again at once: the same version must come back.
+        // Any replica; once acknowledged, sometimes sent again at once: the same version must
+        // come back.
+        let base = rng.pick(&bases).clone();
         let mut sends = if rng.chance(0.25) { 2 } else { 1 };
         while sends > 0 {
             match upload(&client, &base, &model, &key, &bytes).await {
                 Err(_) => {
-                    // No answer: the server is gone; a later round retries the key.
+                    // No answer: the server is gone; a later round, or another replica, retries
+                    // the key.
                     truth.lock().unwrap().pending.push_back(key);
+                    if bases.len() > 1 {
+                        break;
+                    }
                     return;
                 }
                 Ok((503, _, _)) => {
@@ -522,7 +531,7 @@ async fn uploader(
 
 async fn alias_mover(
     client: reqwest::Client,
-    base: String,
+    bases: Bases,
     truth: Shared,
     stop: Arc<AtomicBool>,
     mut rng: Rng,
@@ -534,6 +543,7 @@ async fn alias_mover(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        let base = rng.pick(&bases).clone();
         let alias = *rng.pick(&ALIASES);
         let version = *rng.pick(&versions);
         let slot_key = (model.to_string(), alias.to_string());
@@ -569,7 +579,7 @@ async fn alias_mover(
 
 async fn endpoint_writer(
     client: reqwest::Client,
-    base: String,
+    bases: Bases,
     truth: Shared,
     stop: Arc<AtomicBool>,
     mut rng: Rng,
@@ -582,6 +592,7 @@ async fn endpoint_writer(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        let base = rng.pick(&bases).clone();
         let stable = *rng.pick(&versions);
         let mut policy = json!({ "model": model, "stable": stable });
         let candidates: Vec<i64> = versions.iter().copied().filter(|v| *v != stable).collect();
@@ -681,15 +692,22 @@ async fn endpoint_writer(
 
 /// A consumer following the log from its cursor: ids must come one by one, and an id read
 /// before must read the same.
-async fn consumer(client: reqwest::Client, base: String, truth: Shared, stop: Arc<AtomicBool>) {
+async fn consumer(client: reqwest::Client, bases: Bases, truth: Shared, stop: Arc<AtomicBool>) {
+    // Long-polls one replica; when it dies, goes on from another, at the same cursor.
+    let mut replica = 0;
     while !stop.load(Ordering::Relaxed) {
         let after = truth.lock().unwrap().cursor;
+        let base = &bases[replica % bases.len()];
         let Ok((200, page, _)) = send_json(client.get(format!(
             "{base}/api/v1/events?after={after}&limit=1000&wait=1"
         )))
         .await
         else {
-            return;
+            replica += 1;
+            if replica >= bases.len() * 4 {
+                return;
+            }
+            continue;
         };
         let mut t = truth.lock().unwrap();
         for event in page["events"].as_array().unwrap() {
@@ -1163,8 +1181,11 @@ fn fail(deployment: &Deployment, server: &Server, seed: u64, when: &str, bad: &[
 // ---------------------------------------------------------------------------------------------
 // The rounds
 
-async fn crash_rounds(db: Db, store: Store) {
-    let Some(deployment) = Deployment::new(db, store) else {
+/// Rounds of load and SIGKILL against `replicas` registries on one database and object store:
+/// with several, the clients spread every request over all of them, one replica is killed at a
+/// random moment while the load goes on through the others, then the rest are killed.
+async fn crash_rounds(db: Db, store: Store, replicas: usize) {
+    let Some(deployment) = Deployment::new(db, store, replicas) else {
         return;
     };
     let rounds: u32 = std::env::var("FERRY_CRASH_ROUNDS")
@@ -1189,13 +1210,14 @@ async fn crash_rounds(db: Db, store: Store) {
     let gc_collected = Arc::new(AtomicU64::new(0));
 
     for round in 1..=rounds {
-        let mut server = deployment.serve();
-        let base = server.url();
+        let mut servers: Vec<Server> = (0..replicas).map(|_| deployment.serve()).collect();
+        let bases: Bases = Arc::new(servers.iter().map(Server::url).collect());
+        let base = bases[0].clone();
         let (bad, seen) = check(&deployment, &base, &truth, false).await;
         if !bad.is_empty() {
             fail(
                 &deployment,
-                &server,
+                &servers[0],
                 seed,
                 &format!("after crash {}", round - 1),
                 &bad,
@@ -1223,7 +1245,7 @@ async fn crash_rounds(db: Db, store: Store) {
         for w in 0..UPLOADERS {
             tasks.push(tokio::spawn(uploader(
                 client.clone(),
-                base.clone(),
+                bases.clone(),
                 truth.clone(),
                 stop.clone(),
                 rng.fork(),
@@ -1233,7 +1255,7 @@ async fn crash_rounds(db: Db, store: Store) {
         for model in MODELS {
             tasks.push(tokio::spawn(alias_mover(
                 client.clone(),
-                base.clone(),
+                bases.clone(),
                 truth.clone(),
                 stop.clone(),
                 rng.fork(),
@@ -1243,7 +1265,7 @@ async fn crash_rounds(db: Db, store: Store) {
         for (name, model) in ENDPOINTS {
             tasks.push(tokio::spawn(endpoint_writer(
                 client.clone(),
-                base.clone(),
+                bases.clone(),
                 truth.clone(),
                 stop.clone(),
                 rng.fork(),
@@ -1253,7 +1275,7 @@ async fn crash_rounds(db: Db, store: Store) {
         }
         tasks.push(tokio::spawn(consumer(
             client.clone(),
-            base.clone(),
+            bases.clone(),
             truth.clone(),
             stop.clone(),
         )));
@@ -1282,7 +1304,16 @@ async fn crash_rounds(db: Db, store: Store) {
             })
         });
         tokio::time::sleep(load).await;
-        server.kill9();
+        if replicas > 1 {
+            // One replica dies; the others carry the load (and the retries of what it lost)
+            // for a while before they die too.
+            let victim = rng.below(replicas as u64) as usize;
+            servers[victim].kill9();
+            tokio::time::sleep(Duration::from_millis(rng.range(300, 1200))).await;
+        }
+        for server in &mut servers {
+            server.kill9();
+        }
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             task.await.unwrap();
@@ -1296,7 +1327,7 @@ async fn crash_rounds(db: Db, store: Store) {
         if !bad.is_empty() {
             fail(
                 &deployment,
-                &server,
+                &servers[0],
                 seed,
                 &format!("during round {round}"),
                 &bad,
@@ -1390,20 +1421,29 @@ async fn crash_rounds(db: Db, store: Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_a_local_folder_survive_kill_9() {
-    crash_rounds(Db::Sqlite, Store::Local).await;
+    crash_rounds(Db::Sqlite, Store::Local, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_a_local_folder_survive_kill_9() {
-    crash_rounds(Db::Postgres, Store::Local).await;
+    crash_rounds(Db::Postgres, Store::Local, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_s3_survive_kill_9() {
-    crash_rounds(Db::Sqlite, Store::S3).await;
+    crash_rounds(Db::Sqlite, Store::S3, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_s3_survive_kill_9() {
-    crash_rounds(Db::Postgres, Store::S3).await;
+    crash_rounds(Db::Postgres, Store::S3, 1).await;
+}
+
+/// Issue 15's configuration: three registries on one PostgreSQL and one S3 bucket behind no
+/// load balancer at all (every client request goes to any of them), one killed mid-load, then
+/// the others: no acknowledged write lost, one version per Idempotency-Key even when its retry
+/// lands on another replica, the event log gapless for a consumer that moves between replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_registries_on_postgres_and_s3_survive_kill_9_of_any() {
+    crash_rounds(Db::Postgres, Store::S3, 3).await;
 }
