@@ -226,7 +226,8 @@ impl Deployment {
     fn serve(&self) -> Server {
         let mut args = vec!["registry"];
         args.extend(self.flags.iter().map(String::as_str));
-        Server::start(self.dir.path(), &args)
+        // A short webhook timeout keeps the claims of a killed replica short (timeout + 30 s).
+        Server::start_with_env(self.dir.path(), &args, &[("FERRY_WEBHOOK_TIMEOUT", "2s")])
     }
 
     fn local_root(&self) -> Option<PathBuf> {
@@ -288,6 +289,88 @@ impl Drop for Deployment {
 
 /// The registries the clients spread their requests over (one, or several replicas).
 type Bases = Arc<Vec<String>>;
+
+/// What a webhook receiver got: every (event id, `X-Ferry-Delivery`) POSTed to it, in order.
+type Deliveries = Arc<Mutex<Vec<(i64, String)>>>;
+
+/// A webhook receiver on a local port that answers 204 to everything and remembers it.
+async fn start_receiver() -> (String, Deliveries) {
+    let received: Deliveries = Arc::default();
+    let store = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let delivery = headers
+                        .get("x-ferry-delivery")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((event["id"].as_i64().unwrap_or(-1), delivery));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// Waits until the receiver holds every event after `cursor` up to `head`, then checks each
+/// event came with one delivery id (a repeat is a retry of the same delivery: at least once,
+/// never two deliveries of one event). Returns (deliveries, repeats, seconds waited).
+async fn check_webhook_deliveries(
+    received: &Deliveries,
+    cursor: i64,
+    head: i64,
+) -> Result<(usize, usize, f64), String> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    loop {
+        let got: BTreeSet<i64> = received.lock().unwrap().iter().map(|(id, _)| *id).collect();
+        let missing: Vec<i64> = (cursor + 1..=head).filter(|id| !got.contains(id)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} events never reached the webhook in 180 s, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = received.lock().unwrap().clone();
+    let mut ids: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    for (event, delivery) in &all {
+        ids.entry(*event).or_default().insert(delivery.clone());
+    }
+    if let Some((event, deliveries)) = ids.iter().find(|(_, d)| d.len() > 1) {
+        return Err(format!(
+            "event {event} was sent as {} different deliveries: {deliveries:?}",
+            deliveries.len()
+        ));
+    }
+    if let Some(stray) = ids.keys().find(|id| **id <= cursor || **id > head) {
+        return Err(format!(
+            "the webhook got event {stray}, outside ({cursor}, {head}]"
+        ));
+    }
+    Ok((
+        all.len(),
+        all.len() - ids.len(),
+        started.elapsed().as_secs_f64(),
+    ))
+}
 
 // ---------------------------------------------------------------------------------------------
 // What the clients know
@@ -1053,6 +1136,8 @@ async fn check(
                 entry.0.push(d["revision"].as_i64().unwrap());
                 entry.1 = policy_of(&d["policy"]);
             }
+            // The harness's own webhook (the replicated test), made before the load.
+            "webhook.created" => {}
             other => bad.push(format!("unexpected event type {other}: {e}")),
         }
     }
@@ -1208,6 +1293,25 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
     let mut rng = Rng(seed);
     let truth: Shared = Arc::default();
     let gc_collected = Arc::new(AtomicU64::new(0));
+    // With replicas, a webhook for every event: its deliveries are checked at the end.
+    let mut webhook = None;
+    if replicas > 1 {
+        let (url, received) = start_receiver().await;
+        let mut server = deployment.serve();
+        let (status, created, _) = send_json(
+            reqwest::Client::new()
+                .post(format!("{}/api/v1/webhooks", server.url()))
+                .json(&json!({ "url": url, "events": ["*"] })),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201, "{created}");
+        let cursor = created["cursor"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no cursor in {created}"));
+        server.kill9();
+        webhook = Some((received, cursor));
+    }
 
     for round in 1..=rounds {
         let mut servers: Vec<Server> = (0..replicas).map(|_| deployment.serve()).collect();
@@ -1378,6 +1482,16 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
     let (bad, _) = check(&deployment, &base, &truth, true).await;
     if !bad.is_empty() {
         fail(&deployment, &server, seed, "after gc", &bad);
+    }
+    if let Some((received, cursor)) = &webhook {
+        let (_, head) = all_events(&client, &base).await;
+        match check_webhook_deliveries(received, *cursor, head).await {
+            Ok((sent, repeats, waited)) => eprintln!(
+                "[{label}] webhook: every one of {} events delivered ({sent} requests, {repeats} retries of a delivery a kill interrupted), all in {waited:.1} s after the final checks",
+                head - cursor
+            ),
+            Err(why) => fail(&deployment, &server, seed, "webhook deliveries", &[why]),
+        }
     }
 
     // The harness can fail: a corrupted blob is reported.
