@@ -1,15 +1,29 @@
-"""What the Python client tests share: starting the ferry binary (FERRY_BIN, set by
+"""What the Python client tests share: expected.json's fixtures as numpy, and starting the ferry
+binary (FERRY_BIN, set by
 scripts/test.sh) on a free port and waiting until it is ready."""
+import json
 import os
 import pathlib
 import socket
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def expected(name):
+    """A fixture's entry in expected.json: its inputs and what ONNX Runtime answered."""
+    return json.loads((FIXTURES / "expected.json").read_text())["models"][name]
+
+
+def array(spec):
+    """An expected.json tensor as a numpy array of its shape."""
+    dtype = {"FP32": np.float32, "INT64": np.int64}[spec["datatype"]]
+    return np.array(spec["data"], dtype=dtype).reshape(spec["shape"])
 
 
 def free_port():

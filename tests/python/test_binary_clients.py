@@ -15,16 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process, ferry_bin, ferry_env
-
-
-def expected(name):
-    return json.loads((FIXTURES / "expected.json").read_text())["models"][name]
-
-
-def array(spec):
-    dtype = {"FP32": np.float32, "INT64": np.int64}[spec["datatype"]]
-    return np.array(spec["data"], dtype=dtype).reshape(spec["shape"])
+from conftest import FIXTURES, Process, array, expected, ferry_bin, ferry_env
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,13 @@ not the Open Inference Protocol).
 Run by scripts/test.sh (pytest); needs FERRY_BIN and ONNX Runtime.
 """
 import asyncio
-import json
 
 import numpy as np
 import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest
 from kserve.inference_client import RESTConfig
 
-from conftest import FIXTURES, Process
-
-
-def expected(name):
-    return json.loads((FIXTURES / "expected.json").read_text())["models"][name]
-
-
-def array(spec):
-    dtype = {"FP32": np.float32, "INT64": np.int64}[spec["datatype"]]
-    return np.array(spec["data"], dtype=dtype).reshape(spec["shape"])
+from conftest import FIXTURES, Process, array, expected
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,13 @@ test_binary_clients.py runs it with its default settings (binary tensors).
 Run by scripts/test.sh (pytest); needs FERRY_BIN (the ferry binary) and ONNX Runtime
 (ORT_DYLIB_PATH or .ort/).
 """
-import json
 
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process
+from conftest import FIXTURES, Process, expected
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +25,6 @@ def server(tmp_path_factory):
     ferry.wait_until(client.is_server_ready, "ferry serving becoming ready")
     yield client
     ferry.stop()
-
-
-def expected(name):
-    return json.loads((FIXTURES / "expected.json").read_text())["models"][name]
 
 
 def test_health_and_server_metadata(server):
