@@ -1,6 +1,5 @@
 """What the Python client tests share: expected.json's fixtures as numpy, and starting the ferry
-binary (FERRY_BIN, set by
-scripts/test.sh) on a free port and waiting until it is ready."""
+binary (FERRY_BIN, set by scripts/test.sh) on a free port and waiting until it is ready."""
 import json
 import os
 import pathlib
