@@ -531,6 +531,17 @@ pub struct ServerArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amqp_url: Option<String>,
+    /// The relay's topic exchange; `NAME.dlx` and the queues `NAME` and `NAME.dead` go with it
+    /// [default: ferry.events].
+    #[arg(long, env = "FERRY_AMQP_EXCHANGE", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amqp_exchange: Option<String>,
+    /// With several registries on one database, one relays at a time under a lease it renews
+    /// every round; when it dies, another takes over once the lease runs out, e.g. 15s
+    /// [default: 15s].
+    #[arg(long, env = "FERRY_RELAY_LEASE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_lease: Option<String>,
     /// Consume business feedback from this RabbitMQ (amqp://USER:PASS@HOST:5672/VHOST): messages
     /// {"endpoint", "id", "reward"?, "label"?} on a durable queue, acked once recorded, joined
     /// through the prediction index (ferry up's own, or --feedback-store).

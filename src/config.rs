@@ -252,11 +252,25 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
             parse_size(rate).with_context(|| format!("--upload-min-rate `{rate}`"))?;
     }
     if let Some(url) = &args.amqp_url {
-        registry.relay = Some(
-            ferry_registry::relay::RelayConfig::new(url)
+        let mut relay = ferry_registry::relay::RelayConfig::new(url)
+            .map_err(anyhow::Error::msg)
+            .context("--amqp-url")?;
+        if let Some(name) = &args.amqp_exchange {
+            relay
+                .set_exchange(name)
                 .map_err(anyhow::Error::msg)
-                .context("--amqp-url")?,
-        );
+                .context("--amqp-exchange")?;
+        }
+        if let Some(text) = &args.relay_lease {
+            let lease = parse_duration(text).with_context(|| format!("--relay-lease `{text}`"))?;
+            relay
+                .set_lease(lease)
+                .map_err(anyhow::Error::msg)
+                .context("--relay-lease")?;
+        }
+        registry.relay = Some(relay);
+    } else if args.amqp_exchange.is_some() || args.relay_lease.is_some() {
+        bail!("--amqp-exchange and --relay-lease set the event relay, which needs --amqp-url");
     }
     if let Some(url) = &args.feedback_queue {
         let mut queue = ferry_registry::feedback_queue::FeedbackQueueConfig::new(url)

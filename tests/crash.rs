@@ -37,6 +37,12 @@ const MODELS: [&str; 3] = ["crash-a", "crash-b", "crash-c"];
 const ALIASES: [&str; 2] = ["production", "staging"];
 const ENDPOINTS: [(&str, &str); 2] = [("ep-a", "crash-a"), ("ep-b", "crash-b")];
 const UPLOADERS: u64 = 4;
+/// The replicated test's drift incident: a model with a training profile behind an endpoint
+/// with a drift policy, set up once before the load (its endpoint is not one the writers move).
+const DRIFT_MODEL: &str = "crash-drift";
+const DRIFT_ENDPOINT: &str = "ep-drift";
+/// How long the drift reporter's inputs look like the training data, then like nothing in it.
+const DRIFT_PHASE: Duration = Duration::from_secs(3);
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -107,6 +113,8 @@ struct Deployment {
     dir: tempfile::TempDir,
     /// Store flags of `ferry registry` and `ferry registry gc`.
     flags: Vec<String>,
+    /// Flags only the servers get (the relay, the drift interval).
+    serve_flags: Vec<String>,
     /// S3 only: the store, for an independent listing.
     s3: Option<(String, Vec<(String, String)>)>,
     postgres: Option<(String, String)>,
@@ -208,6 +216,7 @@ impl Deployment {
             label,
             dir,
             flags,
+            serve_flags: Vec::new(),
             s3,
             postgres,
         };
@@ -226,6 +235,7 @@ impl Deployment {
     fn serve(&self) -> Server {
         let mut args = vec!["registry"];
         args.extend(self.flags.iter().map(String::as_str));
+        args.extend(self.serve_flags.iter().map(String::as_str));
         // A short webhook timeout keeps the claims of a killed replica short (timeout + 30 s).
         Server::start_with_env(self.dir.path(), &args, &[("FERRY_WEBHOOK_TIMEOUT", "2s")])
     }
@@ -1129,6 +1139,10 @@ async fn check(
                     d["alias"].as_str().unwrap().into(),
                 ));
             }
+            // The drift endpoint is set once before the load; its incidents are checked by
+            // `check_drift_incidents`.
+            "endpoint.updated" if d["endpoint"] == DRIFT_ENDPOINT => {}
+            "drift.detected" | "drift.recovered" if d["endpoint"] == DRIFT_ENDPOINT => {}
             "endpoint.updated" => {
                 let entry = endpoint_replay
                     .entry(d["endpoint"].as_str().unwrap().into())
@@ -1264,13 +1278,366 @@ fn fail(deployment: &Deployment, server: &Server, seed: u64, when: &str, bad: &[
 }
 
 // ---------------------------------------------------------------------------------------------
+// The replicated test's background jobs: the RabbitMQ relay and the drift monitor
+
+/// The test's own queue on the relay's exchange, bound with `#`: every message the relays of all
+/// replicas publish lands in it.
+struct RelayWatch {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    exchange: String,
+    queue: String,
+    /// Message ids taken from the queue so far, in arrival order.
+    received: Vec<i64>,
+}
+
+impl RelayWatch {
+    /// Declares an exchange of its own (the relay declares it the same way) and binds a private
+    /// queue; `None` (and a SKIPPED line) when RabbitMQ is unreachable outside CI.
+    async fn start(label: &str) -> Option<RelayWatch> {
+        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let url = amqp_url();
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            lapin::Connection::connect(&url, lapin::ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let connection = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(!in_ci(), "RabbitMQ is required when CI=true: {e}");
+                skipped(&format!(
+                    "RabbitMQ unreachable ({e}): the relay is not part of this run"
+                ));
+                return None;
+            }
+        };
+        let channel = connection.create_channel().await.unwrap();
+        let exchange = format!("ferry.crash.{}.{label}", std::process::id());
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .name()
+            .to_string();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Some(RelayWatch {
+            connection,
+            channel,
+            exchange,
+            queue,
+            received: Vec::new(),
+        })
+    }
+
+    /// The registry flags that relay to this exchange, with a short lease so that a survivor
+    /// takes over from a killed relay within seconds.
+    fn flags(&self) -> Vec<String> {
+        [
+            "--amqp-url",
+            &amqp_url(),
+            "--amqp-exchange",
+            &self.exchange,
+            "--relay-lease",
+            "3s",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    async fn drain(&mut self) {
+        use lapin::options::BasicGetOptions;
+        while let Some(message) = self
+            .channel
+            .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let id = message
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .and_then(|id| id.as_str().parse().ok())
+                .unwrap_or(-1);
+            self.received.push(id);
+        }
+    }
+
+    /// Waits until every event up to `head` has been relayed, then checks that the first
+    /// arrival of each id is in order 1..=head (a repeat is a re-publication after a kill,
+    /// which consumers drop by `message_id`). Returns (messages, repeats, seconds waited).
+    async fn check(&mut self, head: i64) -> Result<(usize, usize, f64), String> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        loop {
+            self.drain().await;
+            let seen: BTreeSet<i64> = self.received.iter().copied().collect();
+            if (1..=head).all(|id| seen.contains(&id)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let missing: Vec<i64> = (1..=head).filter(|id| !seen.contains(id)).collect();
+                return Err(format!(
+                    "{} events were never relayed in 120 s, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(10)]
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut seen = BTreeSet::new();
+        let first: Vec<i64> = self
+            .received
+            .iter()
+            .copied()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if first != (1..=head).collect::<Vec<_>>() {
+            let break_at = first.windows(2).find(|w| w[1] != w[0] + 1);
+            return Err(format!(
+                "events were first relayed out of order or outside 1..={head} (first break {break_at:?})"
+            ));
+        }
+        Ok((
+            self.received.len(),
+            self.received.len() - first.len(),
+            started.elapsed().as_secs_f64(),
+        ))
+    }
+
+    async fn cleanup(self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        for queue in [self.exchange.clone(), format!("{}.dead", self.exchange)] {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [self.exchange.clone(), format!("{}.dlx", self.exchange)] {
+            let _ = self
+                .channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = self.connection.close(200, "test done".into()).await;
+    }
+}
+
+fn amqp_url() -> String {
+    std::env::var("FERRY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// Pushes the drift model with a training profile (recorded as an acknowledged upload, so the
+/// checks hold it to the same rules) and sets its endpoint's drift policy; returns the profile.
+async fn drift_setup(deployment: &Deployment, base: &str, truth: &Shared) -> Value {
+    let dir = deployment.dir.path();
+    let out = std::process::Command::new("python3")
+        .arg(repo_root().join("scripts/drift_demo.py"))
+        .args(["train", "2000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let train = dir.join("train.csv");
+    std::fs::write(&train, &out.stdout).unwrap();
+    let model = fixture("mlp.onnx");
+    let pushed = ferry(
+        dir,
+        &[
+            "model",
+            "push",
+            model.to_str().unwrap(),
+            "--name",
+            DRIFT_MODEL,
+            "--profile-data",
+            train.to_str().unwrap(),
+        ],
+        &[("FERRY_REGISTRY", base)],
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let bytes = std::fs::read(&model).unwrap();
+    truth.lock().unwrap().uploads.insert(
+        "drift-model".into(),
+        Upload {
+            model: DRIFT_MODEL.into(),
+            sha256: sha(&bytes),
+            bytes: Arc::new(bytes),
+            acked: Some(1),
+        },
+    );
+    let set = ferry(
+        dir,
+        &[
+            "endpoint",
+            "set",
+            DRIFT_ENDPOINT,
+            "--model",
+            DRIFT_MODEL,
+            "--stable",
+            "1",
+            "--drift",
+            "psi:0.2",
+            "--drift-min-samples",
+            "100",
+        ],
+        &[("FERRY_REGISTRY", base)],
+    );
+    assert!(set.status.success(), "{}", text(&set));
+    let (status, profile) = get_json(
+        &reqwest::Client::new(),
+        format!("{base}/api/v1/models/{DRIFT_MODEL}/versions/1/profile"),
+    )
+    .await;
+    assert_eq!(status, 200, "{profile}");
+    profile
+}
+
+/// A serving replica's report of `rows` rows of version 1 of the drift endpoint: distributed
+/// like the training data, or (`shifted`) every value past the last bin.
+fn drift_report(profile: &Value, rows: u64, shifted: bool) -> Value {
+    let mut inputs = serde_json::Map::new();
+    for input in profile["inputs"].as_array().unwrap() {
+        let histograms: Vec<Vec<u64>> = input["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let counts: Vec<u64> = f["counts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_u64().unwrap())
+                    .collect();
+                let total: u64 = counts.iter().sum::<u64>().max(1);
+                let mut live: Vec<u64> = counts.iter().map(|c| c * rows / total).collect();
+                if shifted {
+                    live.iter_mut().for_each(|c| *c = 0);
+                    *live.last_mut().unwrap() = rows;
+                }
+                live
+            })
+            .collect();
+        inputs.insert(input["input"].as_str().unwrap().into(), json!(histograms));
+    }
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "replica": "crash-reporter",
+        "interval_seconds": 0.1,
+        "versions": { "1": { "requests": rows, "drift": { "samples": rows, "inputs": inputs } } }
+    })
+}
+
+/// Sends reports of the drift endpoint to any live replica every 100 ms until `stop`; the
+/// inputs alternate every [`DRIFT_PHASE`] between the training distribution and a shifted one
+/// (on a clock shared by all rounds), so incidents open and close while replicas die.
+async fn drift_reporter(
+    client: reqwest::Client,
+    bases: Bases,
+    profile: Arc<Value>,
+    clock: Instant,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let shifted = (clock.elapsed().as_millis() / DRIFT_PHASE.as_millis()) % 2 == 1;
+        let report = drift_report(&profile, 100, shifted);
+        let base = rng.pick(&bases);
+        // A dead replica's refusal loses a report: the monitor then judges a smaller window.
+        let _ = client
+            .post(format!("{base}/api/v1/endpoints/{DRIFT_ENDPOINT}/reports"))
+            .json(&report)
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `drift.detected` per incident however many monitors judged it: on the drift endpoint's
+/// log, detected and recovered alternate (starting with detected), and each recovery names the
+/// detection it closes. Returns (incidents, recoveries).
+fn check_drift_incidents(events: &[Value]) -> Result<(u32, u32), String> {
+    let mut open: Option<i64> = None;
+    let (mut detected, mut recovered) = (0, 0);
+    for e in events {
+        let d = &e["data"];
+        if d["endpoint"] != DRIFT_ENDPOINT {
+            continue;
+        }
+        let id = e["id"].as_i64().unwrap();
+        match e["type"].as_str().unwrap() {
+            "drift.detected" => {
+                if let Some(before) = open {
+                    return Err(format!(
+                        "drift.detected {id} while incident {before} is still open: {e}"
+                    ));
+                }
+                open = Some(id);
+                detected += 1;
+            }
+            "drift.recovered" => {
+                let Some(before) = open.take() else {
+                    return Err(format!(
+                        "drift.recovered {id} without an open incident: {e}"
+                    ));
+                };
+                if d["detected_event"].as_i64() != Some(before) {
+                    return Err(format!(
+                        "drift.recovered {id} closes {} but the open incident is {before}",
+                        d["detected_event"]
+                    ));
+                }
+                recovered += 1;
+            }
+            _ => {}
+        }
+    }
+    if detected == 0 {
+        return Err("the shifted inputs never raised a drift incident".into());
+    }
+    Ok((detected, recovered))
+}
+
+// ---------------------------------------------------------------------------------------------
 // The rounds
 
 /// Rounds of load and SIGKILL against `replicas` registries on one database and object store:
 /// with several, the clients spread every request over all of them, one replica is killed at a
 /// random moment while the load goes on through the others, then the rest are killed.
 async fn crash_rounds(db: Db, store: Store, replicas: usize) {
-    let Some(deployment) = Deployment::new(db, store, replicas) else {
+    let Some(mut deployment) = Deployment::new(db, store, replicas) else {
         return;
     };
     let rounds: u32 = std::env::var("FERRY_CRASH_ROUNDS")
@@ -1293,9 +1660,20 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
     let mut rng = Rng(seed);
     let truth: Shared = Arc::default();
     let gc_collected = Arc::new(AtomicU64::new(0));
-    // With replicas, a webhook for every event: its deliveries are checked at the end.
+    // With replicas, the background jobs too: a webhook for every event, the RabbitMQ relay
+    // (to an exchange of the test's own) and a drift incident that opens and closes; all three
+    // are checked at the end.
     let mut webhook = None;
+    let mut relay = None;
+    let mut drift_profile = None;
     if replicas > 1 {
+        relay = RelayWatch::start(&deployment.label).await;
+        if let Some(watch) = &relay {
+            deployment.serve_flags.extend(watch.flags());
+        }
+        deployment
+            .serve_flags
+            .extend(["--drift-interval".to_string(), "1s".to_string()]);
         let (url, received) = start_receiver().await;
         let mut server = deployment.serve();
         let (status, created, _) = send_json(
@@ -1309,9 +1687,13 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
         let cursor = created["cursor"]
             .as_i64()
             .unwrap_or_else(|| panic!("no cursor in {created}"));
+        drift_profile = Some(Arc::new(
+            drift_setup(&deployment, &server.url(), &truth).await,
+        ));
         server.kill9();
         webhook = Some((received, cursor));
     }
+    let drift_clock = Instant::now();
 
     for round in 1..=rounds {
         let mut servers: Vec<Server> = (0..replicas).map(|_| deployment.serve()).collect();
@@ -1383,6 +1765,16 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
             truth.clone(),
             stop.clone(),
         )));
+        if let Some(profile) = &drift_profile {
+            tasks.push(tokio::spawn(drift_reporter(
+                client.clone(),
+                bases.clone(),
+                profile.clone(),
+                drift_clock,
+                stop.clone(),
+                rng.fork(),
+            )));
+        }
         let load = Duration::from_millis(rng.range(400, 1600));
         // Every other round a gc with no minimum age races the uploads.
         let gc = (round % 2 == 0).then(|| {
@@ -1491,6 +1883,26 @@ async fn crash_rounds(db: Db, store: Store, replicas: usize) {
                 head - cursor
             ),
             Err(why) => fail(&deployment, &server, seed, "webhook deliveries", &[why]),
+        }
+    }
+    if let Some(mut watch) = relay {
+        let (_, head) = all_events(&client, &base).await;
+        let relayed = watch.check(head).await;
+        watch.cleanup().await;
+        match relayed {
+            Ok((messages, repeats, waited)) => eprintln!(
+                "[{label}] relay: every one of {head} events published in order ({messages} messages, {repeats} re-published after a kill), all in {waited:.1} s after the final checks"
+            ),
+            Err(why) => fail(&deployment, &server, seed, "the RabbitMQ relay", &[why]),
+        }
+    }
+    if drift_profile.is_some() {
+        let (events, _) = all_events(&client, &base).await;
+        match check_drift_incidents(&events) {
+            Ok((detected, recovered)) => eprintln!(
+                "[{label}] drift: {detected} incidents raised once each by three monitors, {recovered} recovered"
+            ),
+            Err(why) => fail(&deployment, &server, seed, "drift incidents", &[why]),
         }
     }
 

@@ -35,6 +35,7 @@ on_every_backend!(
     a_change_of_load_error_emits_one_degraded_or_recovered_event,
     bad_reports_and_windows_are_400_and_unknown_endpoints_404,
     old_reports_are_pruned_in_the_background_at_most_once_a_minute,
+    a_prune_is_left_to_the_registry_already_pruning,
     a_deleted_endpoint_forgets_its_reports,
     the_client_drives_every_endpoint_route,
 );
@@ -1117,6 +1118,45 @@ async fn old_reports_are_pruned_in_the_background_at_most_once_a_minute(app: &Te
     }
     // Within the minute, no second prune starts.
     assert!(!store.prune_reports_soon(Duration::from_secs(3600)));
+}
+
+/// Several registries on one PostgreSQL: while one holds the prune's advisory lock, another's
+/// prune leaves the reports to it; once it lets go (its connection closes when it dies), the
+/// other prunes. (SQLite has one registry per database.)
+async fn a_prune_is_left_to_the_registry_already_pruning(app: &TestApp) {
+    let Some(url) = app.postgres_url() else {
+        return;
+    };
+    seed(app, 1).await;
+    put(app, "e", &json!({"model": "fraud", "stable": 1}), &[]).await;
+    let store = &app.state.store;
+    let now = Utc::now();
+    store
+        .record_report_at(
+            "e",
+            report("old", vec![(1, counters(1, 1000.0, &[]))], None),
+            now - chrono::TimeDelta::minutes(90),
+        )
+        .await
+        .unwrap();
+    let cutoff = now - chrono::TimeDelta::minutes(60);
+    let mut other = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(ferry_registry::store::JobKey::PruneReports as i64)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(store.prune_reports(cutoff).await.unwrap(), 0);
+    let three_hours = Duration::from_secs(3 * 3600);
+    let left = store.endpoint_analysis("e", three_hours).await.unwrap();
+    assert_eq!(left.replicas, ["old"], "pruned beside the lock holder");
+    // The holder dies: its session ends, and the lock with it.
+    <sqlx::AnyConnection as sqlx::Connection>::close(other)
+        .await
+        .unwrap();
+    assert_eq!(store.prune_reports(cutoff).await.unwrap(), 1);
 }
 
 async fn a_deleted_endpoint_forgets_its_reports(app: &TestApp) {

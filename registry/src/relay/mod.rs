@@ -24,8 +24,10 @@
 //! `max-length` policy (`rabbitmqctl set_policy`) if that is unwanted, or declare your own queues
 //! and set `declare_queue: false`.
 //!
-//! Replicas sharing a database take a lease on the cursor, so one of them relays at a time; a
-//! replica that dies is replaced once its lease expires.
+//! Replicas sharing a database take a lease on the cursor ([`DEFAULT_LEASE`], `--relay-lease`),
+//! renewed every round, so one of them relays at a time; a replica that dies is replaced once its
+//! lease expires, and the survivor starts at the stored cursor: the dead one's unconfirmed tail
+//! is published again (same `message_id`s), nothing is skipped.
 
 mod metrics;
 
@@ -46,6 +48,14 @@ pub use metrics::RelayMetrics;
 
 use crate::error::{Error, Result};
 use crate::store::{MetadataStore, redact_url};
+
+/// How long a replica's lease on relaying lasts by default: the longest a dead replica's relay
+/// holds up the others. A round renews it; a round that outlasts it (a broker slow to confirm)
+/// may be published again by another replica, which consumers deduplicate on `message_id`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// The shortest lease: a few idle polls (`poll_interval`, 1 s).
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
 
 /// Settings of the relay.
 #[derive(Clone)]
@@ -108,9 +118,43 @@ impl RelayConfig {
             reconnect_base: Duration::from_secs(1),
             reconnect_cap: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
-            lease: Duration::from_secs(60),
+            lease: DEFAULT_LEASE,
             replica: crate::webhooks::default_replica(),
         })
+    }
+
+    /// Names the topic exchange (1 to 200 characters, so that the derived names stay within
+    /// AMQP's 255): one per relay, e.g. per environment sharing a broker.
+    ///
+    /// # Errors
+    /// When the name is empty, too long, or starts with `amq.` (reserved by the broker).
+    pub fn set_exchange(&mut self, name: &str) -> std::result::Result<(), String> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err("an exchange name must be 1 to 200 characters".into());
+        }
+        if name.starts_with("amq.") {
+            return Err(format!(
+                "exchange names starting with `amq.` are the broker's: `{name}`"
+            ));
+        }
+        self.exchange = name.to_string();
+        Ok(())
+    }
+
+    /// Sets how long a replica's lease on relaying lasts without renewal: how long the other
+    /// replicas wait before taking over from one that died (at least [`MIN_LEASE`]).
+    ///
+    /// # Errors
+    /// When `lease` is shorter than [`MIN_LEASE`].
+    pub fn set_lease(&mut self, lease: Duration) -> std::result::Result<(), String> {
+        if lease < MIN_LEASE {
+            return Err(format!(
+                "a relay lease must be at least {} s",
+                MIN_LEASE.as_secs()
+            ));
+        }
+        self.lease = lease;
+        Ok(())
     }
 
     /// The broker URL with its password replaced by `***`, for messages.

@@ -37,6 +37,30 @@ pub use models::{Inserted, NewVersion};
 /// The migrations compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The background jobs that must not run on two registries at once, as advisory lock keys
+/// (in a range of their own: 0x66_65_72_72_79 is `ferry` in ASCII).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum JobKey {
+    /// Pruning serving replicas' reports past the retention.
+    PruneReports = 0x6665_7272_7901,
+}
+
+/// A held job lock ([`MetadataStore::try_job_lock`]); [`JobLock::release`] lets go, and so does
+/// dropping it (the transaction then rolls back when its connection is next used or closed).
+pub(crate) struct JobLock(Option<Transaction<'static, Any>>);
+
+impl JobLock {
+    /// Lets go of the lock.
+    pub(crate) async fn release(self) {
+        if let Some(tx) = self.0
+            && let Err(e) = tx.rollback().await
+        {
+            tracing::debug!(error = %e, "releasing a job lock failed; the connection's end releases it");
+        }
+    }
+}
+
 /// Which SQL engine a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -318,6 +342,26 @@ impl MetadataStore {
             now: Utc::now(),
             _guard: guard,
         })
+    }
+
+    /// Takes the job lock `key` for as long as the returned guard lives, without waiting:
+    /// `None` when another registry sharing the database holds it. On PostgreSQL a transaction
+    /// holds `pg_try_advisory_xact_lock(key)`, so a replica that dies (its connection closed)
+    /// lets go at once; SQLite has one registry per database (see
+    /// [`MetadataStore::lock_for_serving`]), so the lock is always free there.
+    ///
+    /// # Errors
+    /// [`Error::Database`].
+    pub(crate) async fn try_job_lock(&self, key: JobKey) -> Result<Option<JobLock>> {
+        if self.engine != Engine::Postgres {
+            return Ok(Some(JobLock(None)));
+        }
+        let mut tx = self.pool.begin().await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(key as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(taken.then_some(JobLock(Some(tx))))
     }
 
     /// A receiver that sees the id of the last event committed by this process.

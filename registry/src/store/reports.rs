@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::endpoints::to_json;
-use super::{MetadataStore, parse_json, parse_timestamp, timestamp};
+use super::{JobKey, MetadataStore, parse_json, parse_timestamp, timestamp};
 use crate::error::{Error, Result};
 use ferry_api::events::{EndpointDegraded, EndpointRecovered, EventData};
 use ferry_api::names;
@@ -155,11 +155,24 @@ impl MetadataStore {
     }
 
     /// Deletes reports received before `before`, and forgets replicas that have not reported
-    /// since, in batches of a few hundred rows per transaction. Returns how many reports went.
+    /// since, in batches of a few hundred rows per transaction. Returns how many reports went:
+    /// 0 when another registry on the same database is pruning at the moment (its prune covers
+    /// the same rows).
     ///
     /// # Errors
     /// [`Error::Database`].
     pub async fn prune_reports(&self, before: DateTime<Utc>) -> Result<u64> {
+        // Several registries on one database: one prunes, the others have nothing to do.
+        let Some(lock) = self.try_job_lock(JobKey::PruneReports).await? else {
+            tracing::debug!("another registry is pruning the reports");
+            return Ok(0);
+        };
+        let pruned = self.prune_reports_batches(before).await;
+        lock.release().await;
+        pruned
+    }
+
+    async fn prune_reports_batches(&self, before: DateTime<Utc>) -> Result<u64> {
         let cutoff = timestamp(before);
         let mut total = 0;
         loop {

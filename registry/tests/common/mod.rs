@@ -86,6 +86,15 @@ fn unavailable(what: &str, why: &str) -> Option<TestApp> {
 }
 
 impl TestApp {
+    /// The URL of this app's PostgreSQL database; `None` on SQLite.
+    #[allow(dead_code)]
+    pub fn postgres_url(&self) -> Option<String> {
+        let (admin, name) = self.pg.as_ref()?;
+        let mut url = url::Url::parse(admin).unwrap();
+        url.set_path(&format!("/{name}"));
+        Some(url.to_string())
+    }
+
     pub async fn new(db: Db, blobs: Blobs) -> Option<Self> {
         Self::with_config(db, blobs, Config::default()).await
     }
