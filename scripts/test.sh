@@ -25,7 +25,7 @@ export FERRY_TEST_SKIP_LOG="$SKIP_LOG"
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
 
 # Python packages used by fixture checks and client tests.
-if ! python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, kserve' 2>/dev/null; then
+if ! python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, tritonclient.grpc, kserve' 2>/dev/null; then
   log "installing Python test packages"
   python3 -m pip install --quiet -r scripts/requirements-test.txt
 fi

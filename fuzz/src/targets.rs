@@ -30,6 +30,7 @@ fn fixture(name: &str) -> Vec<u8> {
 pub fn all() -> Vec<Box<dyn Target>> {
     vec![
         Box::new(Oip::new()),
+        Box::new(Grpc(Oip::new())),
         Box::new(Onnx),
         Box::new(Policy),
         Box::new(ProfileTarget),
@@ -163,6 +164,78 @@ impl Target for Oip {
             );
         }
         Ok(json)
+    }
+}
+
+/// The gRPC `ModelInfer` decoder (protobuf bytes), against the same signatures, with the same
+/// invariant. Seeds: for each fixture, a request with its inputs in `raw_input_contents` and
+/// one with typed `contents`.
+pub struct Grpc(Oip);
+
+impl Target for Grpc {
+    fn name(&self) -> &'static str {
+        "grpc"
+    }
+
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        use ferry_serving::oip::grpc::proto;
+        let mut seeds = Vec::new();
+        for (i, signature) in self.0.signatures.iter().enumerate() {
+            for typed in [false, true] {
+                let mut request = proto::ModelInferRequest {
+                    model_name: "m".into(),
+                    id: "s".into(),
+                    outputs: vec![proto::InferRequestedOutputTensor {
+                        name: "x".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                for input in &signature.inputs {
+                    let mut tensor = proto::InferInputTensor {
+                        name: input.name.clone(),
+                        datatype: input.datatype.clone(),
+                        shape: vec![2, 3],
+                        ..Default::default()
+                    };
+                    if typed {
+                        tensor.contents = Some(proto::InferTensorContents {
+                            fp32_contents: vec![1.0; 6],
+                            int64_contents: vec![1; 6],
+                            bytes_contents: vec![b"ab".to_vec(); 6],
+                            ..Default::default()
+                        });
+                    } else {
+                        request.raw_input_contents.push(vec![0x3f; 24]);
+                    }
+                    request.inputs.push(tensor);
+                }
+                let mut seed = vec![u8::try_from(i).unwrap_or(0)];
+                seed.extend(prost::Message::encode_to_vec(&request));
+                seeds.push(seed);
+            }
+        }
+        seeds
+    }
+
+    fn dictionary(&self) -> &'static [&'static [u8]] {
+        &[
+            b"FP32", b"INT64", b"BYTES", b"FP16", b"BF16", b"BOOL", b"input", b"\x0a", b"\x3a",
+        ]
+    }
+
+    fn run(&mut self, input: &[u8]) -> Result<Outcome, String> {
+        let (signature, body) = match input.split_first() {
+            Some((&b, rest)) if !self.0.signatures.is_empty() => (
+                &self.0.signatures[usize::from(b) % self.0.signatures.len()],
+                rest,
+            ),
+            _ => return Ok(Outcome("empty".into())),
+        };
+        check_decoded(
+            ferry_serving::oip::decode_grpc_infer_request(body, signature),
+            signature,
+        )
     }
 }
 

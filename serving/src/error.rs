@@ -97,28 +97,95 @@ impl ServingError {
     }
 }
 
-impl IntoResponse for ServingError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // ONNX Runtime's messages can carry its source paths; the full cause is logged.
+impl ServingError {
+    /// The gRPC status code this error answers with over `inference.GRPCInferenceService`: the
+    /// same meaning as [`ServingError::status`] (429 → `RESOURCE_EXHAUSTED`, 504 →
+    /// `DEADLINE_EXCEEDED`, 400 → `INVALID_ARGUMENT`…).
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            ServingError::BadRequest(_) => GrpcCode::InvalidArgument,
+            ServingError::NotFound(_) => GrpcCode::NotFound,
+            ServingError::Conflict(_) => GrpcCode::AlreadyExists,
+            ServingError::PayloadTooLarge(_) => GrpcCode::ResourceExhausted,
+            ServingError::RequestTimeout(_) => GrpcCode::DeadlineExceeded,
+            ServingError::NotReady(_) | ServingError::Unavailable { .. } => GrpcCode::Unavailable,
+            ServingError::Unauthorized => GrpcCode::Unauthenticated,
+            ServingError::Forbidden(_) => GrpcCode::PermissionDenied,
+            ServingError::Runtime(e) => match e {
+                RuntimeError::Overloaded { .. } => GrpcCode::ResourceExhausted,
+                RuntimeError::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+                RuntimeError::InvalidInput { .. } | RuntimeError::UnknownOutput { .. } => {
+                    GrpcCode::InvalidArgument
+                }
+                RuntimeError::ShuttingDown => GrpcCode::Unavailable,
+                _ => GrpcCode::Internal,
+            },
+        }
+    }
+
+    /// The message a client gets: the error itself, except for failures inside the runtime,
+    /// whose messages can carry ONNX Runtime's source paths (the full cause is logged here).
+    pub fn public_message(&self) -> String {
+        if self.status() == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "inference failed");
             "inference failed inside the model runtime for this request; the cause is in the \
              server's log under this request's x-request-id"
                 .to_string()
         } else {
             self.to_string()
-        };
+        }
+    }
+
+    /// How long the client should wait before retrying, when the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServingError::Runtime(RuntimeError::Overloaded { retry_after })
+            | ServingError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// The gRPC status codes serving answers with (their numbers are the protocol's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GrpcCode {
+    /// Success.
+    Ok = 0,
+    /// The request is malformed or does not fit the model.
+    InvalidArgument = 3,
+    /// The deadline passed (the server's request timeout, or the client's `grpc-timeout`).
+    DeadlineExceeded = 4,
+    /// No such model or version.
+    NotFound = 5,
+    /// Already recorded.
+    AlreadyExists = 6,
+    /// The token's role does not allow the call.
+    PermissionDenied = 7,
+    /// Load shedding or a request too large.
+    ResourceExhausted = 8,
+    /// A method Ferry does not implement.
+    Unimplemented = 12,
+    /// A failure inside the runtime.
+    Internal = 13,
+    /// Not ready, shutting down, or a dependency away: retry.
+    Unavailable = 14,
+    /// Missing or invalid bearer token.
+    Unauthenticated = 16,
+}
+
+impl IntoResponse for ServingError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.public_message();
         let body = serde_json::json!({ "error": message }).to_string();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ServingError::Runtime(RuntimeError::Overloaded { retry_after })
-        | ServingError::Unavailable { retry_after, .. } = &self
-        {
-            let secs = retry_after_seconds(*retry_after);
+        if let Some(retry_after) = self.retry_after() {
+            let secs = retry_after_seconds(retry_after);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -134,7 +201,7 @@ impl IntoResponse for ServingError {
 }
 
 /// `Retry-After` takes whole seconds: round up, at least 1.
-fn retry_after_seconds(d: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.as_secs() == 0))
 }
 

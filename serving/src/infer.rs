@@ -95,6 +95,22 @@ pub fn sampled_shadows(model: &ServedModel, plan: &Plan, prediction_id: &str) ->
     }
 }
 
+/// How a call's body is encoded, and so how its answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// A JSON document (REST).
+    Json,
+    /// REST with the binary tensor data extension: the first `json_len` bytes are JSON (the
+    /// `Inference-Header-Content-Length`), tensor bytes follow.
+    Binary {
+        /// Where the JSON ends.
+        json_len: usize,
+    },
+    /// A `ModelInferRequest` protobuf message (gRPC, unframed); answered with a
+    /// `ModelInferResponse`.
+    Grpc,
+}
+
 /// One inference call as a protocol handler extracted it.
 pub struct Call<'a> {
     /// The endpoint or model named in the path.
@@ -105,9 +121,11 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
     /// When the request arrived: the body's and the work's deadlines count from here.
     pub started: Instant,
-    /// With the binary tensor data extension, how many bytes of the body are JSON (the
-    /// `Inference-Header-Content-Length`); `None` for a JSON body.
-    pub json_len: Option<usize>,
+    /// How the body is encoded.
+    pub wire: Wire,
+    /// The client's own deadline (gRPC's `grpc-timeout`), when it is shorter than the server's
+    /// request timeout; counted from `started`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a call came to: the route that answered (also on errors, for `x-ferry-route`) and the
@@ -161,7 +179,7 @@ where
         }
     };
     let route = plan.route_label();
-    let result = run(state, &model, &plan, body, call.json_len, &request_id).await;
+    let result = run(state, &model, &plan, body, &call, &request_id).await;
     let elapsed = call.started.elapsed();
     let number = plan.served.number;
     let label = &plan.served.version;
@@ -236,7 +254,7 @@ async fn run<B>(
     model: &ServedModel,
     plan: &Plan,
     body: B,
-    json_len: Option<usize>,
+    call: &Call<'_>,
     request_id: &str,
 ) -> Result<Answer, ServingError>
 where
@@ -247,12 +265,20 @@ where
     let received = Instant::now();
     let runtime = plan.served.model.clone();
     let request_body = body.clone();
-    let decode = move |body: &[u8], signature: &ferry_api::onnx::ModelSignature| match json_len {
-        Some(n) => oip::decode_binary_infer_request(body, n, signature),
-        None => oip::decode_infer_request(body, signature),
+    let wire = call.wire;
+    let decode = move |body: &[u8], signature: &ferry_api::onnx::ModelSignature| match wire {
+        Wire::Json => oip::decode_infer_request(body, signature),
+        Wire::Binary { json_len } => oip::decode_binary_infer_request(body, json_len, signature),
+        Wire::Grpc => oip::decode_grpc_infer_request(body, signature),
     };
-    // Binary tensors cost a copy, not a parse: only the JSON part decides.
-    let decoded = if json_len.unwrap_or(body.len()) <= INLINE_JSON_LIMIT {
+    // Binary tensors cost a copy, not a parse: only the JSON part decides. A protobuf message
+    // is parsed whole, but its tensor data is length-prefixed bytes: a copy as well.
+    let parsed = match wire {
+        Wire::Json => body.len(),
+        Wire::Binary { json_len } => json_len,
+        Wire::Grpc => body.len() / 8,
+    };
+    let decoded = if parsed <= INLINE_JSON_LIMIT {
         decode(&body, runtime.signature())
     } else {
         let signature = runtime.signature().clone();
@@ -263,13 +289,13 @@ where
     .map_err(|e| ServingError::BadRequest(e.to_string()))?;
     // The log is JSON lines: a binary request is kept in its JSON form.
     let logged = state.prediction_log.as_ref().is_some_and(|l| l.log_inputs);
-    let request_body = match json_len {
-        Some(_) if logged => Bytes::from(oip::encode_infer_request(
+    let request_body = match wire {
+        Wire::Json => request_body,
+        _ if logged => Bytes::from(oip::encode_infer_request(
             decoded.id.as_deref(),
             &decoded.inputs,
         )),
-        Some(_) => Bytes::new(),
-        None => request_body,
+        _ => Bytes::new(),
     };
     // Feedback joins by the client's `id` when it sent one, else by the request id it got back
     // in `x-request-id`.
@@ -285,7 +311,10 @@ where
     };
     ferry_api::names::validate_id(source, &prediction_id)
         .map_err(|e| ServingError::BadRequest(e.to_string()))?;
-    let deadline = received + state.config.request_timeout;
+    let mut deadline = received + state.config.request_timeout;
+    if let Some(timeout) = call.timeout {
+        deadline = deadline.min(call.started + timeout);
+    }
 
     // Decide the shadow copies first: their inputs must be cloned before the primary takes them.
     let shadows = sampled_shadows(model, plan, &prediction_id);
@@ -351,10 +380,18 @@ where
     let name = model.name.clone();
     let log_json = state.prediction_log.is_some();
     let encode = move || {
-        let (body, json_len) =
-            oip::encode_binary_infer_response(&name, &version, id.as_deref(), &outputs, &binary);
+        let (body, json_len) = match wire {
+            Wire::Grpc => (
+                oip::encode_grpc_infer_response(&name, &version, id.as_deref(), &outputs),
+                None,
+            ),
+            _ => {
+                oip::encode_binary_infer_response(&name, &version, id.as_deref(), &outputs, &binary)
+            }
+        };
+        let logged_json = json_len.is_some() || wire == Wire::Grpc;
         // The log keeps JSON: binary outputs are written again as numbers for it.
-        let logged = (json_len.is_some() && log_json).then(|| {
+        let logged = (logged_json && log_json).then(|| {
             Bytes::from(oip::encode_infer_response(
                 &name,
                 &version,

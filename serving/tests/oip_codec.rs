@@ -1286,3 +1286,243 @@ fn binary_output_flags_must_be_booleans() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// gRPC (`inference.GRPCInferenceService`): protobuf messages to the same tensors
+
+use oip::grpc::proto;
+
+/// A `ModelInfer` request with `tensor` as its one input, in `raw_input_contents`.
+fn grpc_raw(tensor: &Tensor) -> proto::ModelInferRequest {
+    let response = oip::encode_grpc_infer_response("m", "1", None, std::slice::from_ref(tensor));
+    let response = <proto::ModelInferResponse as prost::Message>::decode(&response[..]).unwrap();
+    let output = &response.outputs[0];
+    proto::ModelInferRequest {
+        model_name: "m".into(),
+        inputs: vec![proto::InferInputTensor {
+            name: output.name.clone(),
+            datatype: output.datatype.clone(),
+            shape: output.shape.clone(),
+            ..Default::default()
+        }],
+        raw_input_contents: response.raw_output_contents,
+        ..Default::default()
+    }
+}
+
+fn grpc_decode(
+    request: proto::ModelInferRequest,
+    signature: &ModelSignature,
+) -> Result<oip::DecodedRequest, OipError> {
+    oip::decode_grpc_infer_request(&prost::Message::encode_to_vec(&request), signature)
+}
+
+fn any_width(datatype: &str) -> ModelSignature {
+    signature(
+        vec![spec("t", datatype, Some(vec![batch(), Dim::Unknown]))],
+        vec![spec("y", "FP32", Some(vec![batch()]))],
+    )
+}
+
+#[test]
+fn every_supported_datatype_round_trips_through_a_grpc_response_and_request() {
+    for tensor in tensors_of_every_datatype() {
+        let model = any_width(tensor.datatype().as_oip());
+        let decoded = grpc_decode(grpc_raw(&tensor), &model).unwrap();
+        assert_eq!(
+            decoded.inputs,
+            vec![tensor.clone()],
+            "{}",
+            tensor.datatype()
+        );
+    }
+}
+
+#[test]
+fn a_grpc_request_decodes_to_what_the_same_json_request_does() {
+    let mlp = fixture("mlp.onnx");
+    let json = decode(
+        &format!(
+            r#"{{"id": "r1", "parameters": {{"p": 3}}, "inputs": [{}], "outputs": [{{"name": "probabilities"}}]}}"#,
+            input("input", "FP32", "[2, 32]", &floats(64))
+        ),
+        &mlp,
+    )
+    .unwrap();
+    let values: Vec<f32> = (0..64).map(|i| i as f32 + 0.5).collect();
+    let typed = proto::ModelInferRequest {
+        model_name: "mlp".into(),
+        id: "r1".into(),
+        parameters: [(
+            "p".to_string(),
+            proto::InferParameter {
+                parameter_choice: Some(proto::ParameterChoice::Int64Param(3)),
+            },
+        )]
+        .into(),
+        inputs: vec![proto::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![2, 32],
+            contents: Some(proto::InferTensorContents {
+                fp32_contents: values.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        outputs: vec![proto::InferRequestedOutputTensor {
+            name: "probabilities".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut raw = typed.clone();
+    raw.inputs[0].contents = None;
+    raw.raw_input_contents = vec![values.iter().flat_map(|v| v.to_le_bytes()).collect()];
+    for request in [typed, raw] {
+        let grpc = grpc_decode(request, &mlp).unwrap();
+        assert_eq!(grpc.inputs, json.inputs);
+        assert_eq!(grpc.outputs, json.outputs);
+        assert_eq!(grpc.id, json.id);
+        assert_eq!(grpc.parameters, json.parameters);
+    }
+}
+
+#[test]
+fn every_invalid_grpc_request_is_refused_naming_what_is_wrong() {
+    let tensor = |datatype: &str, contents: proto::InferTensorContents| proto::ModelInferRequest {
+        inputs: vec![proto::InferInputTensor {
+            name: "t".into(),
+            datatype: datatype.into(),
+            shape: vec![1, 3],
+            contents: Some(contents),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let refusal = |request: proto::ModelInferRequest, datatype: &str| {
+        grpc_decode(request, &any_width(datatype))
+            .unwrap_err()
+            .message()
+    };
+    let contents = proto::InferTensorContents::default;
+    let cases: Vec<(proto::ModelInferRequest, &str, &[&str])> = vec![
+        (
+            tensor(
+                "INT8",
+                proto::InferTensorContents {
+                    int_contents: vec![1, 300, 2],
+                    ..contents()
+                },
+            ),
+            "INT8",
+            &["\"t\"", "element 1 is 300", "INT8"],
+        ),
+        (
+            tensor(
+                "FP32",
+                proto::InferTensorContents {
+                    fp32_contents: vec![1.0, 2.0],
+                    ..contents()
+                },
+            ),
+            "FP32",
+            &["contents.fp32_contents has 2 elements", "holds 3"],
+        ),
+        (
+            tensor(
+                "FP32",
+                proto::InferTensorContents {
+                    int_contents: vec![1, 2, 3],
+                    ..contents()
+                },
+            ),
+            "FP32",
+            &["contents.fp32_contents has 0 elements"],
+        ),
+        (
+            tensor(
+                "FP16",
+                proto::InferTensorContents {
+                    fp32_contents: vec![1.0, 2.0, 3.0],
+                    ..contents()
+                },
+            ),
+            "FP16",
+            &["FP16 has no typed field", "raw_input_contents"],
+        ),
+        (
+            tensor(
+                "BYTES",
+                proto::InferTensorContents {
+                    bytes_contents: vec![b"ok".to_vec(), vec![0xff, 0xfe], b"x".to_vec()],
+                    ..contents()
+                },
+            ),
+            "BYTES",
+            &["BYTES element 1 is not UTF-8"],
+        ),
+        (
+            {
+                let mut r = tensor("FP32", contents());
+                r.raw_input_contents = vec![vec![0; 12]];
+                r
+            },
+            "FP32",
+            &["has typed `contents` and raw_input_contents"],
+        ),
+        (
+            {
+                let mut r = tensor("FP32", contents());
+                r.inputs[0].contents = None;
+                r.raw_input_contents = vec![vec![0; 12], vec![0; 12]];
+                r
+            },
+            "FP32",
+            &["raw_input_contents has 2 entries for 1 inputs"],
+        ),
+        (
+            {
+                let mut r = tensor("FP32", contents());
+                r.inputs[0].contents = None;
+                r.raw_input_contents = vec![vec![0; 11]];
+                r
+            },
+            "FP32",
+            &["raw_input_contents[0] is 11 bytes", "= 12"],
+        ),
+        (
+            {
+                let mut r = tensor("FP32", contents());
+                r.inputs[0].contents = None;
+                r
+            },
+            "FP32",
+            &["\"t\"", "has no data"],
+        ),
+        (
+            tensor(
+                "INT64",
+                proto::InferTensorContents {
+                    int64_contents: vec![1, 2, 3],
+                    ..contents()
+                },
+            ),
+            "FP32",
+            &["\"t\"", "INT64", "FP32"],
+        ),
+    ];
+    for (request, datatype, says) in cases {
+        let message = refusal(request, datatype);
+        for s in says {
+            assert!(message.contains(s), "{message:?} does not say {s:?}");
+        }
+    }
+    let garbage = oip::decode_grpc_infer_request(b"\xff\xff\xff", &any_width("FP32"))
+        .unwrap_err()
+        .message();
+    assert!(
+        garbage.contains("not a ModelInferRequest message"),
+        "{garbage}"
+    );
+}

@@ -2,6 +2,7 @@
 //! feedback needs `feedback` (it steers rollouts); the health routes stay open for probes.
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use ferry_api::http::Tokens;
@@ -20,39 +21,55 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ServingError> {
-    if tokens.is_open() {
-        if let Some(refused) = ferry_api::http::open_mode::refusal(
-            request.method(),
-            request.uri(),
-            request.headers(),
-            false,
-        ) {
-            ferry_api::http::auth::drain_refused(request).await;
-            return Err(ServingError::Forbidden(refused));
-        }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let needed = if route == Some(SERVING_FEEDBACK_ROUTE) {
+        Role::Feedback
     } else {
-        let principal = ferry_api::http::auth::bearer(request.headers())
-            .and_then(|presented| tokens.authenticate(presented));
-        let Some(principal) = principal else {
-            ferry_api::http::auth::drain_refused(request).await;
-            return Err(ServingError::Unauthorized);
-        };
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str);
-        let needed = if route == Some(SERVING_FEEDBACK_ROUTE) {
-            Role::Feedback
-        } else {
-            Role::Read
-        };
-        if principal.role < needed {
-            ferry_api::http::auth::drain_refused(request).await;
-            return Err(ServingError::Forbidden(format!(
-                "this route needs the `{needed}` role; the token has `{}`",
-                principal.role
-            )));
-        }
+        Role::Read
+    };
+    if let Err(refused) = authorize(
+        &tokens,
+        request.method(),
+        request.uri(),
+        request.headers(),
+        needed,
+    ) {
+        ferry_api::http::auth::drain_refused(request).await;
+        return Err(refused);
     }
     Ok(next.run(request).await)
+}
+
+/// Whether a request may go on: with tokens, a valid bearer token of at least `needed`;
+/// without, what [`ferry_api::http::open_mode::refusal`] lets through (serving has no writes).
+/// One rule for every protocol: REST routes go through [`require_token`], gRPC calls call this.
+///
+/// # Errors
+/// [`ServingError::Unauthorized`], [`ServingError::Forbidden`].
+pub(crate) fn authorize(
+    tokens: &Tokens,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    needed: Role,
+) -> Result<(), ServingError> {
+    if tokens.is_open() {
+        if let Some(refused) = ferry_api::http::open_mode::refusal(method, uri, headers, false) {
+            return Err(ServingError::Forbidden(refused));
+        }
+        return Ok(());
+    }
+    let principal = ferry_api::http::auth::bearer(headers)
+        .and_then(|presented| tokens.authenticate(presented))
+        .ok_or(ServingError::Unauthorized)?;
+    if principal.role < needed {
+        return Err(ServingError::Forbidden(format!(
+            "this route needs the `{needed}` role; the token has `{}`",
+            principal.role
+        )));
+    }
+    Ok(())
 }

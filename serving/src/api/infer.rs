@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ServingState;
 use crate::error::ServingError;
-use crate::infer::{self, Call};
+use crate::infer::{self, Call, Wire};
 use crate::oip;
 
 /// The least time a client is given to send its body, however short the request timeout.
@@ -48,8 +48,9 @@ async fn answer(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let json_len = match binary_header(headers) {
-        Ok(n) => n,
+    let wire = match binary_header(headers) {
+        Ok(Some(json_len)) => Wire::Binary { json_len },
+        Ok(None) => Wire::Json,
         Err(e) => return e.into_response(),
     };
     let call = Call {
@@ -57,7 +58,8 @@ async fn answer(
         version,
         headers,
         started,
-        json_len,
+        wire,
+        timeout: None,
     };
     // The body's share of the buffering budget, held until the answer is built.
     let mut budget = None;
@@ -124,7 +126,7 @@ fn binary_header(headers: &HeaderMap) -> Result<Option<usize>, ServingError> {
 /// a buffer for long), the size limit (413 as soon as the bytes pass it), and the process's
 /// budget of buffered bytes (503 when it is spent: up front for a declared `Content-Length`,
 /// else as the bytes arrive). The share taken is left in `budget`.
-async fn read_body(
+pub(super) async fn read_body(
     state: &ServingState,
     headers: &HeaderMap,
     body: Body,

@@ -3,6 +3,7 @@
 mod auth;
 mod extract;
 mod feedback;
+mod grpc;
 mod infer;
 mod metrics;
 mod stats;
@@ -64,6 +65,7 @@ pub fn routes(state: ServingState) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .merge(guarded)
+        .merge(grpc::routes())
         .with_state(state)
 }
 
@@ -145,15 +147,23 @@ fn metadata(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response, ServingError> {
+    Ok(axum::Json(metadata_document(state, name, version)?).into_response())
+}
+
+/// The model metadata of `name` (at `version`), whichever protocol asks.
+pub(crate) fn metadata_document(
+    state: &ServingState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<oip::ModelMetadata, ServingError> {
     let model = find_model(state, name)?;
     let served = find_version(&model, version)?;
     let versions: Vec<String> = model.versions.keys().cloned().collect();
-    Ok(axum::Json(oip::model_metadata(
+    Ok(oip::model_metadata(
         name,
         &versions,
         served.model.signature(),
     ))
-    .into_response())
 }
 
 async fn model_ready(
@@ -193,6 +203,15 @@ fn config(
     name: &str,
     version: Option<&str>,
 ) -> Result<Response, ServingError> {
+    Ok(axum::Json(config_document(state, name, version)?).into_response())
+}
+
+/// The Triton configuration of `name` (at `version`), whichever protocol asks.
+pub(crate) fn config_document(
+    state: &ServingState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<oip::TritonConfig, ServingError> {
     let model = find_model(state, name)?;
     let served = find_version(&model, version)?;
     let runtime = &served.model;
@@ -201,16 +220,21 @@ fn config(
     } else {
         0
     };
-    Ok(axum::Json(oip::triton_config(
+    Ok(oip::triton_config(
         name,
         runtime.signature(),
         max_batch,
         runtime.options().max_queue_delay,
     ))
-    .into_response())
 }
 
 async fn repository_index(State(state): State<ServingState>) -> Response {
+    axum::Json(repository_entries(&state)).into_response()
+}
+
+/// Every served model version (`READY`) and every model that failed to load (`UNAVAILABLE`),
+/// by name, whichever protocol asks.
+pub(crate) fn repository_entries(state: &ServingState) -> Vec<oip::RepositoryEntry> {
     let snapshot = state.repository.snapshot();
     let mut entries: Vec<oip::RepositoryEntry> = Vec::new();
     let mut names: Vec<&String> = snapshot.keys().collect();
@@ -238,5 +262,5 @@ async fn repository_index(State(state): State<ServingState>) -> Response {
             });
         }
     }
-    axum::Json(entries).into_response()
+    entries
 }

@@ -113,12 +113,18 @@ fn element_size(datatype: DataType) -> Option<usize> {
     })
 }
 
-/// Decodes one input's binary data against its checked header.
+/// Decodes one input's binary data against its checked header. `source` names where the bytes
+/// came from in messages (`` `binary_data_size` ``, `raw_input_contents[0]`).
 ///
 /// # Errors
 /// A size that does not match the shape, a `BOOL` byte other than 0 or 1, `BYTES` elements
 /// that overrun the data, are too few or too many, or are not UTF-8.
-pub(super) fn decode(name: &str, header: &Header, bytes: &[u8]) -> Result<TensorData, OipError> {
+pub(super) fn decode(
+    name: &str,
+    header: &Header,
+    bytes: &[u8],
+    source: &str,
+) -> Result<TensorData, OipError> {
     let fail = |reason: String| OipError::input_error(name, reason);
     let Some(size) = element_size(header.datatype) else {
         return decode_bytes(name, header, bytes);
@@ -131,7 +137,7 @@ pub(super) fn decode(name: &str, header: &Header, bytes: &[u8]) -> Result<Tensor
     })?;
     if bytes.len() != expected {
         return Err(fail(format!(
-            "`binary_data_size` is {} bytes, but shape {:?} of {} needs {} elements × {size} \
+            "{source} is {} bytes, but shape {:?} of {} needs {} elements × {size} \
              bytes = {expected}",
             bytes.len(),
             header.shape,
@@ -179,6 +185,28 @@ pub(super) fn decode(name: &str, header: &Header, bytes: &[u8]) -> Result<Tensor
     })
 }
 
+/// One `BYTES` element as the text an ONNX string tensor holds.
+///
+/// # Errors
+/// When it is not UTF-8 or holds a NUL character.
+pub(super) fn text_element(name: &str, index: usize, element: Vec<u8>) -> Result<String, OipError> {
+    let fail = |reason: String| OipError::input_error(name, reason);
+    let text = String::from_utf8(element).map_err(|e| {
+        fail(format!(
+            "BYTES element {index} is not UTF-8 ({}); Ferry serves ONNX string tensors, which \
+             hold text",
+            e.utf8_error()
+        ))
+    })?;
+    if text.contains('\0') {
+        return Err(fail(format!(
+            "BYTES element {index} contains a NUL character, which ONNX Runtime strings cannot \
+             hold"
+        )));
+    }
+    Ok(text)
+}
+
 /// `BYTES`: `header.len` elements, each a 4-byte little-endian length and its bytes.
 fn decode_bytes(name: &str, header: &Header, mut bytes: &[u8]) -> Result<TensorData, OipError> {
     let fail = |reason: String| OipError::input_error(name, reason);
@@ -208,19 +236,7 @@ fn decode_bytes(name: &str, header: &Header, mut bytes: &[u8]) -> Result<TensorD
             )));
         }
         let (element, rest) = rest.split_at(length);
-        let text = std::str::from_utf8(element).map_err(|e| {
-            fail(format!(
-                "BYTES element {index} is not UTF-8 ({e}); Ferry serves ONNX string tensors, \
-                 which hold text"
-            ))
-        })?;
-        if text.contains('\0') {
-            return Err(fail(format!(
-                "BYTES element {index} contains a NUL character, which ONNX Runtime strings \
-                 cannot hold"
-            )));
-        }
-        out.push(text.to_owned());
+        out.push(text_element(name, index, element.to_vec())?);
         bytes = rest;
     }
     if !bytes.is_empty() {
@@ -312,7 +328,13 @@ mod tests {
             let written = encode(&data, &mut bytes);
             assert_eq!(written, bytes.len());
             assert_eq!(
-                decode("x", &header(datatype, vec![3]), &bytes).unwrap(),
+                decode(
+                    "x",
+                    &header(datatype, vec![3]),
+                    &bytes,
+                    "`binary_data_size`"
+                )
+                .unwrap(),
                 data
             );
         }
@@ -326,16 +348,27 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(bytes[..4], [0, 0, 0x80, 0x3f]);
         assert_eq!(
-            decode("x", &header(DataType::Fp32, vec![1, 2]), &bytes).unwrap(),
+            decode(
+                "x",
+                &header(DataType::Fp32, vec![1, 2]),
+                &bytes,
+                "`binary_data_size`"
+            )
+            .unwrap(),
             TensorData::F32(vec![1.0, 2.0])
         );
     }
 
     #[test]
     fn a_size_that_disagrees_with_the_shape_names_both() {
-        let err = decode("input", &header(DataType::Fp32, vec![2, 32]), &[0; 128])
-            .unwrap_err()
-            .to_string();
+        let err = decode(
+            "input",
+            &header(DataType::Fp32, vec![2, 32]),
+            &[0; 128],
+            "`binary_data_size`",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("\"input\""), "{err}");
         assert!(err.contains("128 bytes"), "{err}");
         assert!(err.contains("64 elements × 4 bytes = 256"), "{err}");
@@ -348,7 +381,13 @@ mod tests {
         encode(&data, &mut bytes);
         assert_eq!(bytes[..4], 6_u32.to_le_bytes());
         assert_eq!(
-            decode("s", &header(DataType::Bytes, vec![3]), &bytes).unwrap(),
+            decode(
+                "s",
+                &header(DataType::Bytes, vec![3]),
+                &bytes,
+                "`binary_data_size`"
+            )
+            .unwrap(),
             data
         );
         let cases: [(&[u8], usize, &str); 6] = [
@@ -364,18 +403,28 @@ mod tests {
             ),
         ];
         for (bytes, len, says) in cases {
-            let err = decode("s", &header(DataType::Bytes, vec![len]), bytes)
-                .unwrap_err()
-                .to_string();
+            let err = decode(
+                "s",
+                &header(DataType::Bytes, vec![len]),
+                bytes,
+                "`binary_data_size`",
+            )
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(says), "{bytes:?}: {err}");
         }
     }
 
     #[test]
     fn bool_bytes_other_than_0_and_1_are_refused() {
-        let err = decode("b", &header(DataType::Bool, vec![2]), &[1, 2])
-            .unwrap_err()
-            .to_string();
+        let err = decode(
+            "b",
+            &header(DataType::Bool, vec![2]),
+            &[1, 2],
+            "`binary_data_size`",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("element 1 is the byte 2"), "{err}");
     }
 

@@ -56,6 +56,7 @@
 mod binary;
 mod data;
 mod error;
+pub mod grpc;
 mod metadata;
 mod model_config;
 mod request;
@@ -63,6 +64,7 @@ mod response;
 mod validation;
 
 pub use error::OipError;
+pub use grpc::{decode_grpc_infer_request, encode_grpc_infer_response};
 pub use metadata::{
     EXTENSIONS, MetadataTensor, ModelMetadata, PLATFORM, RepositoryEntry, RepositoryIndexRequest,
     SERVER_NAME, ServerMetadata, decode_repository_index_request, model_metadata, server_metadata,

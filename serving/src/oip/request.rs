@@ -635,7 +635,7 @@ impl<'de> Visitor<'de> for InputSeed<'_, '_> {
                     .map_err(|e| diagnostics.fail(e))?;
                 let values = binary
                     .take(&name, size)
-                    .and_then(|bytes| binary::decode(&name, &header, bytes))
+                    .and_then(|bytes| binary::decode(&name, &header, bytes, "`binary_data_size`"))
                     .map_err(|e| diagnostics.fail(e))?;
                 (header, values)
             }
