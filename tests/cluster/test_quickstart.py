@@ -314,6 +314,28 @@ def test_the_operator_account_may_do_what_the_operator_does_and_no_more(kubectl,
         assert result.stdout.strip() == "no", (verb, resource)
 
 
+def grpc_through_the_service(address: str, token: str) -> None:
+    """gRPC on the Service's one port (the operator's Service has no other): the official
+    client, the release's read token as metadata, and the same refusal without it."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url=address)
+    try:
+        data = np.zeros((1, 32), dtype=np.float32)
+        tensor = grpcclient.InferInput("input", [1, 32], "FP32")
+        tensor.set_data_from_numpy(data)
+        result = client.infer("fraud", [tensor], headers={"authorization": f"Bearer {token}"})
+        assert result.get_response().model_version == "1", result.get_response()
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("fraud", [tensor])
+        assert refused.value.status() == "StatusCode.UNAUTHENTICATED", refused.value
+    finally:
+        client.close()
+    print(f"gRPC through the Service at {address}: answered by version 1")
+
+
 def test_the_quickstart_serves_fraud_from_two_real_pods_behind_their_service(cluster, kubectl, session):
     kube = cluster.kube
     token = session.shell(f'{TOKEN}\nprintf %s "$FERRY_TOKEN"').stdout
@@ -364,6 +386,7 @@ def test_the_quickstart_serves_fraud_from_two_real_pods_behind_their_service(clu
     assert code == 401, (code, body)
     code, body, _ = infer(url, "fraud", session.tokens["serving"])
     assert code == 401, "the serving pods' registry token is not a client token"
+    grpc_through_the_service(url.removeprefix("http://"), session.tokens["read"])
 
     # Traffic is spread over both pods: each pod's own counters, read from its metrics.
     with Traffic(url, "fraud", session.tokens["read"], rate=50) as traffic:

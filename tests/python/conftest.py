@@ -79,3 +79,21 @@ class Process:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def variant(tmp, tag):
+    """mlp.onnx with another doc string: the same model as a new version."""
+    import onnx
+    m = onnx.load(str(FIXTURES / "mlp.onnx"))
+    m.doc_string = tag
+    path = tmp / f"mlp-{tag}.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+def ferry(registry, *args):
+    """Runs a `ferry` client command against `registry`; fails the test unless it succeeds."""
+    out = subprocess.run([ferry_bin(), *args], env={**ferry_env(), "FERRY_REGISTRY": registry},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout

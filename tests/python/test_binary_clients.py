@@ -5,17 +5,15 @@ Nothing here passes `binary_data=...`: that is the point. Run by scripts/test.sh
 needs FERRY_BIN and ONNX Runtime (ORT_DYLIB_PATH or .ort/).
 """
 import json
-import subprocess
 import time
 
 import ml_dtypes
 import numpy as np
-import onnx
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process, array, expected, ferry_bin, ferry_env
+from conftest import FIXTURES, Process, array, expected, ferry, variant
 
 
 @pytest.fixture(scope="module")
@@ -129,22 +127,6 @@ def test_a_wrong_shape_is_an_error_naming_the_input(serving):
     with pytest.raises(InferenceServerException) as err:
         serving.infer("mlp", [i])
     assert '"input"' in str(err.value) and "31" in str(err.value)
-
-
-def variant(tmp, tag):
-    """mlp.onnx with another doc string: the same model as a new version."""
-    m = onnx.load(str(FIXTURES / "mlp.onnx"))
-    m.doc_string = tag
-    path = tmp / f"mlp-{tag}.onnx"
-    onnx.save(m, str(path))
-    return path
-
-
-def ferry(registry, *args):
-    out = subprocess.run([ferry_bin(), *args], env={**ferry_env(), "FERRY_REGISTRY": registry},
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
 
 
 def test_an_endpoint_with_a_canary_answers_binary_requests_from_both_versions(tmp_path):

@@ -5,7 +5,6 @@ in test_kserve_client.py (its generated modules and tritonclient's cannot share 
 
 Run by scripts/test.sh (pytest); needs FERRY_BIN and ONNX Runtime (ORT_DYLIB_PATH or .ort/).
 """
-import asyncio
 import json
 import subprocess
 import threading
@@ -15,13 +14,12 @@ import urllib.request
 import grpc
 import ml_dtypes
 import numpy as np
-import onnx
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process, array, expected, ferry_bin, ferry_env
+from conftest import FIXTURES, Process, array, expected, ferry, variant
 
 
 def serving_process(tmp_path_factory, *flags):
@@ -299,22 +297,6 @@ def test_overload_is_resource_exhausted_and_nothing_else_fails(tmp_path_factory)
         assert "OK" in statuses, statuses
     finally:
         ferry.stop()
-
-
-def variant(tmp, tag):
-    """mlp.onnx with another doc string: the same model as a new version."""
-    m = onnx.load(str(FIXTURES / "mlp.onnx"))
-    m.doc_string = tag
-    path = tmp / f"mlp-{tag}.onnx"
-    onnx.save(m, str(path))
-    return path
-
-
-def ferry(registry, *args):
-    out = subprocess.run([ferry_bin(), *args], env={**ferry_env(), "FERRY_REGISTRY": registry},
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
 
 
 def test_an_endpoint_splits_sticks_and_joins_feedback_over_grpc(tmp_path):
