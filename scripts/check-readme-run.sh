@@ -3,6 +3,10 @@
 # `make ort`, `cargo install --path . --locked`, `ferry up` and the walk-through with the
 # installed binary, both `ferry serving` examples, and `make lint`.
 set -euo pipefail
+if [ "$#" -gt 0 ]; then
+  echo "usage: scripts/check-readme-run.sh (no arguments: it builds, installs and runs what the README shows)" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/.."
 
 wait_ready() { # URL PID LOG
