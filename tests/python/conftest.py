@@ -97,3 +97,24 @@ def ferry(registry, *args):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
+
+
+def half_precision_case(client):
+    """FP16 and BF16 inputs for `half.onnx` built with `client` (tritonclient.http or .grpc),
+    with the client's defaults, and a check of the answer; returns (inputs, check)."""
+    import ml_dtypes
+    x = np.array([[0.5, -1.25, 1000.0, 0.0], [3.0, -0.0625, 2.5, 7.0]], dtype=np.float16)
+    b = np.array([[1.0, -0.5, 3.0, 256.0], [0.25, -2.0, 1e30, 42.0]], dtype=ml_dtypes.bfloat16)
+    xi = client.InferInput("x", list(x.shape), "FP16")
+    xi.set_data_from_numpy(x)
+    bi = client.InferInput("b", list(b.shape), "BF16")
+    bi.set_data_from_numpy(b)
+
+    def check(result):
+        np.testing.assert_array_equal(result.as_numpy("doubled"), x * 2)
+        np.testing.assert_array_equal(result.as_numpy("x_float"), x.astype(np.float32))
+        echo = result.as_numpy("b_echo")
+        np.testing.assert_array_equal(echo.astype(np.float32), b.astype(np.float32))
+        return echo
+
+    return [xi, bi], check

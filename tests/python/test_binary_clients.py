@@ -13,7 +13,8 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process, array, expected, ferry, variant
+from conftest import (FIXTURES, Process, array, expected, ferry, half_precision_case,
+                      variant)
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +95,9 @@ def test_bytes_in_binary_round_trip(serving):
 
 
 def test_fp16_and_bf16_in_binary(serving):
-    x = np.array([[0.5, -1.25, 1000.0, 0.0], [3.0, -0.0625, 2.5, 7.0]], dtype=np.float16)
-    b = np.array([[1.0, -0.5, 3.0, 256.0], [0.25, -2.0, 1e30, 42.0]], dtype=ml_dtypes.bfloat16)
-    xi = httpclient.InferInput("x", list(x.shape), "FP16")
-    xi.set_data_from_numpy(x)
-    bi = httpclient.InferInput("b", list(b.shape), "BF16")
-    bi.set_data_from_numpy(b)
-    result = serving.infer("half", [xi, bi])
-    np.testing.assert_array_equal(result.as_numpy("doubled"), x * 2)
-    np.testing.assert_array_equal(result.as_numpy("x_float"), x.astype(np.float32))
-    echo = result.as_numpy("b_echo")
+    inputs, check = half_precision_case(httpclient)
+    echo = check(serving.infer("half", inputs))
     assert echo.dtype == ml_dtypes.bfloat16
-    np.testing.assert_array_equal(echo.astype(np.float32), b.astype(np.float32))
 
 
 def test_fp16_as_json_numbers(serving):

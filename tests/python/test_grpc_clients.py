@@ -12,14 +12,14 @@ import time
 import urllib.request
 
 import grpc
-import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
-from conftest import FIXTURES, Process, array, expected, ferry, variant
+from conftest import (FIXTURES, Process, array, expected, ferry, half_precision_case,
+                      variant)
 
 
 def serving_process(tmp_path_factory, *flags):
@@ -114,17 +114,8 @@ def test_bytes_round_trip(triton):
 
 
 def test_fp16_and_bf16(triton):
-    x = np.array([[0.5, -1.25, 1000.0, 0.0], [3.0, -0.0625, 2.5, 7.0]], dtype=np.float16)
-    b = np.array([[1.0, -0.5, 3.0, 256.0], [0.25, -2.0, 1e30, 42.0]], dtype=ml_dtypes.bfloat16)
-    xi = grpcclient.InferInput("x", list(x.shape), "FP16")
-    xi.set_data_from_numpy(x)
-    bi = grpcclient.InferInput("b", list(b.shape), "BF16")
-    bi.set_data_from_numpy(b)
-    result = triton.infer("half", [xi, bi])
-    np.testing.assert_array_equal(result.as_numpy("doubled"), x * 2)
-    np.testing.assert_array_equal(result.as_numpy("x_float"), x.astype(np.float32))
-    echo = result.as_numpy("b_echo")
-    np.testing.assert_array_equal(echo.astype(np.float32), b.astype(np.float32))
+    inputs, check = half_precision_case(grpcclient)
+    check(triton.infer("half", inputs))
 
 
 def test_typed_contents_are_accepted_too(server):
