@@ -669,6 +669,10 @@ pub struct PushArgs {
     /// Training data already hashed, as URI=SHA256 (repeatable), e.g. s3://bucket/train.parquet=ab12…
     #[arg(long = "data-uri", value_name = "URI=SHA256")]
     pub data_uris: Vec<String>,
+    /// When the training data was taken (RFC 3339, or a date like 2026-11-01), recorded on every
+    /// dataset of this push: a perishable model's age counts from it.
+    #[arg(long, value_name = "TIME")]
+    pub data_as_of: Option<String>,
     /// Hyper-parameter KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -763,9 +767,9 @@ pub enum AliasCommand {
 pub enum EndpointCommand {
     /// Create or replace an endpoint's policy.
     #[command(
-        after_help = "Example:\n  ferry endpoint set fraud --model fraud --stable 1 --canary 2 --weight 0.05 --shadow 3:0.5 --sticky-header x-user-id"
+        after_help = "Examples:\n  ferry endpoint set fraud --model fraud --stable 1 --canary 2 --weight 0.05 --shadow 3:0.5 --sticky-header x-user-id\n  ferry endpoint set fraud --model fraud --stable 4 --max-age 30d --decay accuracy:0.05"
     )]
-    Set(EndpointSetArgs),
+    Set(Box<EndpointSetArgs>),
     /// Show an endpoint's policy and its live analysis across serving replicas.
     Show(EndpointShowArgs),
     /// List endpoints, newest first.
@@ -818,6 +822,23 @@ pub struct EndpointSetArgs {
     /// last drift interval: for endpoints with little traffic per interval.
     #[arg(long, value_name = "N", requires = "drift")]
     pub drift_window_samples: Option<u64>,
+    /// A perishable model: the stable version is stale once older than this (e.g. 30d, 12h),
+    /// counted from its training data's `as_of` (`model push --data-as-of`), else from its
+    /// creation; a `model.stale` event fires once per incident.
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Watch the stable version's performance: METRIC:MAX_DROP with METRIC accuracy (from
+    /// labels) or reward (mean reward), e.g. accuracy:0.05; a drop past it from the reference is
+    /// a `performance.degraded` event.
+    #[arg(long, value_name = "METRIC:MAX_DROP")]
+    pub decay: Option<String>,
+    /// The rolling window: the newest N labels (or rewards) [default: 200].
+    #[arg(long, value_name = "N", requires = "decay")]
+    pub decay_window: Option<u64>,
+    /// The value to compare with [default: the version's `--metric` of the same name, else its
+    /// first full window in production].
+    #[arg(long, value_name = "VALUE", requires = "decay")]
+    pub decay_reference: Option<f64>,
     /// Only if the endpoint is still at this revision (optimistic concurrency).
     #[arg(long, value_name = "REVISION")]
     pub if_match: Option<i64>,

@@ -29,6 +29,10 @@ pub struct DataRef {
     pub uri: String,
     /// Lowercase hex SHA-256 of the data (for a folder, of its sorted file list and hashes).
     pub sha256: String,
+    /// When the data was taken (the snapshot or extraction time): a perishable model's age is
+    /// counted from its newest dataset's `as_of`, else from the version's creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A parameter value: the scalar types training frameworks log.

@@ -170,6 +170,79 @@ pub struct EndpointPolicy {
     /// When live inputs count as drifted (see drift monitoring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftPolicy>,
+    /// The stable version is stale once it is older than this many seconds (from its training
+    /// data's `as_of` when its lineage gives one, else from its creation): a perishable model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    /// When the stable version's answers count as degraded (accuracy or mean reward from
+    /// feedback, against a reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decay: Option<DecayPolicy>,
+}
+
+/// What performance decay is measured on, from the feedback joined to a version's predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayMetric {
+    /// Share of labelled predictions whose class equalled the label.
+    Accuracy,
+    /// Mean reward.
+    Reward,
+}
+
+impl DecayMetric {
+    /// The spelling on the wire, in events, and the lineage metric used as the reference.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecayMetric::Accuracy => "accuracy",
+            DecayMetric::Reward => "reward",
+        }
+    }
+}
+
+/// When an endpoint's stable version counts as performing worse than it did (concept drift:
+/// the inputs may look the same while the right answers changed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecayPolicy {
+    /// Accuracy (from labels) or mean reward.
+    pub metric: DecayMetric,
+    /// Degraded when the window's value is more than this below the reference (absolute: `0.05`
+    /// is five accuracy points).
+    pub max_drop: f64,
+    /// The rolling window: the newest this-many labels (or rewards) of the version. Fewer in
+    /// the reports the registry keeps: no verdict.
+    #[serde(default = "default_decay_window")]
+    pub window: u64,
+    /// The value to compare with. Absent: the version's recorded lineage metric of the same name
+    /// (`accuracy` / `reward`), else its first full window in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<f64>,
+}
+
+fn default_decay_window() -> u64 {
+    200
+}
+
+/// A condition of an endpoint, in the manner of Kubernetes' conditions: what the registry's
+/// monitors judge of its stable version now. `GET /api/v1/endpoints/{name}` lists one per
+/// monitor the policy turns on: `Stale` (`max_age_seconds`), `PerformanceDegraded` (`decay`),
+/// `Drifted` (`drift`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointCondition {
+    /// `Stale`, `PerformanceDegraded` or `Drifted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` (an incident is open), `False`, or `Unknown` (no verdict yet, e.g. too few
+    /// labels).
+    pub status: String,
+    /// The version it is about.
+    pub version: i64,
+    /// The id of the event that opened the incident, while it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<i64>,
+    /// For people: the numbers behind it.
+    pub message: String,
 }
 
 /// The canary part of a policy.
@@ -252,6 +325,10 @@ pub struct EndpointRecord {
     pub created_at: DateTime<Utc>,
     /// When its policy last changed.
     pub updated_at: DateTime<Utc>,
+    /// What the monitors judge of it now (stale, performance degraded, drifted); only filled in
+    /// by `GET /api/v1/endpoints/{name}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<EndpointCondition>,
 }
 
 /// A step of a progressive rollout on an endpoint, as the operator reports it with

@@ -301,6 +301,8 @@ pub fn desired_policy(config: &RolloutConfig, state: &RolloutState) -> Option<En
         shadows: Vec::new(),
         sticky_header: None,
         drift: None,
+        max_age_seconds: None,
+        decay: None,
     };
     match (state.effective_phase(), state.candidate_version) {
         (Phase::Shadowing, Some(candidate)) if candidate != stable => {

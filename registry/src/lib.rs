@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod error;
 pub mod feedback_queue;
 pub mod gc;
+pub mod lifecycle;
 pub mod metrics;
 pub mod relay;
 pub mod store;
@@ -39,7 +40,7 @@ pub use error::{Error, Result};
 pub use store::{MetadataStore, ServingLock};
 pub use upload::UploadLimits;
 
-/// The registry's background jobs — the drift monitor, webhook delivery and, when configured,
+/// The registry's background jobs — the drift and lifecycle monitors, webhook delivery and, when configured,
 /// the RabbitMQ relay — started together and stopped together: each stops at a safe point
 /// (between rounds) when [`Background::shutdown`] is called.
 pub struct Background {
@@ -61,6 +62,12 @@ impl Background {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         drift::spawn_drift_monitor(
+            store.clone(),
+            config.drift_interval,
+            &mut tasks,
+            stop.child_token(),
+        );
+        lifecycle::spawn_lifecycle_monitor(
             store.clone(),
             config.drift_interval,
             &mut tasks,
@@ -143,7 +150,8 @@ pub struct Config {
     /// How long serving replicas' endpoint reports are kept; also the longest analysis window.
     pub report_retention: Duration,
     /// How often the drift monitor (`drift::spawn_drift_monitor`) judges endpoints, and the
-    /// length of the window it judges.
+    /// length of the window it judges; also how often the lifecycle monitor
+    /// (`lifecycle::spawn_lifecycle_monitor`) judges maximum ages and decay.
     pub drift_interval: Duration,
     /// Webhook delivery (`webhooks::spawn_webhooks`).
     pub webhooks: webhooks::WebhookConfig,

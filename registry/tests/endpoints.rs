@@ -1202,6 +1202,8 @@ async fn the_client_drives_every_endpoint_route(app: &TestApp) {
         }],
         sticky_header: None,
         drift: None,
+        max_age_seconds: None,
+        decay: None,
     };
     let created = client.create_endpoint("web", &policy).await.unwrap();
     assert_eq!(created.revision, 1);

@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use ferry_api::client::RegistryClient;
 use ferry_api::drift::DriftAnalysis;
 use ferry_api::records::{
-    CanaryPolicy, DriftMetric, DriftPolicy, EndpointPolicy, EndpointRecord, ShadowPolicy,
+    CanaryPolicy, DecayMetric, DecayPolicy, DriftMetric, DriftPolicy, EndpointPolicy,
+    EndpointRecord, ShadowPolicy,
 };
 use ferry_api::traffic::EndpointAnalysis;
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ use crate::output::{self, Table};
 /// Client and server errors.
 pub async fn run(command: EndpointCommand) -> Result<()> {
     match command {
-        EndpointCommand::Set(args) => set(args).await,
+        EndpointCommand::Set(args) => set(*args).await,
         EndpointCommand::Show(args) => show(args).await,
         EndpointCommand::List(args) => {
             let api = connect(&args.client)?;
@@ -98,6 +99,18 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         shadows: shadow_list,
         sticky_header: args.sticky_header.clone(),
         drift: None,
+        max_age_seconds: match &args.max_age {
+            Some(text) => Some(
+                crate::config::parse_duration(text)
+                    .with_context(|| format!("--max-age `{text}`"))?
+                    .as_secs(),
+            ),
+            None => None,
+        },
+        decay: match &args.decay {
+            Some(spec) => Some(decay_policy(spec, &args)?),
+            None => None,
+        },
     };
     let drift = match &args.drift {
         Some(spec) => {
@@ -125,19 +138,19 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         None => None,
     };
     let api = connect(&args.client)?;
-    // Without --drift, keep a drift policy set before: `set` changes the routing.
-    let policy = match (drift, api.get_endpoint(&args.name).await) {
-        (Some(d), _) => EndpointPolicy {
-            drift: Some(d),
-            ..policy
-        },
-        (None, Ok(existing)) => EndpointPolicy {
-            drift: existing.policy.drift,
-            ..policy
-        },
-        (None, Err(e)) if e.status() == Some(404) => policy,
-        (None, Err(e)) => return Err(e.into()),
-    };
+    // Without --drift, --max-age or --decay, keep what was set before: `set` changes the
+    // routing.
+    let mut policy = EndpointPolicy { drift, ..policy };
+    match api.get_endpoint(&args.name).await {
+        Ok(existing) => {
+            let old = existing.policy;
+            policy.drift = policy.drift.or(old.drift);
+            policy.max_age_seconds = policy.max_age_seconds.or(old.max_age_seconds);
+            policy.decay = policy.decay.or(old.decay);
+        }
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(e.into()),
+    }
     let record = api.put_endpoint(&args.name, &policy, args.if_match).await?;
     if args.client.output == Output::Json {
         return output::json(&record);
@@ -151,6 +164,28 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         shadows(&record.policy)
     );
     Ok(())
+}
+
+/// `--decay METRIC:MAX_DROP` with its window and reference.
+fn decay_policy(spec: &str, args: &EndpointSetArgs) -> Result<DecayPolicy> {
+    let (metric, drop) = spec
+        .split_once(':')
+        .with_context(|| format!("--decay `{spec}` is not METRIC:MAX_DROP"))?;
+    let metric = match metric.trim() {
+        "accuracy" => DecayMetric::Accuracy,
+        "reward" => DecayMetric::Reward,
+        other => bail!("--decay: unknown metric `{other}`; use accuracy or reward"),
+    };
+    let max_drop: f64 = drop
+        .trim()
+        .parse()
+        .with_context(|| format!("--decay: `{drop}` is not a number"))?;
+    Ok(DecayPolicy {
+        metric,
+        max_drop,
+        window: args.decay_window.unwrap_or(200),
+        reference: args.decay_reference,
+    })
 }
 
 fn canary(policy: &EndpointPolicy) -> String {
@@ -217,7 +252,50 @@ fn print_policy(record: &EndpointRecord) {
                 .unwrap_or_default()
         );
     }
+    if let Some(seconds) = p.max_age_seconds {
+        crate::say!("max age:   {}", human_seconds(seconds as f64));
+    }
+    if let Some(d) = &p.decay {
+        crate::say!(
+            "decay:     {} drop > {} over the newest {} {}{}",
+            d.metric.as_str(),
+            d.max_drop,
+            d.window,
+            match d.metric {
+                DecayMetric::Accuracy => "labels",
+                DecayMetric::Reward => "rewards",
+            },
+            d.reference
+                .map(|r| format!(", reference {r}"))
+                .unwrap_or_default()
+        );
+    }
     crate::say!("updated:   {}", output::time(&record.updated_at));
+    for c in &record.conditions {
+        let word = match (c.kind.as_str(), c.status.as_str()) {
+            ("Stale", "True") => "STALE".to_string(),
+            ("PerformanceDegraded", "True") => "DEGRADED".to_string(),
+            ("Drifted", "True") => "DRIFTED".to_string(),
+            (_, "Unknown") => "UNKNOWN".to_string(),
+            _ => "ok".to_string(),
+        };
+        crate::say!(
+            "{:<10} {word}: {}{}",
+            format!("{}:", condition_label(&c.kind)),
+            c.message,
+            c.event.map(|e| format!(" (event {e})")).unwrap_or_default()
+        );
+    }
+}
+
+/// The short name `ferry endpoint show` gives a condition type.
+fn condition_label(kind: &str) -> &str {
+    match kind {
+        "Stale" => "age",
+        "PerformanceDegraded" => "quality",
+        "Drifted" => "inputs",
+        other => other,
+    }
 }
 
 /// The analysis table `ferry endpoint show` prints.
@@ -296,7 +374,9 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn human_seconds(s: f64) -> String {
-    if s >= 3600.0 && (s / 3600.0).fract() == 0.0 {
+    if s >= 86_400.0 && (s / 86_400.0).fract() == 0.0 {
+        format!("{}d", s / 86_400.0)
+    } else if s >= 3600.0 && (s / 3600.0).fract() == 0.0 {
         format!("{}h", s / 3600.0)
     } else if s >= 60.0 && (s / 60.0).fract() == 0.0 {
         format!("{}m", s / 60.0)

@@ -17,8 +17,9 @@ const DATA_WIDTH: usize = 120;
 /// Drifted features named in a drift event's summary before `+N more`.
 const SUMMARY_FEATURES: usize = 3;
 
-/// The DATA cell: a one-line summary for the events people read most in a terminal (drift
-/// incidents, whose payload is long), the JSON payload for the others.
+/// The DATA cell: a one-line summary for the events people read most in a terminal (drift,
+/// staleness and performance incidents, whose payloads are long), the JSON payload for the
+/// others.
 fn describe(kind: &str, data: &serde_json::Value) -> String {
     drift_summary(kind, data).unwrap_or_else(|| data.to_string())
 }
@@ -63,7 +64,74 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
                 None => format!("{head} <= {threshold}, recovered"),
             })
         }
+        EventData::ModelStale(d) => Some(format!(
+            "{}:{} (stable) {} old > max age {} (from its {})",
+            d.model,
+            d.version,
+            age(d.age_seconds),
+            age(d.max_age_seconds),
+            if d.age_from == "data" {
+                "training data"
+            } else {
+                "creation"
+            }
+        )),
+        EventData::ModelRefreshed(d) => {
+            let closes = d
+                .stale_event
+                .map(|id| format!(", refreshed from event {id}"))
+                .unwrap_or_default();
+            Some(if d.reason == "policy" {
+                format!(
+                    "{}:{} (stable) within its max age again{closes}",
+                    d.model, d.version
+                )
+            } else {
+                format!(
+                    "{}:{} (stable) replaces stale version {}{closes}",
+                    d.model, d.version, d.stale_version
+                )
+            })
+        }
+        EventData::PerformanceDegraded(d) => Some(format!(
+            "{}:{} (stable) {} {:.3} < reference {:.3} - {} over {} {}",
+            d.model,
+            d.version,
+            d.metric,
+            d.value,
+            d.reference,
+            d.max_drop,
+            d.samples,
+            if d.metric == "accuracy" {
+                "labels"
+            } else {
+                "rewards"
+            }
+        )),
+        EventData::PerformanceRecovered(d) => Some(format!(
+            "{}:{} {}{}",
+            d.model,
+            d.version,
+            match (d.reason.as_str(), d.value) {
+                ("recovered", Some(v)) => format!("{} {v:.3} back within the limit", d.metric),
+                ("replaced", _) => "no longer stable".to_string(),
+                _ => "no longer watched".to_string(),
+            },
+            d.degraded_event
+                .map(|id| format!(", recovered from event {id}"))
+                .unwrap_or_default()
+        )),
         _ => None,
+    }
+}
+
+/// An age in the largest whole unit: `45s`, `12m`, `5h`, `30d`.
+fn age(seconds: u64) -> String {
+    match seconds {
+        0..120 => format!("{seconds}s"),
+        120..7200 => format!("{}m", seconds / 60),
+        7200..172_800 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
     }
 }
 

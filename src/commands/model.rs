@@ -197,7 +197,11 @@ async fn build_metadata(args: &PushArgs) -> Result<VersionMetadata> {
                 let uri = url::Url::from_file_path(&absolute)
                     .map(|u| u.to_string())
                     .unwrap_or_else(|()| absolute.display().to_string());
-                out.push(DataRef { uri, sha256 });
+                out.push(DataRef {
+                    uri,
+                    sha256,
+                    as_of: None,
+                });
             }
             bar.finish_and_clear();
             Ok(out)
@@ -212,7 +216,17 @@ async fn build_metadata(args: &PushArgs) -> Result<VersionMetadata> {
         metadata.data.push(DataRef {
             uri: uri.to_string(),
             sha256: sha.to_ascii_lowercase(),
+            as_of: None,
         });
+    }
+    if let Some(text) = &args.data_as_of {
+        if metadata.data.is_empty() {
+            bail!("--data-as-of dates the training data: give it with --data or --data-uri");
+        }
+        let as_of = parse_time(text).with_context(|| format!("--data-as-of `{text}`"))?;
+        for data in &mut metadata.data {
+            data.as_of = Some(as_of);
+        }
     }
     for spec in &args.params {
         let (k, v) = key_value("--param", spec)?;
@@ -419,9 +433,12 @@ fn print_version(v: &VersionRecord) {
     }
     for d in &v.lineage.data {
         crate::say!(
-            "  data:       {}  sha256:{}",
+            "  data:       {}  sha256:{}{}",
             d.uri,
-            output::short_hash(&d.sha256)
+            output::short_hash(&d.sha256),
+            d.as_of
+                .map(|t| format!("  as of {}", output::time(&t)))
+                .unwrap_or_default()
         );
     }
     print_map(
@@ -616,6 +633,16 @@ async fn download(args: DownloadArgs) -> Result<()> {
         output::bytes(record.size)
     );
     Ok(())
+}
+
+/// An RFC 3339 time (`2026-11-01T06:00:00Z`) or a date (`2026-11-01`, midnight UTC).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.to_utc());
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .context("not an RFC 3339 time (2026-11-01T06:00:00Z) or a date (2026-11-01)")?;
+    Ok(date.and_time(chrono::NaiveTime::MIN).and_utc())
 }
 
 #[cfg(test)]

@@ -47,11 +47,21 @@ pub enum EventKind {
     WebhookCreated,
     /// A webhook subscription was deleted.
     WebhookDeleted,
+    /// An endpoint's stable version is older than the endpoint's maximum age (once per incident).
+    ModelStale,
+    /// The endpoint's stable version is within its maximum age again (a newer one, or a policy
+    /// change).
+    ModelRefreshed,
+    /// An endpoint's stable version's accuracy or mean reward dropped past the policy's limit
+    /// (once per incident).
+    PerformanceDegraded,
+    /// It came back within the limit, or the version stopped being stable.
+    PerformanceRecovered,
 }
 
 impl EventKind {
     /// Every kind, in [`EventKind`]'s order.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::ModelCreated,
         EventKind::VersionCreated,
         EventKind::VersionUpdated,
@@ -66,6 +76,10 @@ impl EventKind {
         EventKind::RolloutStep,
         EventKind::WebhookCreated,
         EventKind::WebhookDeleted,
+        EventKind::ModelStale,
+        EventKind::ModelRefreshed,
+        EventKind::PerformanceDegraded,
+        EventKind::PerformanceRecovered,
     ];
 
     /// The spelling on the wire and in the database: `version.created`.
@@ -85,6 +99,10 @@ impl EventKind {
             EventKind::RolloutStep => "rollout.step",
             EventKind::WebhookCreated => "webhook.created",
             EventKind::WebhookDeleted => "webhook.deleted",
+            EventKind::ModelStale => "model.stale",
+            EventKind::ModelRefreshed => "model.refreshed",
+            EventKind::PerformanceDegraded => "performance.degraded",
+            EventKind::PerformanceRecovered => "performance.recovered",
         }
     }
 
@@ -298,6 +316,103 @@ pub struct DriftRecovered {
     pub detected_event: Option<i64>,
 }
 
+/// `model.stale`: the endpoint's stable version is older than the policy's maximum age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStale {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Its model.
+    pub model: String,
+    /// The stable version that is too old.
+    pub version: i64,
+    /// Its age when judged, in seconds.
+    pub age_seconds: u64,
+    /// The policy's maximum age, in seconds.
+    pub max_age_seconds: u64,
+    /// What the age counts from: `data` (the newest training dataset's `as_of`) or `created`.
+    pub age_from: String,
+    /// That instant (RFC 3339).
+    pub since: String,
+}
+
+/// `model.refreshed`: the incident a `model.stale` opened is over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRefreshed {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Its model.
+    pub model: String,
+    /// The stable version now.
+    pub version: i64,
+    /// The version that was stale.
+    pub stale_version: i64,
+    /// Why: `new_version` (a newer stable version), `policy` (the maximum age was raised or
+    /// removed).
+    pub reason: String,
+    /// The stable version's age now, in seconds.
+    pub age_seconds: Option<u64>,
+    /// The policy's maximum age, if any.
+    pub max_age_seconds: Option<u64>,
+    /// The id of the `model.stale` event it closes.
+    pub stale_event: Option<i64>,
+}
+
+/// `performance.degraded`: the stable version's rolling accuracy or mean reward is more than
+/// `max_drop` below its reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceDegraded {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Its model.
+    pub model: String,
+    /// The version.
+    pub version: i64,
+    /// `accuracy` or `reward`.
+    pub metric: String,
+    /// The window's value.
+    pub value: f64,
+    /// What it is compared with.
+    pub reference: f64,
+    /// Where the reference comes from: `policy`, `lineage` or `first_window`.
+    pub reference_source: String,
+    /// `reference - value`.
+    pub drop: f64,
+    /// The policy's limit.
+    pub max_drop: f64,
+    /// Labels (or rewards) in the window.
+    pub samples: u64,
+    /// Of the labels, the correct ones (accuracy only).
+    pub correct: Option<u64>,
+    /// When the oldest report of the window arrived (RFC 3339).
+    pub window_start: Option<String>,
+    /// When the window was judged (RFC 3339).
+    pub window_end: String,
+}
+
+/// `performance.recovered`: the incident a `performance.degraded` opened is over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerformanceRecovered {
+    /// The endpoint.
+    pub endpoint: String,
+    /// Its model.
+    pub model: String,
+    /// The version that was degraded.
+    pub version: i64,
+    /// `accuracy` or `reward`.
+    pub metric: String,
+    /// Why: `recovered` (a window within the limit again), `replaced` (another version is
+    /// stable), `policy` (the decay policy was removed or changed).
+    pub reason: String,
+    /// The window's value, when judged.
+    pub value: Option<f64>,
+    /// The reference.
+    pub reference: Option<f64>,
+    /// Labels (or rewards) in the window.
+    pub samples: u64,
+    /// The id of the `performance.degraded` event it closes.
+    pub degraded_event: Option<i64>,
+}
+
 /// `rollout.step`: a rollout step posted by the operator, with the endpoint's model and
 /// revision at the time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,6 +483,14 @@ pub enum EventData {
     WebhookCreated(WebhookChanged),
     /// `webhook.deleted`.
     WebhookDeleted(WebhookChanged),
+    /// `model.stale`.
+    ModelStale(Box<ModelStale>),
+    /// `model.refreshed`.
+    ModelRefreshed(Box<ModelRefreshed>),
+    /// `performance.degraded`.
+    PerformanceDegraded(Box<PerformanceDegraded>),
+    /// `performance.recovered`.
+    PerformanceRecovered(Box<PerformanceRecovered>),
 }
 
 impl EventData {
@@ -388,6 +511,10 @@ impl EventData {
             EventData::RolloutStep(_) => EventKind::RolloutStep,
             EventData::WebhookCreated(_) => EventKind::WebhookCreated,
             EventData::WebhookDeleted(_) => EventKind::WebhookDeleted,
+            EventData::ModelStale(_) => EventKind::ModelStale,
+            EventData::ModelRefreshed(_) => EventKind::ModelRefreshed,
+            EventData::PerformanceDegraded(_) => EventKind::PerformanceDegraded,
+            EventData::PerformanceRecovered(_) => EventKind::PerformanceRecovered,
         }
     }
 
@@ -407,6 +534,10 @@ impl EventData {
             EventData::DriftRecovered(e) => &e.endpoint,
             EventData::RolloutStep(e) => &e.endpoint,
             EventData::WebhookCreated(e) | EventData::WebhookDeleted(e) => &e.id,
+            EventData::ModelStale(e) => &e.endpoint,
+            EventData::ModelRefreshed(e) => &e.endpoint,
+            EventData::PerformanceDegraded(e) => &e.endpoint,
+            EventData::PerformanceRecovered(e) => &e.endpoint,
         }
     }
 
@@ -426,6 +557,10 @@ impl EventData {
             EventData::DriftRecovered(e) => serde_json::to_value(e),
             EventData::RolloutStep(e) => serde_json::to_value(e),
             EventData::WebhookCreated(e) | EventData::WebhookDeleted(e) => serde_json::to_value(e),
+            EventData::ModelStale(e) => serde_json::to_value(e),
+            EventData::ModelRefreshed(e) => serde_json::to_value(e),
+            EventData::PerformanceDegraded(e) => serde_json::to_value(e),
+            EventData::PerformanceRecovered(e) => serde_json::to_value(e),
         };
         // Plain structs of strings, numbers and options: serializing them cannot fail.
         value.unwrap_or(serde_json::Value::Null)
@@ -456,6 +591,10 @@ impl EventData {
             EventKind::RolloutStep => EventData::RolloutStep(from(data)?),
             EventKind::WebhookCreated => EventData::WebhookCreated(from(data)?),
             EventKind::WebhookDeleted => EventData::WebhookDeleted(from(data)?),
+            EventKind::ModelStale => EventData::ModelStale(from(data)?),
+            EventKind::ModelRefreshed => EventData::ModelRefreshed(from(data)?),
+            EventKind::PerformanceDegraded => EventData::PerformanceDegraded(from(data)?),
+            EventKind::PerformanceRecovered => EventData::PerformanceRecovered(from(data)?),
         })
     }
 }
@@ -471,7 +610,7 @@ mod tests {
             assert!(kind.as_str().starts_with(&format!("{}.", kind.family())));
         }
         assert!("model.exploded".parse::<EventKind>().is_err());
-        assert_eq!(EventKind::ALL.len(), 14);
+        assert_eq!(EventKind::ALL.len(), 18);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ValidationError};
 use crate::names;
-use crate::records::EndpointPolicy;
+use crate::records::{DecayMetric, EndpointPolicy};
 
 /// Most shadows one endpoint may mirror to: every shadow costs each replica a model in memory
 /// and a share of its CPU.
@@ -14,6 +14,9 @@ pub const MAX_SHADOWS: usize = 16;
 
 /// Largest sliding window by count a drift policy may ask for.
 pub const MAX_WINDOW_SAMPLES: u64 = 100_000_000;
+
+/// Longest `max_age_seconds`: a hundred years.
+pub const MAX_AGE_SECONDS: u64 = 100 * 365 * 24 * 3600;
 
 /// Canary weights move in steps of 1/1000.
 const WEIGHT_STEPS: f64 = 1000.0;
@@ -198,6 +201,42 @@ pub fn validate_policy(mut policy: EndpointPolicy) -> Result<EndpointPolicy> {
         }
     }
 
+    if let Some(seconds) = policy.max_age_seconds
+        && !(1..=MAX_AGE_SECONDS).contains(&seconds)
+    {
+        problems.push(format!(
+            "max_age_seconds must be between 1 and {MAX_AGE_SECONDS} (100 years), got {seconds}"
+        ));
+    }
+
+    if let Some(decay) = &policy.decay {
+        if !(decay.max_drop.is_finite() && decay.max_drop > 0.0) {
+            problems.push(format!(
+                "decay.max_drop must be a finite number above 0, got {}",
+                decay.max_drop
+            ));
+        }
+        if decay.metric == DecayMetric::Accuracy && decay.max_drop >= 1.0 {
+            problems.push(format!(
+                "decay.max_drop for accuracy is a share below 1 (0.05 is five points), got {}",
+                decay.max_drop
+            ));
+        }
+        if !(1..=MAX_WINDOW_SAMPLES).contains(&decay.window) {
+            problems.push(format!(
+                "decay.window must be between 1 and {MAX_WINDOW_SAMPLES}, got {}",
+                decay.window
+            ));
+        }
+        if let Some(reference) = decay.reference
+            && !reference.is_finite()
+        {
+            problems.push(format!(
+                "decay.reference must be a finite number, got {reference}"
+            ));
+        }
+    }
+
     if problems.is_empty() {
         Ok(policy)
     } else {
@@ -270,7 +309,7 @@ impl std::fmt::Display for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{CanaryPolicy, DriftMetric, DriftPolicy, ShadowPolicy};
+    use crate::records::{CanaryPolicy, DecayPolicy, DriftMetric, DriftPolicy, ShadowPolicy};
 
     fn policy() -> EndpointPolicy {
         EndpointPolicy {
@@ -291,6 +330,13 @@ mod tests {
                 min_samples: 100,
                 consecutive_windows: 2,
                 window_samples: None,
+            }),
+            max_age_seconds: Some(30 * 86_400),
+            decay: Some(DecayPolicy {
+                metric: DecayMetric::Accuracy,
+                max_drop: 0.05,
+                window: 200,
+                reference: None,
             }),
         }
     }
@@ -424,6 +470,55 @@ mod tests {
             assert!(err.contains("sticky_header"), "{err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn max_age_and_decay_are_checked_naming_their_fields() {
+        assert!(validate_policy(policy()).is_ok());
+        for (change, says) in [
+            (
+                (|p: &mut EndpointPolicy| p.max_age_seconds = Some(0)) as fn(&mut EndpointPolicy),
+                "max_age_seconds must be between 1",
+            ),
+            (
+                |p| p.max_age_seconds = Some(MAX_AGE_SECONDS + 1),
+                "max_age_seconds must be between 1",
+            ),
+            (
+                |p| p.decay.as_mut().unwrap().max_drop = 0.0,
+                "decay.max_drop must be a finite number above 0, got 0",
+            ),
+            (
+                |p| p.decay.as_mut().unwrap().max_drop = f64::NAN,
+                "decay.max_drop must be a finite number above 0",
+            ),
+            (
+                |p| p.decay.as_mut().unwrap().max_drop = 5.0,
+                "decay.max_drop for accuracy is a share below 1",
+            ),
+            (
+                |p| p.decay.as_mut().unwrap().window = 0,
+                "decay.window must be between 1",
+            ),
+            (
+                |p| p.decay.as_mut().unwrap().reference = Some(f64::INFINITY),
+                "decay.reference must be a finite number",
+            ),
+        ] {
+            let mut p = policy();
+            change(&mut p);
+            let err = problem(p);
+            assert!(err.contains(says), "{err}");
+        }
+        // A reward can drop by more than 1.
+        let mut p = policy();
+        p.decay = Some(DecayPolicy {
+            metric: DecayMetric::Reward,
+            max_drop: 5.0,
+            window: 10,
+            reference: Some(20.0),
+        });
+        assert!(validate_policy(p).is_ok());
     }
 
     #[test]

@@ -121,6 +121,8 @@ mod tests {
             ],
             sticky_header: None,
             drift: None,
+            max_age_seconds: None,
+            decay: None,
         }
     }
 

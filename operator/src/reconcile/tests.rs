@@ -110,6 +110,7 @@ impl Registry for FakeRegistry {
             policy: policy.clone(),
             created_at: now(),
             updated_at: now(),
+            conditions: Vec::new(),
         };
         state.endpoint = Some(record.clone());
         Ok(record)
@@ -446,6 +447,8 @@ async fn the_first_reconcile_applies_the_children_deploys_the_version_and_writes
             shadows: Vec::new(),
             sticky_header: None,
             drift: None,
+            max_age_seconds: None,
+            decay: None,
         }
     );
     let step = registry.state().steps[0].clone();
@@ -501,9 +504,12 @@ fn canary_endpoint(weight: f64) -> EndpointRecord {
             shadows: Vec::new(),
             sticky_header: Some("x-user".into()),
             drift: None,
+            max_age_seconds: None,
+            decay: None,
         },
         created_at: now(),
         updated_at: now(),
+        conditions: Vec::new(),
     }
 }
 
@@ -607,9 +613,12 @@ async fn an_unchanged_state_writes_no_status_and_no_policy() {
             shadows: Vec::new(),
             sticky_header: None,
             drift: None,
+            max_age_seconds: None,
+            decay: None,
         },
         created_at: now(),
         updated_at: now(),
+        conditions: Vec::new(),
     });
     let task = tokio::spawn(reconcile(
         md(spec(), Some(status), &[FINALIZER]),

@@ -233,6 +233,8 @@ fn stable_only(version: i64) -> EndpointPolicy {
         shadows: Vec::new(),
         sticky_header: None,
         drift: None,
+        max_age_seconds: None,
+        decay: None,
     }
 }
 

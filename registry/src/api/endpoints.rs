@@ -31,7 +31,8 @@ pub async fn get_endpoint(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response> {
-    let record = state.store.get_endpoint(&name).await?;
+    let record =
+        crate::lifecycle::describe_endpoint(&state.store, &name, chrono::Utc::now()).await?;
     Ok(with_etag(StatusCode::OK, record))
 }
 

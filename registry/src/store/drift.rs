@@ -196,6 +196,9 @@ impl MetadataStore {
         .bind(judgment.score.filter(|s| s.is_finite()))
         .bind(i64::try_from(judgment.samples).unwrap_or(i64::MAX))
         .bind(timestamp(tx.now))
+        // Not a cached statement: sqlx 0.8's `Any` binds a `None` f64 as a float4 NULL, and a
+        // statement prepared with that parameter type then refuses an f64 (22P03).
+        .persistent(false)
         .execute(&mut *tx.tx)
         .await?;
         tx.commit(self).await

@@ -134,6 +134,7 @@ impl MetadataStore {
             created_at: current.as_ref().map_or(updated_at, |c| c.created_at),
             updated_at,
             policy,
+            conditions: Vec::new(),
         };
         Ok(if created {
             EndpointWrite::Created(record)
@@ -328,6 +329,7 @@ fn endpoint_from_row(row: &AnyRow) -> Result<EndpointRecord> {
         policy: parse_json("endpoint policy", &row.try_get::<String, _>("policy")?)?,
         created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_timestamp(&row.try_get::<String, _>("updated_at")?)?,
+        conditions: Vec::new(),
     })
 }
 

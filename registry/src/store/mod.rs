@@ -10,6 +10,7 @@ mod drift;
 mod endpoints;
 mod events;
 mod gc;
+mod lifecycle;
 mod models;
 mod page;
 mod relay;

@@ -51,6 +51,8 @@ pub(super) async fn stats(
                     shadows: Vec::new(),
                     sticky_header: None,
                     drift: None,
+                    max_age_seconds: None,
+                    decay: None,
                 })
         });
     // Drift is scored against the training profiles of the versions served here.
