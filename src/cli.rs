@@ -902,6 +902,10 @@ pub struct EndpointShowArgs {
     /// How far back the analysis looks, e.g. 60s, 5m, 1h.
     #[arg(long, default_value = "5m")]
     pub window: String,
+    /// Only the policy and its conditions (stale, performance, drift), without the traffic
+    /// analysis.
+    #[arg(long, conflicts_with = "window")]
+    pub no_analysis: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

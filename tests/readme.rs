@@ -56,6 +56,8 @@ fn normalize(text: &str, checkout: &str, port: u16) -> Vec<String> {
     let decimal = Regex::new(r"\b\d+\.\d+").unwrap();
     let spaces = Regex::new(r" {2,}").unwrap();
     let date = Regex::new(r"^date: .*$").unwrap();
+    // A model's age grows while the walk-through runs.
+    let age = Regex::new(r"\b\d+[smhd] old\b").unwrap();
     let mut lines: Vec<String> = text
         .replace('\r', "")
         .replace(checkout, "/home/you/ferry")
@@ -70,6 +72,7 @@ fn normalize(text: &str, checkout: &str, port: u16) -> Vec<String> {
             let l = hex.replace_all(&l, "<hex>");
             let l = time.replace_all(&l, "<time>");
             let l = date.replace_all(&l, "date: <date>");
+            let l = age.replace_all(&l, "<age> old");
             l.trim_end().to_string()
         })
         .collect();

@@ -38,6 +38,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::rollout::{Controls, Phase, RolloutConfig, RolloutState, ShadowConfig, StepConfig};
 use crate::verdict::Thresholds;
+use ferry_api::records::EndpointCondition;
+use ferry_api::traffic::policy::MAX_AGE_SECONDS;
 use ferry_api::units::{DURATION_PATTERN, parse_duration};
 
 /// `ferry.dev/paused: "true"` pauses like `spec.paused`.
@@ -119,6 +121,14 @@ pub struct ModelDeploymentSpec {
     /// How a new version is rolled out.
     #[serde(default)]
     pub strategy: Strategy,
+    /// The stable version counts as stale once older than this (`30d`, `12h`): a perishable
+    /// model. Its age counts from its training data's `as_of` when its lineage has one, else from
+    /// its creation. The registry raises `model.stale` once per incident, and the `Stale`
+    /// condition shows it. Unset leaves the endpoint's own setting (`ferry endpoint set
+    /// --max-age`) alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_age: Option<String>,
     /// Freeze the rollout where it is (the traffic split stays; nothing is judged or started).
     #[serde(default)]
     pub paused: bool,
@@ -359,7 +369,9 @@ pub struct ModelDeploymentStatus {
     #[serde(flatten)]
     pub rollout: RolloutState,
     /// `Ready` (a stable version serves), `Progressing` (a rollout is moving), `Degraded` (the
-    /// last rollout was rolled back by its analysis or failed).
+    /// last rollout was rolled back by its analysis or failed); then, as the registry's monitors
+    /// judge the stable version, `Stale` (older than `maxAge`), `PerformanceDegraded` (its
+    /// accuracy or reward dropped) and `Drifted` (its live inputs drifted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -479,8 +491,22 @@ impl ModelDeploymentSpec {
             .collect();
         let a = &canary.analysis;
         let interval = duration("strategy.canary.analysis.interval", &a.interval);
+        let max_age = self
+            .max_age
+            .as_deref()
+            .map(|text| (duration("maxAge", text), text));
         if interval.is_zero() && parse_duration(&a.interval).is_ok() {
             problems.push("strategy.canary.analysis.interval: must be longer than 0s".into());
+        }
+        if let Some((age, text)) = max_age
+            && parse_duration(text).is_ok()
+            && !(1..=MAX_AGE_SECONDS).contains(&age.as_secs())
+        {
+            // The registry counts whole seconds: under one would make every version stale.
+            problems.push(format!(
+                "maxAge: must be between 1s and 36500d (100 years), got `{}`",
+                text.trim()
+            ));
         }
         if let Some(s) = &shadow
             && !(s.sample_rate > 0.0 && s.sample_rate <= 1.0)
@@ -539,6 +565,7 @@ impl ModelDeploymentSpec {
                 min_reward_ratio: a.min_reward_ratio,
                 max_drift: a.max_drift,
             },
+            max_age: max_age.map(|(age, _)| age),
         })
     }
 
@@ -574,13 +601,17 @@ impl ModelDeployment {
     }
 }
 
+/// The condition types copied from the registry's judgement of the endpoint, in this order
+/// after `Ready`, `Progressing` and `Degraded`.
+pub const REGISTRY_CONDITIONS: [&str; 3] = ["Stale", "PerformanceDegraded", "Drifted"];
+
 /// A condition's desired status, type, reason and message, before transition times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionSummary {
-    /// `Ready`, `Progressing` or `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, or one of [`REGISTRY_CONDITIONS`].
     pub type_: &'static str,
-    /// Whether it holds.
-    pub status: bool,
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
     /// CamelCase reason.
     pub reason: String,
     /// For humans.
@@ -594,13 +625,13 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
     let ready = match state.stable_version {
         Some(v) => ConditionSummary {
             type_: "Ready",
-            status: true,
+            status: "True",
             reason: "StableServing".into(),
             message: format!("version {v} serves traffic"),
         },
         None => ConditionSummary {
             type_: "Ready",
-            status: false,
+            status: "False",
             reason: reason.clone(),
             message: if message.is_empty() {
                 "no version deployed yet".into()
@@ -612,7 +643,7 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
     let moving = matches!(state.phase, Phase::Shadowing | Phase::Progressing);
     let progressing = ConditionSummary {
         type_: "Progressing",
-        status: moving,
+        status: holds(moving),
         reason: if state.phase == Phase::Paused {
             "Paused".into()
         } else {
@@ -633,7 +664,7 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
         );
     let degraded = ConditionSummary {
         type_: "Degraded",
-        status: degraded_phase,
+        status: holds(degraded_phase),
         reason: if degraded_phase {
             reason
         } else {
@@ -650,41 +681,105 @@ pub fn condition_summaries(state: &RolloutState) -> [ConditionSummary; 3] {
     [ready, progressing, degraded]
 }
 
-/// The status to write for `state`: conditions keep their `lastTransitionTime` while their
-/// status does not change.
+/// The registry's judgement of the endpoint's stable version (its endpoint's `conditions`) as
+/// Kubernetes conditions: `Stale` and `PerformanceDegraded` as reported, and one `Drifted` (the
+/// first that is `True`, else a `False` one). A type the registry does not report (its monitor
+/// is off) gives none.
+pub fn registry_condition_summaries(conditions: &[EndpointCondition]) -> Vec<ConditionSummary> {
+    REGISTRY_CONDITIONS
+        .into_iter()
+        .filter_map(|type_| {
+            let of_type = || conditions.iter().filter(move |c| c.kind == type_);
+            let reported = of_type()
+                .find(|c| c.status == "True")
+                .or_else(|| of_type().find(|c| c.status == "False"))
+                .or_else(|| of_type().next())?;
+            let status = match reported.status.as_str() {
+                "True" => "True",
+                "False" => "False",
+                _ => "Unknown",
+            };
+            let reason = match (type_, status) {
+                ("Stale", "True") => "MaxAgeExceeded",
+                ("Stale", "False") => "WithinMaxAge",
+                ("PerformanceDegraded", "True") => "PerformanceDropped",
+                ("PerformanceDegraded", "False") => "PerformanceHeld",
+                ("PerformanceDegraded", _) => "NotEnoughFeedback",
+                ("Drifted", "True") => "InputsDrifted",
+                ("Drifted", "False") => "InputsStable",
+                _ => "NoVerdict",
+            };
+            // Never empty: Kubernetes 1.20's server-side apply turns "" into null.
+            let message = if reported.message.trim().is_empty() {
+                format!("{type_} is {status} for version {}", reported.version)
+            } else {
+                reported.message.clone()
+            };
+            Some(ConditionSummary {
+                type_,
+                status,
+                reason: reason.into(),
+                message,
+            })
+        })
+        .collect()
+}
+
+/// The status to write for `state`: `Ready`, `Progressing` and `Degraded` from the rollout,
+/// then [`registry_condition_summaries`] of `registry`, the endpoint's conditions as just read
+/// (empty when it has none or does not exist). `None` means the endpoint could not be read: the
+/// previous status's registry conditions are kept as they were rather than flap. Conditions keep
+/// their `lastTransitionTime` while their status does not change.
 pub fn status_for(
     state: RolloutState,
     previous: Option<&ModelDeploymentStatus>,
+    registry: Option<&[EndpointCondition]>,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) -> ModelDeploymentStatus {
     let previous_conditions: BTreeMap<&str, &Condition> = previous
         .map(|p| p.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
         .unwrap_or_default();
-    let conditions = condition_summaries(&state)
+    let condition = |summary: ConditionSummary| {
+        let since = previous_conditions
+            .get(summary.type_)
+            .filter(|c| c.status == summary.status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| k8s_time(now));
+        Condition {
+            type_: summary.type_.into(),
+            status: summary.status.into(),
+            reason: summary.reason,
+            message: summary.message,
+            observed_generation: generation,
+            last_transition_time: since,
+        }
+    };
+    let mut conditions: Vec<Condition> = condition_summaries(&state)
         .into_iter()
-        .map(|summary| {
-            let status = if summary.status { "True" } else { "False" };
-            let since = previous_conditions
-                .get(summary.type_)
-                .filter(|c| c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| k8s_time(now));
-            Condition {
-                type_: summary.type_.into(),
-                status: status.into(),
-                reason: summary.reason,
-                message: summary.message,
-                observed_generation: generation,
-                last_transition_time: since,
-            }
-        })
+        .map(condition)
         .collect();
+    match registry {
+        Some(reported) => conditions.extend(
+            registry_condition_summaries(reported)
+                .into_iter()
+                .map(condition),
+        ),
+        None => conditions.extend(
+            REGISTRY_CONDITIONS
+                .into_iter()
+                .filter_map(|type_| previous_conditions.get(type_).map(|c| (*c).clone())),
+        ),
+    }
     ModelDeploymentStatus {
         rollout: state,
         conditions,
         observed_generation: generation,
     }
+}
+
+fn holds(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
 }
 
 /// A Kubernetes timestamp (whole seconds, as `metav1.Time` is written).
@@ -851,7 +946,7 @@ mod tests {
             ..RolloutState::default()
         };
         let now = DateTime::from_timestamp(1_700_000_100, 0).unwrap();
-        let status = status_for(state.clone(), None, Some(3), now);
+        let status = status_for(state.clone(), None, Some(&[]), Some(3), now);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["phase"], "Progressing");
         assert_eq!(json["stableVersion"], 1);
@@ -876,7 +971,7 @@ mod tests {
             current_weight: 1.0,
             ..RolloutState::default()
         };
-        let first = status_for(rolling.clone(), None, Some(1), t0);
+        let first = status_for(rolling.clone(), None, Some(&[]), Some(1), t0);
         let by_type = |s: &ModelDeploymentStatus, t: &str| {
             s.conditions.iter().find(|c| c.type_ == t).unwrap().clone()
         };
@@ -887,7 +982,7 @@ mod tests {
         let mut rolled_back = rolling;
         rolled_back.phase = Phase::RolledBack;
         rolled_back.reason = Some("ErrorRateTooHigh".into());
-        let second = status_for(rolled_back, Some(&first), Some(1), t1);
+        let second = status_for(rolled_back, Some(&first), Some(&[]), Some(1), t1);
         assert_eq!(
             by_type(&second, "Ready").last_transition_time,
             by_type(&first, "Ready").last_transition_time
@@ -899,5 +994,201 @@ mod tests {
             k8s_time(t1)
         );
         assert_eq!(by_type(&second, "Progressing").status, "False");
+    }
+
+    #[test]
+    fn max_age_is_parsed_into_the_rollout_config_and_a_zero_one_is_refused() {
+        let mut spec = spec();
+        assert_eq!(spec.rollout_config().unwrap().max_age, None);
+        spec.max_age = Some("30d".into());
+        assert_eq!(
+            spec.rollout_config().unwrap().max_age,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        for bad in ["0s", "500ms", "36501d", "30 days"] {
+            spec.max_age = Some(bad.into());
+            let text = spec.rollout_config().unwrap_err().to_string();
+            assert!(text.contains("maxAge: "), "{bad}: {text}");
+        }
+        spec.max_age = Some("0s".into());
+        assert!(
+            spec.rollout_config()
+                .unwrap_err()
+                .to_string()
+                .contains("maxAge: must be between 1s and 36500d")
+        );
+    }
+
+    fn reported(kind: &str, status: &str, version: i64, message: &str) -> EndpointCondition {
+        EndpointCondition {
+            kind: kind.into(),
+            status: status.into(),
+            version,
+            event: (status == "True").then_some(41),
+            message: message.into(),
+        }
+    }
+
+    fn promoted() -> RolloutState {
+        RolloutState {
+            phase: Phase::Promoted,
+            stable_version: Some(1),
+            reason: Some("Deployed".into()),
+            ..RolloutState::default()
+        }
+    }
+
+    #[test]
+    fn the_registry_conditions_follow_the_rollout_ones_with_camel_case_reasons() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let registry = [
+            reported("Drifted", "False", 1, "no drift incident open"),
+            reported("Stale", "True", 1, "version 1 is 31d old, maximum 30d"),
+            reported("PerformanceDegraded", "Unknown", 1, "no verdict: 3 of 200"),
+            reported("Drifted", "True", 2, "live inputs of version 2 drifted"),
+        ];
+        let status = status_for(promoted(), None, Some(&registry), Some(4), now);
+        let seen: Vec<(&str, &str, &str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.as_str(),
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.message.as_str(),
+                )
+            })
+            .skip(3)
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "Stale",
+                    "True",
+                    "MaxAgeExceeded",
+                    "version 1 is 31d old, maximum 30d"
+                ),
+                (
+                    "PerformanceDegraded",
+                    "Unknown",
+                    "NotEnoughFeedback",
+                    "no verdict: 3 of 200"
+                ),
+                (
+                    "Drifted",
+                    "True",
+                    "InputsDrifted",
+                    "live inputs of version 2 drifted"
+                ),
+            ]
+        );
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types[..3], ["Ready", "Progressing", "Degraded"]);
+        assert!(status.conditions[3..].iter().all(|c| {
+            c.observed_generation == Some(4) && c.last_transition_time == k8s_time(now)
+        }));
+    }
+
+    #[test]
+    fn each_registry_verdict_has_its_own_reason_and_a_message_never_empty() {
+        for (kind, status, reason) in [
+            ("Stale", "True", "MaxAgeExceeded"),
+            ("Stale", "False", "WithinMaxAge"),
+            ("PerformanceDegraded", "True", "PerformanceDropped"),
+            ("PerformanceDegraded", "False", "PerformanceHeld"),
+            ("PerformanceDegraded", "Unknown", "NotEnoughFeedback"),
+            ("Drifted", "True", "InputsDrifted"),
+            ("Drifted", "False", "InputsStable"),
+        ] {
+            let summaries = registry_condition_summaries(&[reported(kind, status, 3, "")]);
+            assert_eq!(summaries.len(), 1, "{kind} {status}");
+            assert_eq!(
+                (
+                    summaries[0].type_,
+                    summaries[0].status,
+                    summaries[0].reason.as_str()
+                ),
+                (kind, status, reason)
+            );
+            assert!(!summaries[0].message.is_empty(), "{kind} {status}");
+        }
+        assert!(
+            registry_condition_summaries(&[reported("Exploded", "True", 1, "boom")]).is_empty(),
+            "types the operator does not know are not copied"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_without_registry_conditions_gives_none_and_drops_the_old_ones() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let stale = [reported("Stale", "True", 1, "too old")];
+        let first = status_for(promoted(), None, Some(&stale), Some(1), t0);
+        assert_eq!(first.conditions.len(), 4);
+        let second = status_for(promoted(), Some(&first), Some(&[]), Some(1), t0);
+        let types: Vec<&str> = second.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Progressing", "Degraded"]);
+    }
+
+    #[test]
+    fn an_unreadable_endpoint_keeps_the_previous_registry_conditions_unchanged() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let t1 = DateTime::from_timestamp(1_700_003_600, 0).unwrap();
+        let registry = [
+            reported("Stale", "True", 1, "too old"),
+            reported("Drifted", "False", 1, "no drift incident open"),
+        ];
+        let first = status_for(promoted(), None, Some(&registry), Some(1), t0);
+        let second = status_for(promoted(), Some(&first), None, Some(2), t1);
+        assert_eq!(second.conditions[3..], first.conditions[3..]);
+        assert_eq!(second.conditions.len(), 5);
+        assert_eq!(
+            second.conditions[0].observed_generation,
+            Some(2),
+            "the rollout's conditions are still written afresh"
+        );
+        let none_before = status_for(promoted(), None, None, Some(1), t1);
+        assert_eq!(none_before.conditions.len(), 3);
+    }
+
+    #[test]
+    fn registry_conditions_keep_their_transition_time_until_their_status_changes() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let t1 = DateTime::from_timestamp(1_700_003_600, 0).unwrap();
+        let t2 = DateTime::from_timestamp(1_700_007_200, 0).unwrap();
+        let stale = |status, message| [reported("Stale", status, 1, message)];
+        let by_type = |s: &ModelDeploymentStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Stale")
+                .unwrap()
+                .clone()
+        };
+        let first = status_for(
+            promoted(),
+            None,
+            Some(&stale("False", "1d old")),
+            Some(1),
+            t0,
+        );
+        let second = status_for(
+            promoted(),
+            Some(&first),
+            Some(&stale("False", "2d old")),
+            Some(1),
+            t1,
+        );
+        assert_eq!(by_type(&second).last_transition_time, k8s_time(t0));
+        assert_eq!(by_type(&second).message, "2d old");
+        let third = status_for(
+            promoted(),
+            Some(&second),
+            Some(&stale("True", "31d old")),
+            Some(1),
+            t2,
+        );
+        assert_eq!(by_type(&third).last_transition_time, k8s_time(t2));
+        assert_eq!(by_type(&third).reason, "MaxAgeExceeded");
     }
 }

@@ -186,6 +186,9 @@ pub struct RolloutConfig {
     pub max_inconclusive: u32,
     /// The thresholds of the checks.
     pub thresholds: Thresholds,
+    /// The stable version counts as stale once older than this (the endpoint's
+    /// `max_age_seconds`); `None` leaves the endpoint's own setting alone.
+    pub max_age: Option<Duration>,
 }
 
 /// Which version the spec asks for, as resolved against the registry by the caller.
@@ -301,7 +304,7 @@ pub fn desired_policy(config: &RolloutConfig, state: &RolloutState) -> Option<En
         shadows: Vec::new(),
         sticky_header: None,
         drift: None,
-        max_age_seconds: None,
+        max_age_seconds: config.max_age.map(|d| d.as_secs()),
         decay: None,
     };
     match (state.effective_phase(), state.candidate_version) {

@@ -483,7 +483,7 @@ pub async fn conditions(
             Some(s) if samples >= decay.window && s.reference.is_some() => (
                 status(open.is_some()),
                 format!(
-                    "{metric} {} over the newest {samples} against a reference of {} ({}), maximum drop {}",
+                    "{metric} {} against a reference of {} ({}), maximum drop {}",
                     fmt_value(s.last_value),
                     fmt_value(s.reference),
                     s.reference_source.map_or("-", |r| r.as_str()),
@@ -522,10 +522,9 @@ pub async fn conditions(
                     version: drift.version,
                     event: Some(event),
                     message: format!(
-                        "live inputs of version {} drifted: score {} in the last judged window ({} samples)",
+                        "live inputs of version {} drifted: score {} in the last judged window",
                         drift.version,
                         fmt_value(drift.last_score),
-                        drift.last_samples.unwrap_or(0)
                     ),
                 });
             }

@@ -220,6 +220,13 @@ async fn show(args: EndpointShowArgs) -> Result<()> {
         .with_context(|| format!("--window `{}`", args.window))?;
     let api = connect(&args.client)?;
     let record = api.get_endpoint(&args.name).await?;
+    if args.no_analysis {
+        if args.client.output == Output::Json {
+            return output::json(&json!({ "endpoint": record }));
+        }
+        print_policy(&record);
+        return Ok(());
+    }
     let analysis = api.endpoint_analysis(&args.name, window).await?;
     if args.client.output == Output::Json {
         return output::json(&json!({ "endpoint": record, "analysis": analysis }));

@@ -94,19 +94,14 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
             })
         }
         EventData::PerformanceDegraded(d) => Some(format!(
-            "{}:{} (stable) {} {:.3} < reference {:.3} - {} over {} {}",
+            "{}:{} (stable) {} {:.3} < {:.3} - {} (reference from {})",
             d.model,
             d.version,
             d.metric,
             d.value,
             d.reference,
             d.max_drop,
-            d.samples,
-            if d.metric == "accuracy" {
-                "labels"
-            } else {
-                "rewards"
-            }
+            d.reference_source.replace('_', " ")
         )),
         EventData::PerformanceRecovered(d) => Some(format!(
             "{}:{} {}{}",

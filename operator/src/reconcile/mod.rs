@@ -8,13 +8,15 @@
 //!    moved starts a rollout on the next reconcile;
 //! 5. fetches the endpoint's analysis when the engine says a judgement is due;
 //! 6. asks the engine ([`crate::rollout::advance`]) what happens next;
-//! 7. writes the status by server-side apply, with the `resourceVersion` it decided from, so a
+//! 7. reads the registry endpoint once: its conditions (`Stale`, `PerformanceDegraded`,
+//!    `Drifted`) join the status, its policy is what step 9 compares with;
+//! 8. writes the status by server-side apply, with the `resourceVersion` it decided from, so a
 //!    decision taken on a stale copy is refused (409) and taken again on fresh data;
-//! 8. makes the registry's endpoint policy equal to [`crate::rollout::desired_policy`] of the
+//! 9. makes the registry's endpoint policy equal to [`crate::rollout::desired_policy`] of the
 //!    new state (level-triggered: it also repairs a policy changed behind its back);
-//! 9. records the engine's Kubernetes Events and registry `rollout.step` events.
+//! 10. records the engine's Kubernetes Events and registry `rollout.step` events.
 //!
-//! The order of 7 and 8 is the saga's crash safety: the status is the log, the policy follows it.
+//! The order of 8 and 9 is the saga's crash safety: the status is the log, the policy follows it.
 //! On delete, the finalizer deletes the registry endpoint; the Deployment and Service go with
 //! their owner (garbage collection).
 
@@ -25,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_api::records::{DriftMetric, EndpointPolicy, RolloutStep};
+use ferry_api::records::{DriftMetric, EndpointPolicy, EndpointRecord, RolloutStep};
 use ferry_api::traffic::EndpointAnalysis;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -361,9 +363,24 @@ async fn apply<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Ac
         },
     );
 
+    // Read once: its conditions go into the status, its policy into `sync_policy`. Unread, the
+    // status keeps the registry's conditions it had.
+    let endpoint = ctx
+        .registry
+        .get_endpoint(&at, &name)
+        .await
+        .map_err(|e| ctx.registry_error("get endpoint", e));
+    if let Err(e) = &endpoint {
+        tracing::warn!(resource = %format!("{namespace}/{name}"), error = %e, "cannot read the endpoint");
+    }
+    let registry_conditions = endpoint
+        .as_ref()
+        .ok()
+        .map(|found| found.as_ref().map_or(&[][..], |e| e.conditions.as_slice()));
     let status = status_for(
         decision.state.clone(),
         md.status.as_ref(),
+        registry_conditions,
         md.metadata.generation,
         now,
     );
@@ -377,6 +394,7 @@ async fn apply<R: Registry>(md: &ModelDeployment, ctx: &Context<R>) -> Result<Ac
         &at,
         &name,
         rollout::desired_policy(&config, &decision.state),
+        endpoint,
     )
     .await;
     record(md, ctx, &at, &decision.actions).await;
@@ -468,7 +486,8 @@ async fn invalid_spec<R: Registry>(
     let mut state = md.rollout_state();
     state.reason = Some(REASON_INVALID_SPEC.into());
     state.message = Some(problem.to_string());
-    let status = status_for(state, md.status.as_ref(), md.metadata.generation, now);
+    // The registry is not asked (the spec may name one it must not call): its conditions stay.
+    let status = status_for(state, md.status.as_ref(), None, md.metadata.generation, now);
     if md.status.as_ref() != Some(&status) {
         write_status(md, ctx, &status).await?;
         publish(
@@ -643,26 +662,29 @@ async fn write_status<R: Registry>(
     Ok(())
 }
 
-/// Makes the endpoint's policy `desired` (nothing before a version is deployed). The
-/// operator owns the routing (model, stable, canary, shadows); a sticky header or drift policy
-/// set on the endpoint directly (`ferry endpoint set`) is kept.
+/// Makes the endpoint's policy `desired` (nothing before a version is deployed), given
+/// `current`, the endpoint as this reconcile read it (an error when it could not be read: then
+/// nothing is written). The operator owns the routing (model, stable, canary, shadows), and the
+/// max age when the spec sets `maxAge`; what is set on the endpoint directly (`ferry endpoint
+/// set`) is kept: the sticky header, the drift and decay policies, and the max age when the
+/// spec has none.
 async fn sync_policy<R: Registry>(
     ctx: &Context<R>,
     at: &RegistryAt,
     name: &str,
     desired: Option<EndpointPolicy>,
+    current: Result<Option<EndpointRecord>, Error>,
 ) -> Result<(), Error> {
     let Some(mut desired) = desired else {
         return Ok(());
     };
-    let current = ctx
-        .registry
-        .get_endpoint(at, name)
-        .await
-        .map_err(|e| ctx.registry_error("get endpoint", e))?;
-    if let Some(current) = &current {
+    if let Some(current) = &current? {
         desired.sticky_header = current.policy.sticky_header.clone();
         desired.drift = current.policy.drift.clone();
+        desired.decay = current.policy.decay.clone();
+        if desired.max_age_seconds.is_none() {
+            desired.max_age_seconds = current.policy.max_age_seconds;
+        }
         if current.policy == desired {
             return Ok(());
         }

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use chrono::TimeZone;
 use ferry_api::client::ClientError;
-use ferry_api::records::{CanaryPolicy, EndpointRecord, EventPage};
+use ferry_api::records::{
+    CanaryPolicy, DecayMetric, DecayPolicy, EndpointCondition, EndpointRecord, EventPage,
+};
 use ferry_api::traffic::{EndpointAnalysis, VersionAnalysis};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -36,6 +38,7 @@ struct FakeState {
     calls: Vec<(String, Option<String>)>,
     steps: Vec<RolloutStep>,
     fail_puts: bool,
+    fail_gets: bool,
 }
 
 #[derive(Default)]
@@ -90,7 +93,11 @@ impl Registry for FakeRegistry {
         name: &str,
     ) -> Result<Option<EndpointRecord>, RegistryError> {
         self.call(format!("get {name}"), at);
-        Ok(self.state().endpoint.clone())
+        let state = self.state();
+        if state.fail_gets {
+            return Err(RegistryError::Timeout(Duration::from_secs(10)));
+        }
+        Ok(state.endpoint.clone())
     }
 
     async fn put_endpoint(
@@ -602,7 +609,7 @@ async fn an_unchanged_state_writes_no_status_and_no_policy() {
         message: Some("v1 serves all traffic (first version deployed)".into()),
         ..Default::default()
     };
-    let status = serde_json::to_value(status_for(state, None, Some(1), now())).unwrap();
+    let status = serde_json::to_value(status_for(state, None, Some(&[]), Some(1), now())).unwrap();
     ctx.registry.state().endpoint = Some(EndpointRecord {
         name: "fraud".into(),
         revision: 1,
@@ -627,6 +634,157 @@ async fn an_unchanged_state_writes_no_status_and_no_policy() {
     expect_children(&mut handle).await;
     task.await.unwrap().unwrap();
     assert_no_more(&mut handle).await;
+    assert_eq!(
+        ctx.registry.calls(),
+        ["resolve fraud Version(1)", "get fraud"]
+    );
+}
+
+fn stale_condition() -> EndpointCondition {
+    EndpointCondition {
+        kind: "Stale".into(),
+        status: "True".into(),
+        version: 1,
+        event: Some(17),
+        message: "version 1 is 31d old (counted from its training data), maximum 30d".into(),
+    }
+}
+
+fn stable_endpoint() -> EndpointRecord {
+    EndpointRecord {
+        name: "fraud".into(),
+        revision: 1,
+        policy: EndpointPolicy {
+            model: "fraud".into(),
+            stable: 1,
+            canary: None,
+            shadows: Vec::new(),
+            sticky_header: None,
+            drift: None,
+            max_age_seconds: None,
+            decay: None,
+        },
+        created_at: now(),
+        updated_at: now(),
+        conditions: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_stale_endpoint_shows_a_stale_condition_and_max_age_reaches_the_policy() {
+    let registry = FakeRegistry::with_versions(&[1]);
+    let mut endpoint = stable_endpoint();
+    endpoint.conditions = vec![stale_condition()];
+    registry.state().endpoint = Some(endpoint);
+    let (ctx, mut handle) = context(registry);
+    let mut perishable = spec();
+    perishable["maxAge"] = json!("30d");
+    let task = tokio::spawn(reconcile(md(perishable, None, &[FINALIZER]), ctx.clone()));
+    expect_children(&mut handle).await;
+    let status = expect_status(&mut handle, StatusCode::OK).await;
+    let conditions = status.body["status"]["conditions"].as_array().unwrap();
+    let types: Vec<&str> = conditions
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Ready", "Progressing", "Degraded", "Stale"]);
+    let stale = &conditions[3];
+    assert_eq!(stale["status"], "True");
+    assert_eq!(stale["reason"], "MaxAgeExceeded");
+    assert_eq!(stale["message"], stale_condition().message.as_str());
+    expect_event(&mut handle, "Normal", "Deployed").await;
+    task.await.unwrap().unwrap();
+    assert_no_more(&mut handle).await;
+    assert_eq!(
+        ctx.registry.calls(),
+        [
+            "resolve fraud Version(1)",
+            "get fraud",
+            "put fraud",
+            "step fraud Deployed"
+        ],
+        "the endpoint is read once per reconcile"
+    );
+    let policy = ctx.registry.state().endpoint.clone().unwrap().policy;
+    assert_eq!(policy.max_age_seconds, Some(2_592_000));
+}
+
+#[tokio::test]
+async fn a_max_age_and_decay_set_on_the_endpoint_are_kept_when_the_spec_has_no_max_age() {
+    let registry = FakeRegistry::with_versions(&[1]);
+    // A leftover canary makes the operator write the policy: what it writes keeps the rest.
+    let mut endpoint = canary_endpoint(0.1);
+    endpoint.policy.canary = Some(CanaryPolicy {
+        version: 9,
+        weight: 0.1,
+    });
+    endpoint.policy.max_age_seconds = Some(86_400);
+    endpoint.policy.decay = Some(DecayPolicy {
+        metric: DecayMetric::Accuracy,
+        max_drop: 0.05,
+        window: 200,
+        reference: Some(0.93),
+    });
+    registry.state().endpoint = Some(endpoint.clone());
+    let (ctx, mut handle) = context(registry);
+    let state = crate::rollout::RolloutState {
+        phase: crate::rollout::Phase::Promoted,
+        stable_version: Some(1),
+        reason: Some("Deployed".into()),
+        message: Some("v1 serves all traffic (first version deployed)".into()),
+        ..Default::default()
+    };
+    let status = serde_json::to_value(status_for(state, None, Some(&[]), Some(1), now())).unwrap();
+    let task = tokio::spawn(reconcile(
+        md(spec(), Some(status), &[FINALIZER]),
+        ctx.clone(),
+    ));
+    expect_children(&mut handle).await;
+    task.await.unwrap().unwrap();
+    assert_no_more(&mut handle).await;
+    assert_eq!(
+        ctx.registry.calls(),
+        ["resolve fraud Version(1)", "get fraud", "put fraud"]
+    );
+    let policy = ctx.registry.state().endpoint.clone().unwrap().policy;
+    assert_eq!(
+        policy,
+        EndpointPolicy {
+            canary: None,
+            ..endpoint.policy
+        }
+    );
+    assert_eq!(policy.max_age_seconds, Some(86_400));
+    assert!(policy.decay.is_some());
+}
+
+#[tokio::test]
+async fn an_unreadable_endpoint_keeps_the_status_conditions_and_writes_no_policy() {
+    let registry = FakeRegistry::with_versions(&[1]);
+    registry.state().fail_gets = true;
+    let (ctx, mut handle) = context(registry);
+    let state = crate::rollout::RolloutState {
+        phase: crate::rollout::Phase::Promoted,
+        stable_version: Some(1),
+        reason: Some("Deployed".into()),
+        message: Some("v1 serves all traffic (first version deployed)".into()),
+        ..Default::default()
+    };
+    let before = now() - chrono::Duration::hours(1);
+    let status = status_for(state, None, Some(&[stale_condition()]), Some(1), before);
+    let task = tokio::spawn(reconcile(
+        md(
+            spec(),
+            Some(serde_json::to_value(&status).unwrap()),
+            &[FINALIZER],
+        ),
+        ctx.clone(),
+    ));
+    expect_children(&mut handle).await;
+    // No status write: the Stale condition is kept as it was, not dropped.
+    assert_no_more(&mut handle).await;
+    let error = task.await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("get endpoint"), "{error}");
     assert_eq!(
         ctx.registry.calls(),
         ["resolve fraud Version(1)", "get fraud"]

@@ -40,6 +40,7 @@ fn config() -> RolloutConfig {
             min_reward_ratio: 0.95,
             max_drift: 0.25,
         },
+        max_age: None,
     }
 }
 
@@ -1016,6 +1017,39 @@ fn the_desired_policy_follows_the_phase() {
     assert_eq!(desired_policy(&cfg, &state), Some(stable_only(STABLE)));
     state.stable_version = None;
     assert_eq!(desired_policy(&cfg, &state), None);
+}
+
+#[test]
+fn the_desired_policy_carries_the_max_age_in_whole_seconds_in_every_phase() {
+    let cfg = RolloutConfig {
+        max_age: Some(Duration::from_secs(30 * 86_400)),
+        ..config()
+    };
+    let mut state = RolloutState {
+        phase: Phase::Progressing,
+        stable_version: Some(STABLE),
+        candidate_version: Some(CANDIDATE),
+        current_step: Some(1),
+        current_weight: 1.0,
+        ..RolloutState::default()
+    };
+    let rolling = desired_policy(&cfg, &state).unwrap();
+    assert_eq!(rolling.max_age_seconds, Some(2_592_000));
+    assert!(rolling.canary.is_some());
+    state.phase = Phase::Promoted;
+    state.stable_version = Some(CANDIDATE);
+    state.candidate_version = None;
+    assert_eq!(
+        desired_policy(&cfg, &state).unwrap(),
+        EndpointPolicy {
+            max_age_seconds: Some(2_592_000),
+            ..stable_only(CANDIDATE)
+        }
+    );
+    assert_eq!(
+        desired_policy(&config(), &state).unwrap().max_age_seconds,
+        None
+    );
 }
 
 #[test]
