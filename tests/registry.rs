@@ -427,6 +427,8 @@ fn git_auto_records_the_commit_and_refuses_a_dirty_tree() {
             "auto",
             "--data",
             "train.csv",
+            "--data-as-of",
+            "2026-11-01",
             "-o",
             "json",
         ],
@@ -434,6 +436,33 @@ fn git_auto_records_the_commit_and_refuses_a_dirty_tree() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The data's time is recorded (a perishable model's age counts from it) and shown.
+    assert_eq!(v["lineage"]["data"][0]["as_of"], "2026-11-01T00:00:00Z");
+    let shown = ferry(&repo, &["model", "show", "fraud:1"], &env);
+    assert!(
+        text(&shown).contains("as of 2026-11-01 00:00:00 UTC"),
+        "{}",
+        text(&shown)
+    );
+    let refused = ferry(
+        &repo,
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "fraud",
+            "--data-as-of",
+            "2026-11-01",
+        ],
+        &env,
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--data-as-of dates the training data"),
+        "{}",
+        text(&refused)
+    );
     let head = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(&repo)
