@@ -25,7 +25,10 @@ export FERRY_TEST_SKIP_LOG="$SKIP_LOG"
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
 
 # Python packages used by fixture checks and client tests.
-if ! python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, tritonclient.grpc, kserve' 2>/dev/null; then
+# KServe and tritonclient.grpc register the same protobuf messages: one process cannot import
+# both (the tests call KServe in a process of its own), so they are checked apart.
+if ! { python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, tritonclient.grpc' \
+       && python3 -c 'import kserve'; } 2>/dev/null; then
   log "installing Python test packages"
   python3 -m pip install --quiet -r scripts/requirements-test.txt
 fi

@@ -824,12 +824,12 @@ pub struct EndpointSetArgs {
     pub drift_window_samples: Option<u64>,
     /// A perishable model: the stable version is stale once older than this (e.g. 30d, 12h),
     /// counted from its training data's `as_of` (`model push --data-as-of`), else from its
-    /// creation; a `model.stale` event fires once per incident.
+    /// creation; a `model.stale` event fires once per incident. `off` removes it.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
     /// Watch the stable version's performance: METRIC:MAX_DROP with METRIC accuracy (from
     /// labels) or reward (mean reward), e.g. accuracy:0.05; a drop past it from the reference is
-    /// a `performance.degraded` event.
+    /// a `performance.degraded` event. `off` removes it.
     #[arg(long, value_name = "METRIC:MAX_DROP")]
     pub decay: Option<String>,
     /// The rolling window: the newest N labels (or rewards) [default: 200].

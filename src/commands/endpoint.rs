@@ -99,17 +99,17 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         shadows: shadow_list,
         sticky_header: args.sticky_header.clone(),
         drift: None,
-        max_age_seconds: match &args.max_age {
+        max_age_seconds: match args.max_age.as_deref() {
+            Some(OFF) | None => None,
             Some(text) => Some(
                 crate::config::parse_duration(text)
                     .with_context(|| format!("--max-age `{text}`"))?
                     .as_secs(),
             ),
-            None => None,
         },
-        decay: match &args.decay {
+        decay: match args.decay.as_deref() {
+            Some(OFF) | None => None,
             Some(spec) => Some(decay_policy(spec, &args)?),
-            None => None,
         },
     };
     let drift = match &args.drift {
@@ -145,8 +145,13 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
         Ok(existing) => {
             let old = existing.policy;
             policy.drift = policy.drift.or(old.drift);
-            policy.max_age_seconds = policy.max_age_seconds.or(old.max_age_seconds);
-            policy.decay = policy.decay.or(old.decay);
+            // `off` removes what was set.
+            if args.max_age.is_none() {
+                policy.max_age_seconds = old.max_age_seconds;
+            }
+            if args.decay.is_none() {
+                policy.decay = old.decay;
+            }
         }
         Err(e) if e.status() == Some(404) => {}
         Err(e) => return Err(e.into()),
@@ -165,6 +170,9 @@ async fn set(args: EndpointSetArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// What `--max-age` and `--decay` take to remove a policy set before.
+const OFF: &str = "off";
 
 /// `--decay METRIC:MAX_DROP` with its window and reference.
 fn decay_policy(spec: &str, args: &EndpointSetArgs) -> Result<DecayPolicy> {
