@@ -62,6 +62,13 @@ pub enum Command {
     /// pipeline is triggered.
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Feature views: one definition of a model's features (entity key, ordered features with
+    /// their types, the data they come from) for training and serving.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ferry features register customers --entity customer_id --feature age:FP32 --feature orders_30d:INT64 --source customers.csv\n  ferry model push model.onnx --name churn --feature-view customers"
+    )]
+    Features(FeaturesCommand),
     /// Send one prediction to a served model or endpoint.
     #[command(
         after_help = "Examples:\n  ferry predict fraud --input 'input=[[0.1, 0.2, …]]'\n  ferry predict fraud --json request.json"
@@ -673,6 +680,10 @@ pub struct PushArgs {
     /// dataset of this push: a perishable model's age counts from it.
     #[arg(long, value_name = "TIME")]
     pub data_as_of: Option<String>,
+    /// The feature view the model was trained with, NAME or NAME:VERSION (the newest by
+    /// default): recorded in its lineage with the view's hash.
+    #[arg(long, value_name = "VIEW")]
+    pub feature_view: Option<String>,
     /// Hyper-parameter KEY=VALUE (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -842,6 +853,45 @@ pub struct EndpointSetArgs {
     /// Only if the endpoint is still at this revision (optimistic concurrency).
     #[arg(long, value_name = "REVISION")]
     pub if_match: Option<i64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeaturesCommand {
+    /// Register a feature view's definition: a new version, or the version that already has it.
+    Register(FeaturesRegisterArgs),
+    /// Show a view (`NAME` for the newest version, `NAME:V` for one).
+    Show {
+        /// `NAME` or `NAME:VERSION`.
+        view: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List views (their newest versions), by name.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesRegisterArgs {
+    /// The view's name.
+    pub name: String,
+    /// The entity key column (e.g. customer_id).
+    #[arg(long)]
+    pub entity: String,
+    /// A feature NAME:DTYPE with DTYPE one of FP32, FP64, INT32, INT64, BOOL (repeatable, in the
+    /// order the model takes them).
+    #[arg(long = "feature", value_name = "NAME:DTYPE", required = true)]
+    pub features: Vec<String>,
+    /// The data the view is materialized from: a file or folder, hashed (SHA-256).
+    #[arg(long, value_name = "PATH", conflicts_with = "source_uri")]
+    pub source: Option<PathBuf>,
+    /// The data by URI and hash, URI=SHA256, when it is not a local file.
+    #[arg(long, value_name = "URI=SHA256")]
+    pub source_uri: Option<String>,
+    /// A description.
+    #[arg(long)]
+    pub description: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }

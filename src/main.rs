@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Profile(args) => commands::profile::run(args).await,
         Command::Webhook(cmd) => commands::webhook::run(cmd).await,
+        Command::Features(cmd) => commands::features::run(cmd).await,
         Command::Events(args) => commands::events::run(args).await,
         Command::Operator(args) => commands::operator::run(args).await,
         Command::Crdgen(args) => commands::operator::crdgen(args),

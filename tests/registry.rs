@@ -594,3 +594,127 @@ fn the_registry_runs_on_postgresql_and_s3_from_its_flags() {
     drop(server);
     let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
+
+#[test]
+fn a_feature_view_is_registered_and_a_push_records_it_in_the_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["up", "--no-demo"]);
+    let registry = server.url();
+    let env = [("FERRY_REGISTRY", registry.as_str())];
+    let d = dir.path();
+    std::fs::write(
+        d.join("customers.csv"),
+        "customer_id,age,orders_30d\nc1,34,2\n",
+    )
+    .unwrap();
+    let register = |extra: &[&str]| {
+        let mut args = vec![
+            "features",
+            "register",
+            "customers",
+            "--entity",
+            "customer_id",
+            "--feature",
+            "age:FP32",
+            "--feature",
+            "orders_30d:int64",
+            "--source",
+            "customers.csv",
+        ];
+        args.extend_from_slice(extra);
+        ferry(d, &args, &env)
+    };
+    let out = register(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("feature view customers:1  sha256:"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("2 feature(s) by customer_id"),
+        "{}",
+        text(&out)
+    );
+    // Registering it again is the same version.
+    let again = register(&["-o", "json"]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["version"], 1);
+    assert_eq!(
+        again["source"]["sha256"],
+        hex::encode(Sha256::digest(b"customer_id,age,orders_30d\nc1,34,2\n"))
+    );
+    // A type the view cannot hold is refused before anything is sent.
+    let bad = ferry(
+        d,
+        &[
+            "features",
+            "register",
+            "customers",
+            "--entity",
+            "customer_id",
+            "--feature",
+            "city:STRING",
+        ],
+        &env,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("`STRING` is not one of FP32"),
+        "{}",
+        text(&bad)
+    );
+
+    let shown = ferry(d, &["features", "show", "customers:1"], &env);
+    assert!(
+        text(&shown).contains("entity:       customer_id"),
+        "{}",
+        text(&shown)
+    );
+    assert!(text(&shown).contains("orders_30d"), "{}", text(&shown));
+    let listed = ferry(d, &["features", "list"], &env);
+    assert!(text(&listed).contains("customers"), "{}", text(&listed));
+
+    let mlp = fixture("mlp.onnx");
+    let pushed = ferry(
+        d,
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "churn",
+            "--feature-view",
+            "customers",
+            "-o",
+            "json",
+        ],
+        &env,
+    );
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let v: serde_json::Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    assert_eq!(v["lineage"]["feature_view"]["name"], "customers");
+    assert_eq!(v["lineage"]["feature_view"]["version"], 1);
+    assert_eq!(v["lineage"]["feature_view"]["sha256"], again["sha256"]);
+    let show = ferry(d, &["model", "show", "churn:1"], &env);
+    assert!(
+        text(&show).contains("features:   customers:1  sha256:"),
+        "{}",
+        text(&show)
+    );
+    // A view that does not exist stops the push with the registry's 404.
+    let missing = ferry(
+        d,
+        &[
+            "model",
+            "push",
+            mlp.to_str().unwrap(),
+            "--name",
+            "churn",
+            "--feature-view",
+            "nobody:3",
+        ],
+        &env,
+    );
+    assert_eq!(missing.status.code(), Some(3), "{}", text(&missing));
+}

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod drift;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod lifecycle;
 pub mod lineage;
 pub mod names;

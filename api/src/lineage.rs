@@ -19,6 +19,9 @@ pub struct Lineage {
     /// The datasets the model was trained on, each with a content hash.
     #[serde(default)]
     pub data: Vec<DataRef>,
+    /// The feature view (version and definition hash) the model was trained with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_view: Option<crate::features::FeatureViewRef>,
 }
 
 /// One training dataset: where it is and the SHA-256 of its content.
@@ -60,6 +63,10 @@ pub struct VersionMetadata {
     /// Training datasets with their hashes.
     #[serde(default)]
     pub data: Vec<DataRef>,
+    /// The feature view version the model was trained with; the registry checks that it exists
+    /// with that hash.
+    #[serde(default)]
+    pub feature_view: Option<crate::features::FeatureViewRef>,
     /// Hyper-parameters.
     #[serde(default)]
     pub params: BTreeMap<String, ParamValue>,
@@ -132,6 +139,9 @@ impl VersionMetadata {
         }
         if let Some(repo) = &self.git_repo {
             check_len("git_repo", repo, MAX_VALUE_LEN)?;
+        }
+        if let Some(view) = &self.feature_view {
+            view.validate()?;
         }
         if self.data.len() > MAX_ENTRIES {
             return Err(ValidationError::BadRequest(format!(
@@ -237,6 +247,7 @@ impl VersionMetadata {
             git_commit: self.git_commit.clone(),
             git_repo: self.git_repo.clone(),
             data: self.data.clone(),
+            feature_view: self.feature_view.clone(),
         }
     }
 }

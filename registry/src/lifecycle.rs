@@ -131,26 +131,9 @@ pub fn spawn_lifecycle_monitor(
     stop: CancellationToken,
 ) {
     let interval = interval.max(crate::drift::monitor::MIN_INTERVAL);
-    tasks.spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
-            match evaluate_once(&store, Utc::now()).await {
-                Ok(events) => {
-                    for event in &events {
-                        tracing::warn!(endpoint = %event.subject, event = %event.kind, data = %event.data, "lifecycle incident changed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lifecycle evaluation failed; retrying at the next interval");
-                }
-            }
-        }
-        tracing::info!("lifecycle monitor stopped");
+    crate::drift::monitor::spawn_periodic("lifecycle", interval, tasks, stop, move |now| {
+        let store = store.clone();
+        async move { evaluate_once(&store, now).await }
     });
 }
 

@@ -2,6 +2,7 @@
 
 pub mod endpoint;
 pub mod events;
+pub mod features;
 pub mod feedback;
 pub mod gc;
 pub mod model;

@@ -78,8 +78,17 @@ async fn push(args: PushArgs) -> Result<()> {
     if !file_meta.is_file() {
         bail!("{} is not a file", args.file.display());
     }
-    let metadata = build_metadata(&args).await?;
+    let mut metadata = build_metadata(&args).await?;
     let api = connect(&args.client)?;
+    if let Some(view) = &args.feature_view {
+        let (name, version) = crate::commands::features::parse_view(view)
+            .with_context(|| format!("--feature-view `{view}`"))?;
+        let record = api
+            .get_feature_view(name, version)
+            .await
+            .with_context(|| format!("--feature-view `{view}`"))?;
+        metadata.feature_view = Some(record.reference());
+    }
 
     // Hash first: the registry then checks the bytes end to end, and skips storing bytes it has.
     let size = file_meta.len();
@@ -428,6 +437,14 @@ fn print_version(v: &VersionRecord) {
         "  git repo:   {}",
         v.lineage.git_repo.as_deref().unwrap_or("-")
     );
+    if let Some(view) = &v.lineage.feature_view {
+        crate::say!(
+            "  features:   {}:{}  sha256:{}",
+            view.name,
+            view.version,
+            output::short_hash(&view.sha256)
+        );
+    }
     if v.lineage.data.is_empty() {
         crate::say!("  data:       -");
     }

@@ -1,6 +1,7 @@
 //! A typed HTTP client for the registry API, used by the CLI and by serving.
 
 mod catalog;
+mod features;
 mod webhooks;
 
 use std::time::Duration;

@@ -57,11 +57,13 @@ pub enum EventKind {
     PerformanceDegraded,
     /// It came back within the limit, or the version stopped being stable.
     PerformanceRecovered,
+    /// A feature view's definition was registered as a new version.
+    FeatureViewRegistered,
 }
 
 impl EventKind {
     /// Every kind, in [`EventKind`]'s order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::ModelCreated,
         EventKind::VersionCreated,
         EventKind::VersionUpdated,
@@ -80,6 +82,7 @@ impl EventKind {
         EventKind::ModelRefreshed,
         EventKind::PerformanceDegraded,
         EventKind::PerformanceRecovered,
+        EventKind::FeatureViewRegistered,
     ];
 
     /// The spelling on the wire and in the database: `version.created`.
@@ -103,6 +106,7 @@ impl EventKind {
             EventKind::ModelRefreshed => "model.refreshed",
             EventKind::PerformanceDegraded => "performance.degraded",
             EventKind::PerformanceRecovered => "performance.recovered",
+            EventKind::FeatureViewRegistered => "feature_view.registered",
         }
     }
 
@@ -413,6 +417,21 @@ pub struct PerformanceRecovered {
     pub degraded_event: Option<i64>,
 }
 
+/// `feature_view.registered`: a new version of a feature view's definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureViewRegistered {
+    /// The view.
+    pub name: String,
+    /// The new version.
+    pub version: i64,
+    /// Its definition's hash.
+    pub sha256: String,
+    /// Its entity key.
+    pub entity: String,
+    /// How many features it has.
+    pub features: usize,
+}
+
 /// `rollout.step`: a rollout step posted by the operator, with the endpoint's model and
 /// revision at the time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -491,6 +510,8 @@ pub enum EventData {
     PerformanceDegraded(Box<PerformanceDegraded>),
     /// `performance.recovered`.
     PerformanceRecovered(Box<PerformanceRecovered>),
+    /// `feature_view.registered`.
+    FeatureViewRegistered(FeatureViewRegistered),
 }
 
 impl EventData {
@@ -515,6 +536,7 @@ impl EventData {
             EventData::ModelRefreshed(_) => EventKind::ModelRefreshed,
             EventData::PerformanceDegraded(_) => EventKind::PerformanceDegraded,
             EventData::PerformanceRecovered(_) => EventKind::PerformanceRecovered,
+            EventData::FeatureViewRegistered(_) => EventKind::FeatureViewRegistered,
         }
     }
 
@@ -538,6 +560,7 @@ impl EventData {
             EventData::ModelRefreshed(e) => &e.endpoint,
             EventData::PerformanceDegraded(e) => &e.endpoint,
             EventData::PerformanceRecovered(e) => &e.endpoint,
+            EventData::FeatureViewRegistered(e) => &e.name,
         }
     }
 
@@ -561,6 +584,7 @@ impl EventData {
             EventData::ModelRefreshed(e) => serde_json::to_value(e),
             EventData::PerformanceDegraded(e) => serde_json::to_value(e),
             EventData::PerformanceRecovered(e) => serde_json::to_value(e),
+            EventData::FeatureViewRegistered(e) => serde_json::to_value(e),
         };
         // Plain structs of strings, numbers and options: serializing them cannot fail.
         value.unwrap_or(serde_json::Value::Null)
@@ -595,6 +619,7 @@ impl EventData {
             EventKind::ModelRefreshed => EventData::ModelRefreshed(from(data)?),
             EventKind::PerformanceDegraded => EventData::PerformanceDegraded(from(data)?),
             EventKind::PerformanceRecovered => EventData::PerformanceRecovered(from(data)?),
+            EventKind::FeatureViewRegistered => EventData::FeatureViewRegistered(from(data)?),
         })
     }
 }
@@ -610,7 +635,7 @@ mod tests {
             assert!(kind.as_str().starts_with(&format!("{}.", kind.family())));
         }
         assert!("model.exploded".parse::<EventKind>().is_err());
-        assert_eq!(EventKind::ALL.len(), 18);
+        assert_eq!(EventKind::ALL.len(), 19);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod artifact;
 mod endpoints;
 mod events;
 pub mod extract;
+mod features;
 mod models;
 mod system;
 mod webhooks;
@@ -69,6 +70,7 @@ pub fn routes(state: AppState) -> Router {
             get(endpoints::get_analysis),
         )
         .merge(webhooks::routes())
+        .merge(features::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -183,28 +183,47 @@ pub fn spawn_drift_monitor(
     stop: CancellationToken,
 ) {
     let interval = interval.max(MIN_INTERVAL);
+    spawn_periodic("drift", interval, tasks, stop, move |now| {
+        let store = store.clone();
+        async move { evaluate_once(&store, interval, now).await }
+    });
+}
+
+/// Runs `pass` every `interval` on `tasks`, the first one at once, until `stop` is cancelled:
+/// the loop the registry's monitors share. The events a pass emits are logged as warnings
+/// (incidents are what an operator reads logs for); a failed pass is logged and retried at the
+/// next tick. A pass in progress completes (its judgments commit together); stopping waits for
+/// the next tick.
+pub(crate) fn spawn_periodic<F, Fut>(
+    what: &'static str,
+    interval: Duration,
+    tasks: &mut JoinSet<()>,
+    stop: CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut(DateTime<Utc>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Event>>> + Send,
+{
     tasks.spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // A pass in progress completes (its judgments commit together); stopping waits
-            // for the next tick.
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            match evaluate_once(&store, interval, Utc::now()).await {
+            match pass(Utc::now()).await {
                 Ok(events) => {
                     for event in &events {
-                        tracing::warn!(endpoint = %event.subject, event = %event.kind, data = %event.data, "drift incident changed");
+                        tracing::warn!(monitor = what, endpoint = %event.subject, event = %event.kind, data = %event.data, "incident changed");
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "drift evaluation failed; retrying at the next interval");
+                    tracing::warn!(monitor = what, error = %e, "monitor pass failed; retrying at the next interval");
                 }
             }
         }
-        tracing::info!("drift monitor stopped");
+        tracing::info!(monitor = what, "monitor stopped");
     });
 }
 

@@ -9,6 +9,7 @@
 mod drift;
 mod endpoints;
 mod events;
+pub(crate) mod features;
 mod gc;
 mod lifecycle;
 mod models;

@@ -99,6 +99,10 @@ impl MetadataStore {
             }
         }
 
+        if let Some(view) = &new.metadata.feature_view {
+            super::features::check_reference(&mut tx, view).await?;
+        }
+
         let now = timestamp(tx.now);
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT latest_version FROM models WHERE name = $1")
