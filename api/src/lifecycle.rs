@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::lineage::Lineage;
 use crate::records::{DecayMetric, DecayPolicy};
@@ -229,11 +229,6 @@ pub fn incident_step(open: bool, breached: Option<bool>) -> Option<Transition> {
     }
 }
 
-/// Seconds as `TimeDelta`, saturating.
-pub fn seconds(s: u64) -> TimeDelta {
-    TimeDelta::try_seconds(i64::try_from(s).unwrap_or(i64::MAX)).unwrap_or(TimeDelta::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -241,6 +236,7 @@ mod tests {
     use super::*;
     use crate::lineage::DataRef;
     use crate::traffic::{Report, VersionCounters};
+    use chrono::TimeDelta;
 
     fn accuracy(window: u64, max_drop: f64) -> DecayPolicy {
         DecayPolicy {
