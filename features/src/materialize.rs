@@ -1,0 +1,175 @@
+//! Materialization: a feature view's rows from a CSV file into the online store, streaming (a
+//! bounded queue of batches between the reading thread and the Redis writer: memory stays flat
+//! whatever the file's size). The last row of an entity wins.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_api::features::FeatureViewRecord;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::encoding::{MAX_ENTITY_LEN, encode, parse_cell, row_key};
+
+/// Rows per Redis pipeline.
+pub const BATCH_ROWS: usize = 1000;
+
+/// Batches read ahead of the writer.
+const QUEUE_BATCHES: usize = 4;
+
+/// How long one pipeline may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a materialization did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Materialized {
+    /// Rows read and written.
+    pub rows: u64,
+    /// Bytes of the file.
+    pub bytes: u64,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// Why a materialization stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The file cannot be read, or is not CSV.
+    #[error("{0}")]
+    Read(String),
+    /// A column the view needs is not in the header.
+    #[error("the header has no column `{0}` (the view needs its entity key and every feature)")]
+    MissingColumn(String),
+    /// A cell that is not its feature's type, or an unusable entity key.
+    #[error("line {line}: {problem}")]
+    Row {
+        /// The line in the file (the header is line 1).
+        line: u64,
+        /// What is wrong, naming the column.
+        problem: String,
+    },
+    /// Redis refused or did not answer.
+    #[error("the online store: {0}")]
+    Store(String),
+}
+
+/// Writes the rows of the CSV file at `path` into the online store under `view`'s version:
+/// one value per entity ([`crate::encoding`]), pipelined [`BATCH_ROWS`] at a time. Rows written
+/// before an error stay written (the next materialization of the same version overwrites them).
+///
+/// # Errors
+/// [`MaterializeError`] naming the line and the column.
+pub async fn materialize_csv(
+    conn: &mut ConnectionManager,
+    view: &FeatureViewRecord,
+    path: &Path,
+) -> Result<Materialized, MaterializeError> {
+    let started = Instant::now();
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| MaterializeError::Read(format!("{}: {e}", path.display())))?
+        .len();
+    let (tx, mut rx) = mpsc::channel::<Vec<(String, Vec<u8>)>>(QUEUE_BATCHES);
+    let reader = {
+        let view = view.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || read_batches(&view, &path, &tx))
+    };
+    let mut rows = 0u64;
+    while let Some(batch) = rx.recv().await {
+        let mut pipe = redis::pipe();
+        for (key, value) in &batch {
+            pipe.set(key, value.as_slice()).ignore();
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(conn)).await {
+            Ok(Ok(())) => rows += batch.len() as u64,
+            Ok(Err(e)) => return Err(MaterializeError::Store(e.to_string())),
+            Err(_) => {
+                return Err(MaterializeError::Store(format!(
+                    "no answer within {CALL_TIMEOUT:?}"
+                )));
+            }
+        }
+    }
+    reader
+        .await
+        .map_err(|e| MaterializeError::Read(format!("the reading task failed: {e}")))??;
+    Ok(Materialized {
+        rows,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads the file on a blocking thread, sending batches of encoded rows.
+fn read_batches(
+    view: &FeatureViewRecord,
+    path: &Path,
+    tx: &mpsc::Sender<Vec<(String, Vec<u8>)>>,
+) -> Result<(), MaterializeError> {
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| MaterializeError::Read(format!("{}: {e}", path.display())))?;
+    let header = reader
+        .headers()
+        .map_err(|e| MaterializeError::Read(e.to_string()))?
+        .clone();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| MaterializeError::MissingColumn(name.to_string()))
+    };
+    let entity = column(&view.spec.entity)?;
+    let columns = view
+        .spec
+        .features
+        .iter()
+        .map(|f| column(&f.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dtypes: Vec<_> = view.spec.features.iter().map(|f| f.dtype).collect();
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut record = csv::StringRecord::new();
+    let mut line = 1u64;
+    let mut values = Vec::with_capacity(dtypes.len());
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(MaterializeError::Read(e.to_string())),
+        }
+        line += 1;
+        let key = record.get(entity).unwrap_or("").trim();
+        if key.is_empty() || key.len() > MAX_ENTITY_LEN {
+            return Err(MaterializeError::Row {
+                line,
+                problem: format!(
+                    "the entity key `{}` must be 1 to {MAX_ENTITY_LEN} bytes",
+                    view.spec.entity
+                ),
+            });
+        }
+        values.clear();
+        for (i, col) in columns.iter().enumerate() {
+            let cell = record.get(*col).unwrap_or("");
+            let value = parse_cell(dtypes[i], cell).map_err(|e| MaterializeError::Row {
+                line,
+                problem: format!("column `{}`: {e}", view.spec.features[i].name),
+            })?;
+            values.push(value);
+        }
+        batch.push((
+            row_key(&view.name, view.version, key),
+            encode(&dtypes, &values),
+        ));
+        if batch.len() == BATCH_ROWS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
+            if tx.blocking_send(full).is_err() {
+                // The writer stopped on an error it reports.
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
+    }
+    Ok(())
+}
