@@ -332,6 +332,18 @@ pub struct CommonArgs {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_store: Option<String>,
+    /// The online feature store, redis://[:PASSWORD@]HOST:PORT[/DB]: a version trained with a
+    /// feature view (`ferry model push --feature-view`) then takes requests that name entities
+    /// (a BYTES input named after the view's entity key) and reads their features from it, as
+    /// `ferry features materialize` wrote them.
+    #[arg(
+        long,
+        env = "FERRY_FEATURE_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_store: Option<String>,
     /// Append every prediction (serving) and every accepted feedback (serving and the registry)
     /// as JSON lines to this object store (file:///DIR, s3://BUCKET/PREFIX, …) under
     /// predictions/<endpoint>/<day>/ and feedback/<endpoint>/<day>/, batched and off the request
@@ -870,6 +882,35 @@ pub enum FeaturesCommand {
     },
     /// List views (their newest versions), by name.
     List(ListArgs),
+    /// Write a view's rows from a CSV file into the online store (Redis), one per entity (an
+    /// entity's last row wins), streaming; recorded as a feature_view.materialized event.
+    #[command(
+        after_help = "The file's header names the entity key and every feature of the view; other columns are ignored, an empty cell is a missing value.\n\nExamples:\n  ferry features materialize customers customers.csv\n  ferry features materialize customers:2 customers.csv --store redis://cache:6379/1"
+    )]
+    Materialize(FeaturesMaterializeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesMaterializeArgs {
+    /// `NAME` (the newest version) or `NAME:VERSION`.
+    pub view: String,
+    /// The CSV file.
+    pub file: PathBuf,
+    /// The online store, redis://[:PASSWORD@]HOST:PORT[/DB] (what serving's --feature-store
+    /// reads).
+    #[arg(
+        long,
+        env = "FERRY_FEATURE_STORE",
+        value_name = "URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub store: String,
+    /// The entity key column, checked against the view's (the view defines it).
+    #[arg(long)]
+    pub entity: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -1179,3 +1220,16 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// A service the command needs (other than the registry) cannot be reached: exit code 7, like
+/// an unavailable registry.
+#[derive(Debug)]
+pub struct UnavailableError(pub String);
+
+impl std::fmt::Display for UnavailableError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnavailableError {}

@@ -179,6 +179,8 @@ pub struct ServerSettings {
     pub registry: ferry_registry::Config,
     /// The shared prediction index (`redis://…`), when feedback is to join at any replica.
     pub feedback_store: Option<String>,
+    /// The online feature store (`redis://…`), when versions read features for named entities.
+    pub feature_store: Option<String>,
     /// Object store URL of the prediction and feedback log, when enabled.
     pub prediction_log: Option<String>,
 }
@@ -332,6 +334,7 @@ pub fn resolve(args: &ServerArgs) -> Result<ServerSettings> {
         auto_migrate: args.auto_migrate.unwrap_or(false),
         registry,
         feedback_store: feedback_store(&args.common)?,
+        feature_store: feature_store(&args.common)?,
         prediction_log: args.common.prediction_log.clone(),
     })
 }
@@ -670,6 +673,7 @@ pub fn resolve_serving(cmd: &ServingCommand) -> Result<ServingSettings> {
         runtime: {
             let mut runtime = runtime_settings(&cmd.runtime)?;
             runtime.serving.feedback_store = feedback_store(&cmd.common)?;
+            runtime.serving.feature_store = feature_store(&cmd.common)?;
             runtime.prediction_log = cmd.common.prediction_log.clone();
             runtime
         },
@@ -681,6 +685,15 @@ fn feedback_store(common: &CommonArgs) -> Result<Option<String>> {
     match &common.feedback_store {
         Some(url) if url.starts_with("redis://") => Ok(Some(url.clone())),
         Some(_) => bail!("feedback store: expected redis://[:PASSWORD@]HOST:PORT[/DB]"),
+        None => Ok(None),
+    }
+}
+
+/// `--feature-store`, checked to be a Redis URL.
+fn feature_store(common: &CommonArgs) -> Result<Option<String>> {
+    match &common.feature_store {
+        Some(url) if url.starts_with("redis://") => Ok(Some(url.clone())),
+        Some(_) => bail!("feature store: expected redis://[:PASSWORD@]HOST:PORT[/DB]"),
         None => Ok(None),
     }
 }

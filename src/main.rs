@@ -113,6 +113,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<cli::UsageError>().is_some() {
             return exit::USAGE;
         }
+        if cause.downcast_ref::<cli::UnavailableError>().is_some() {
+            return exit::UNAVAILABLE;
+        }
         if let Some(client) = cause.downcast_ref::<ClientError>() {
             return match client {
                 ClientError::Api { status: 404, .. } => exit::NOT_FOUND,

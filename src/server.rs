@@ -105,6 +105,7 @@ pub async fn run(
         // `ferry up`: serve every model of this registry, read straight from its stores.
         let replica = ferry_serving::report::replica_id(settings.listen.port());
         runtime.serving.feedback_store = settings.feedback_store.clone();
+        runtime.serving.feature_store = settings.feature_store.clone();
         runtime.prediction_log = settings.prediction_log.clone();
         let mut started = start_serving(
             &state.prometheus,

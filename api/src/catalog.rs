@@ -68,6 +68,22 @@ pub trait Catalog: Send + Sync + fmt::Debug {
         version: i64,
     ) -> BoxFuture<'a, Result<serde_json::Value, CatalogError>>;
 
+    /// Version `version` of feature view `name` (what a version trained with it is served
+    /// with: its entity key and features, in order).
+    fn feature_view<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+    ) -> BoxFuture<'a, Result<crate::features::FeatureViewRecord, CatalogError>>;
+
+    /// Sends rows read online for entities in a view version's skew sample.
+    fn served_features<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+        rows: crate::skew::ServedRows,
+    ) -> BoxFuture<'a, Result<(), CatalogError>>;
+
     /// Records a replica's counters for an endpoint.
     fn report<'a>(
         &'a self,

@@ -181,6 +181,11 @@ pub struct FeatureViewRecord {
     pub spec: FeatureViewSpec,
     /// When this version was registered.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The bound of its last materialization's sample ([`crate::skew::OfflineSample::bound`]):
+    /// serving sends the rows it reads for entities hashing at or below it. Given when one
+    /// version is read; absent before the first materialization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_bound: Option<u64>,
 }
 
 impl FeatureViewRecord {
@@ -192,6 +197,77 @@ impl FeatureViewRecord {
             sha256: self.sha256.clone(),
         }
     }
+}
+
+/// Longest `source` and `store` in a [`Materialization`].
+const MAX_LOCATION: usize = 1024;
+
+/// A materialization into the online store, done (the `feature_view.materialized` event's
+/// data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Materialization {
+    /// The file that was read, as it was named.
+    pub source: String,
+    /// SHA-256 of its bytes (lowercase hex).
+    pub source_sha256: String,
+    /// Rows read and written (an entity's last row is the one kept).
+    pub rows: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// The online store written to, without credentials (`redis://host:port/db`).
+    pub store: String,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+impl Materialization {
+    /// Checks the report, naming every problem's field.
+    ///
+    /// # Errors
+    /// [`ValidationError::BadRequest`] listing the problems.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        for (field, value) in [("source", &self.source), ("store", &self.store)] {
+            if value.trim().is_empty() || value.len() > MAX_LOCATION {
+                problems.push(format!("{field} must be 1 to {MAX_LOCATION} bytes"));
+            }
+        }
+        if self.store.contains('@') {
+            problems.push("store must not hold credentials (drop the `user:password@`)".into());
+        }
+        if !is_hex_of_len(&self.source_sha256, 64) {
+            problems.push(format!(
+                "source_sha256 must be 64 lowercase hex characters, got {}",
+                names::printable(&self.source_sha256)
+            ));
+        }
+        if !self.seconds.is_finite() || self.seconds < 0.0 {
+            problems.push(format!(
+                "seconds must be a finite number of 0 or more, got {}",
+                self.seconds
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError::BadRequest(format!(
+                "invalid materialization: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+/// What `POST /api/v1/feature-views/{name}/versions/{version}/materializations` takes: the
+/// materialization, and a sample of its rows the skew check compares served features with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaterializationBody {
+    /// What was materialized.
+    #[serde(flatten)]
+    pub report: Materialization,
+    /// The rows of the sampled entities ([`crate::skew`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<crate::skew::OfflineSample>,
 }
 
 /// Which view version a model was trained with, in its lineage.

@@ -27,6 +27,7 @@ pub mod names;
 pub mod onnx;
 pub mod records;
 pub mod rollout;
+pub mod skew;
 pub mod traffic;
 pub mod units;
 pub mod webhooks;

@@ -84,6 +84,24 @@ pub fn parse_cell(dtype: FeatureDtype, text: &str) -> Result<Option<Value>, Cell
     }
 }
 
+/// A value as the number the skew check compares ([`ferry_api::skew`]): rounded to its
+/// feature's type the way the online store keeps it (FP32 to the nearest `f32`), BOOL as 0 or 1.
+pub fn as_number(dtype: FeatureDtype, value: Option<Value>) -> Option<f64> {
+    let value = value?;
+    let f = match value {
+        Value::Float(f) => f,
+        Value::Int(n) => n as f64,
+        Value::Bool(b) => f64::from(u8::from(b)),
+    };
+    Some(match dtype {
+        FeatureDtype::Fp32 => f64::from(f as f32),
+        FeatureDtype::Fp64 => f,
+        FeatureDtype::Int32 => f64::from(f as i32),
+        FeatureDtype::Int64 => (f as i64) as f64,
+        FeatureDtype::Bool => f64::from(u8::from(f != 0.0)),
+    })
+}
+
 fn width(dtype: FeatureDtype) -> usize {
     match dtype {
         FeatureDtype::Fp32 | FeatureDtype::Int32 => 4,
@@ -239,5 +257,13 @@ mod tests {
         assert!(parse_cell(Int64, "1.5").is_err());
         assert!(parse_cell(Bool, "yes").is_err());
         assert_eq!(row_key("customers", 2, "c-17"), "ferry:fv:customers:2:c-17");
+        // The skew check compares values as the store keeps them.
+        assert_eq!(
+            as_number(Fp32, Some(Value::Float(0.1))),
+            Some(f64::from(0.1f32))
+        );
+        assert_eq!(as_number(Fp64, Some(Value::Float(0.1))), Some(0.1));
+        assert_eq!(as_number(Bool, Some(Value::Bool(true))), Some(1.0));
+        assert_eq!(as_number(Int64, None), None);
     }
 }

@@ -1,5 +1,5 @@
-//! The online feature store (work in progress: the row encoding and materialization from CSV;
-//! Parquet, the lookup at inference and the skew check come next — see the issue note).
+//! The online feature store: a feature view's rows in Redis, written by materialization from a
+//! CSV file ([`materialize`]) and read at inference ([`online`]).
 //!
 //! A feature view's row for one entity is stored under [`row_key`] as one value: a format byte,
 //! a bitmap of missing features, then each present feature in the view's order as a
@@ -8,6 +8,8 @@
 
 pub mod encoding;
 pub mod materialize;
+pub mod online;
 
-pub use encoding::{CellError, DecodeError, Value, decode, encode, parse_cell, row_key};
+pub use encoding::{CellError, DecodeError, Value, as_number, decode, encode, parse_cell, row_key};
 pub use materialize::{MaterializeError, Materialized, materialize_csv};
+pub use online::{LookupError, OnlineStore};

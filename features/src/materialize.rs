@@ -2,14 +2,18 @@
 //! bounded queue of batches between the reading thread and the Redis writer: memory stays flat
 //! whatever the file's size). The last row of an entity wins.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_api::features::FeatureViewRecord;
+use ferry_api::features::{FeatureDtype, FeatureViewRecord};
+use ferry_api::skew::{OfflineSample, SAMPLE_ROWS, SampledRow, entity_hash};
 use redis::aio::ConnectionManager;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::encoding::{MAX_ENTITY_LEN, encode, parse_cell, row_key};
+use crate::encoding::{MAX_ENTITY_LEN, Value, as_number, encode, parse_cell, row_key};
 
 /// Rows per Redis pipeline.
 pub const BATCH_ROWS: usize = 1000;
@@ -27,6 +31,10 @@ pub struct Materialized {
     pub rows: u64,
     /// Bytes of the file.
     pub bytes: u64,
+    /// SHA-256 of the file's bytes (lowercase hex), computed while reading.
+    pub sha256: String,
+    /// The rows of the entities with the smallest hashes, for the skew check.
+    pub sample: OfflineSample,
     /// How long it took.
     pub seconds: f64,
 }
@@ -56,6 +64,7 @@ pub enum MaterializeError {
 /// Writes the rows of the CSV file at `path` into the online store under `view`'s version:
 /// one value per entity ([`crate::encoding`]), pipelined [`BATCH_ROWS`] at a time. Rows written
 /// before an error stay written (the next materialization of the same version overwrites them).
+/// `progress` hears the rows written so far after each batch.
 ///
 /// # Errors
 /// [`MaterializeError`] naming the line and the column.
@@ -63,6 +72,7 @@ pub async fn materialize_csv(
     conn: &mut ConnectionManager,
     view: &FeatureViewRecord,
     path: &Path,
+    progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<Materialized, MaterializeError> {
     let started = Instant::now();
     let bytes = std::fs::metadata(path)
@@ -81,7 +91,10 @@ pub async fn materialize_csv(
             pipe.set(key, value.as_slice()).ignore();
         }
         match tokio::time::timeout(CALL_TIMEOUT, pipe.query_async::<()>(conn)).await {
-            Ok(Ok(())) => rows += batch.len() as u64,
+            Ok(Ok(())) => {
+                rows += batch.len() as u64;
+                progress(rows);
+            }
             Ok(Err(e)) => return Err(MaterializeError::Store(e.to_string())),
             Err(_) => {
                 return Err(MaterializeError::Store(format!(
@@ -90,24 +103,92 @@ pub async fn materialize_csv(
             }
         }
     }
-    reader
+    let (sha256, sample) = reader
         .await
         .map_err(|e| MaterializeError::Read(format!("the reading task failed: {e}")))??;
     Ok(Materialized {
         rows,
         bytes,
+        sha256,
+        sample,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Reads the file on a blocking thread, sending batches of encoded rows.
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The bottom-k sample of entities by hash, the last row of an entity winning.
+#[derive(Default)]
+struct Sampler {
+    rows: BTreeMap<(u64, String), Vec<Option<f64>>>,
+}
+
+impl Sampler {
+    fn offer(&mut self, entity: &str, dtypes: &[FeatureDtype], values: &[Option<Value>]) {
+        let hash = entity_hash(entity);
+        if self.rows.len() == SAMPLE_ROWS
+            && self
+                .rows
+                .last_key_value()
+                .is_some_and(|((top, _), _)| hash > *top)
+        {
+            return;
+        }
+        let numbers = dtypes
+            .iter()
+            .zip(values)
+            .map(|(d, v)| as_number(*d, *v))
+            .collect();
+        self.rows.insert((hash, entity.to_string()), numbers);
+        if self.rows.len() > SAMPLE_ROWS {
+            self.rows.pop_last();
+        }
+    }
+
+    fn finish(self) -> OfflineSample {
+        let bound = if self.rows.len() == SAMPLE_ROWS {
+            self.rows
+                .last_key_value()
+                .map_or(u64::MAX, |((h, _), _)| *h)
+        } else {
+            u64::MAX
+        };
+        OfflineSample {
+            bound,
+            rows: self
+                .rows
+                .into_iter()
+                .map(|((_, entity), values)| SampledRow { entity, values })
+                .collect(),
+        }
+    }
+}
+
+/// Reads the file on a blocking thread, sending batches of encoded rows; the file's SHA-256
+/// and the sample when it was read to its end.
 fn read_batches(
     view: &FeatureViewRecord,
     path: &Path,
     tx: &mpsc::Sender<Vec<(String, Vec<u8>)>>,
-) -> Result<(), MaterializeError> {
-    let mut reader = csv::Reader::from_path(path)
+) -> Result<(String, OfflineSample), MaterializeError> {
+    let file = std::fs::File::open(path)
         .map_err(|e| MaterializeError::Read(format!("{}: {e}", path.display())))?;
+    let mut reader = csv::Reader::from_reader(Hashing {
+        inner: std::io::BufReader::with_capacity(256 * 1024, file),
+        hasher: Sha256::new(),
+    });
     let header = reader
         .headers()
         .map_err(|e| MaterializeError::Read(e.to_string()))?
@@ -130,6 +211,7 @@ fn read_batches(
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
     let mut values = Vec::with_capacity(dtypes.len());
+    let mut sampler = Sampler::default();
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
@@ -156,6 +238,7 @@ fn read_batches(
             })?;
             values.push(value);
         }
+        sampler.offer(key, &dtypes, &values);
         batch.push((
             row_key(&view.name, view.version, key),
             encode(&dtypes, &values),
@@ -164,12 +247,16 @@ fn read_batches(
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
             if tx.blocking_send(full).is_err() {
                 // The writer stopped on an error it reports.
-                return Ok(());
+                return Ok((String::new(), OfflineSample::default()));
             }
         }
     }
     if !batch.is_empty() {
         let _ = tx.blocking_send(batch);
     }
-    Ok(())
+    // The reader may have stopped short of trailing bytes the parser did not need.
+    let mut hashing = reader.into_inner();
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| MaterializeError::Read(e.to_string()))?;
+    Ok((hex::encode(hashing.hasher.finalize()), sampler.finish()))
 }

@@ -1,13 +1,17 @@
 //! Materialization into the machine's real Redis (`FERRY_TEST_REDIS`, default
 //! `redis://127.0.0.1:6379`): the last row of an entity wins, values read back as written,
-//! missing columns and bad cells are refused naming the line and the column.
+//! missing columns and bad cells are refused naming the line and the column; the lookup serving
+//! does reads them back in the request's order, says which entities have no row, and answers
+//! "unavailable" at once when the store is down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::time::Duration;
 
 use ferry_api::features::{FeatureDtype, FeatureField, FeatureViewRecord, FeatureViewSpec};
-use ferry_features::{MaterializeError, Value, decode, materialize_csv, row_key};
+use ferry_features::{
+    LookupError, MaterializeError, OnlineStore, Value, decode, materialize_csv, row_key,
+};
 use redis::aio::ConnectionManager;
 
 fn redis_url() -> String {
@@ -61,6 +65,7 @@ fn view() -> FeatureViewRecord {
             description: None,
         },
         created_at: chrono::Utc::now(),
+        sample_bound: None,
     }
 }
 
@@ -92,8 +97,13 @@ async fn the_last_row_of_each_entity_is_what_is_read_back() {
         }
     }
     let file = csv(&lines);
-    let done = materialize_csv(&mut conn, &v, file.path()).await.unwrap();
+    let done = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(done.rows, 3000);
+    let bytes = std::fs::read(file.path()).unwrap();
+    assert_eq!(done.bytes, bytes.len() as u64);
+    assert_eq!(done.sha256, sha256_hex(&bytes));
     let dtypes: Vec<_> = v.spec.features.iter().map(|f| f.dtype).collect();
     let keys: Vec<String> = ["c0", "c7", "c999"]
         .iter()
@@ -142,7 +152,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
     };
     let v = view();
     let file = csv(&["customer_id,age,vip".into(), "c1,30,true".into()]);
-    let e = materialize_csv(&mut conn, &v, file.path())
+    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -154,7 +164,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
         "c1,30,1,true".into(),
         "c2,thirty,1,true".into(),
     ]);
-    let e = materialize_csv(&mut conn, &v, file.path())
+    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert_eq!(
@@ -162,7 +172,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
         "line 3: column `age`: `thirty` is not a number"
     );
     let file = csv(&["customer_id,age,orders,vip".into(), ",30,1,true".into()]);
-    let e = materialize_csv(&mut conn, &v, file.path())
+    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -170,4 +180,108 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
             .starts_with("line 2: the entity key `customer_id`"),
         "{e}"
     );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn a_lookup_reads_rows_in_the_request_order_and_names_none_for_missing_entities() {
+    let Some(mut conn) = connect().await else {
+        return;
+    };
+    let v = view();
+    let file = csv(&[
+        "customer_id,age,orders,vip".into(),
+        "c1,30.5,1,true".into(),
+        "c2,,2,false".into(),
+    ]);
+    materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+        .await
+        .unwrap();
+    let store = OnlineStore::connect(&redis_url()).unwrap();
+    let dtypes: Vec<_> = v.spec.features.iter().map(|f| f.dtype).collect();
+    let entities = vec!["c2".to_string(), "nobody".to_string(), "c1".to_string()];
+    let rows = store
+        .lookup(&v.name, 1, &dtypes, &entities, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            Some(vec![None, Some(Value::Int(2)), Some(Value::Bool(false))]),
+            None,
+            Some(vec![
+                Some(Value::Float(30.5)),
+                Some(Value::Int(1)),
+                Some(Value::Bool(true))
+            ]),
+        ]
+    );
+    // Another version of the view has no rows yet.
+    let rows = store
+        .lookup(&v.name, 2, &dtypes, &entities, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(rows.iter().all(Option::is_none));
+    // A row written for another definition is refused, naming the entity.
+    let e = store
+        .lookup(
+            &v.name,
+            1,
+            &dtypes[..2],
+            &entities[2..],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LookupError::Corrupt { ref entity, .. } if entity == "c1"),
+        "{e}"
+    );
+    let keys: Vec<String> = ["c1", "c2"]
+        .iter()
+        .map(|c| row_key(&v.name, 1, c))
+        .collect();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_answers_unavailable_quickly_and_then_at_once() {
+    // Nothing listens on port 1: the connection is refused.
+    let store = OnlineStore::connect("redis://127.0.0.1:1").unwrap();
+    let dtypes = [FeatureDtype::Fp32];
+    let entities = vec!["c1".to_string()];
+    for _ in 0..ferry_features::online::BREAKER_FAILURES {
+        let started = std::time::Instant::now();
+        let e = store
+            .lookup("v", 1, &dtypes, &entities, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LookupError::Unavailable { .. }), "{e}");
+        // Bounded by the lookup timeout, not by the request's 10 s.
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // The breaker is open: refused without asking, with the time left as Retry-After.
+    let e = store
+        .lookup("v", 1, &dtypes, &entities, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    match e {
+        LookupError::Unavailable {
+            reason,
+            retry_after,
+            ..
+        } => {
+            assert!(reason.contains("paused"), "{reason}");
+            assert!(retry_after <= ferry_features::online::BREAKER_COOLDOWN);
+        }
+        other => panic!("{other}"),
+    }
 }

@@ -106,6 +106,36 @@ impl Catalog for LocalCatalog {
         .boxed()
     }
 
+    fn feature_view<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+    ) -> BoxFuture<'a, Result<ferry_api::features::FeatureViewRecord, CatalogError>> {
+        async move {
+            self.store
+                .get_feature_view(name, Some(version))
+                .await
+                .map_err(catalog_error)
+        }
+        .boxed()
+    }
+
+    fn served_features<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+        rows: ferry_api::skew::ServedRows,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        async move {
+            self.store
+                .record_served_features(name, version, rows)
+                .await
+                .map(|_| ())
+                .map_err(catalog_error)
+        }
+        .boxed()
+    }
+
     fn report<'a>(
         &'a self,
         endpoint: &'a str,

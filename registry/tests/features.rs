@@ -1,6 +1,7 @@
 //! Feature views on SQLite and on PostgreSQL: registering a definition (a new version only when
 //! the definition changes), reading and listing them, and a model version's lineage naming the
-//! view version it was trained with, checked by the registry.
+//! view version it was trained with, checked by the registry; a materialization recorded with its
+//! sample, and the skew check comparing served rows with it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 on_every_backend!(
     a_definition_is_one_version_and_a_change_is_the_next,
     a_model_version_names_the_view_it_was_trained_with_and_the_registry_checks_it,
+    a_feature_served_in_another_unit_raises_skew_once_naming_it,
 );
 
 fn definition(features: &[(&str, &str)], description: &str) -> Value {
@@ -215,4 +217,170 @@ async fn a_model_version_names_the_view_it_was_trained_with_and_the_registry_che
     );
     let (_, versions) = app.get("/api/v1/models/churn/versions").await;
     assert_eq!(versions["items"].as_array().unwrap().len(), 1, "{versions}");
+}
+
+fn events_of(events: &[ferry_api::records::Event], kind: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.data.clone())
+        .collect()
+}
+
+/// Rows of customers c0…c{n-1}: age = i, income = 1000 + i (× `factor`).
+fn rows(n: usize, factor: f64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let i = i as f64;
+            json!({"entity": format!("c{i}"), "values": [i, (1000.0 + i) * factor]})
+        })
+        .collect()
+}
+
+async fn a_feature_served_in_another_unit_raises_skew_once_naming_it(app: &TestApp) {
+    let two = [("age", "FP32"), ("income", "FP64")];
+    let (status, _) = app
+        .json_request(
+            "PUT",
+            "/api/v1/feature-views/accounts",
+            definition(&two, ""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let start = app.state.store.last_event_id().await.unwrap();
+    let report = json!({
+        "source": "accounts.csv", "source_sha256": "c".repeat(64), "rows": 60, "bytes": 1234,
+        "store": "redis://127.0.0.1:6379/", "seconds": 0.25,
+    });
+    // Served rows before any materialization: nothing to compare with.
+    let (status, body) = app
+        .json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/1/served",
+            json!({"rows": rows(5, 1.0)}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["compared"].clone()),
+        (StatusCode::OK, json!(0))
+    );
+    // A sample that does not fit the view, credentials in the store URL, an unknown version.
+    let mut bad = report.clone();
+    bad["sample"] = json!({"bound": u64::MAX, "rows": [{"entity": "c1", "values": [1.0]}]});
+    let (status, body) = app
+        .json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/1/materializations",
+            bad,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the view has 2 features"),
+        "{body}"
+    );
+    let mut bad = report.clone();
+    bad["store"] = json!("redis://:secret@cache:6379");
+    let (status, body) = app
+        .json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/1/materializations",
+            bad,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"].as_str().unwrap().contains("credentials"),
+        "{body}"
+    );
+    let (status, _) = app
+        .json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/9/materializations",
+            report.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let mut body = report.clone();
+    body["sample"] = json!({"bound": u64::MAX, "rows": rows(60, 1.0)});
+    let (status, event) = app
+        .json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/1/materializations",
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{event}");
+    assert_eq!(event["type"], "feature_view.materialized");
+    assert_eq!(event["data"]["rows"], 60);
+    // The sample stays out of the event; serving learns its bound from the view.
+    assert!(event["data"].get("sample").is_none(), "{event}");
+    let (_, view) = app.get("/api/v1/feature-views/accounts/versions/1").await;
+    assert_eq!(view["sample_bound"], json!(u64::MAX));
+
+    // Served as materialized: a window, no skew. Unknown entities are not compared.
+    let post = |rows: Vec<Value>| {
+        app.json_request(
+            "POST",
+            "/api/v1/feature-views/accounts/versions/1/served",
+            json!({ "rows": rows }),
+        )
+    };
+    let mut unknown = rows(50, 1.0);
+    unknown.push(json!({"entity": "stranger", "values": [1.0, 2.0]}));
+    let (status, body) = post(unknown).await;
+    assert_eq!(
+        (status, body["compared"].clone()),
+        (StatusCode::OK, json!(50))
+    );
+    // Income served in thousands: one skew.detected naming income, with an example, however
+    // many windows stay skewed.
+    for _ in 0..3 {
+        let (status, _) = post(rows(50, 0.001)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let events = app.state.store.events_after(start, 1000).await.unwrap();
+    assert!(events_of(&events, "skew.recovered").is_empty());
+    let detected = events_of(&events, "skew.detected");
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    let d = &detected[0];
+    assert_eq!(
+        (d["name"].clone(), d["version"].clone()),
+        (json!("accounts"), json!(1))
+    );
+    assert_eq!(d["window_rows"], 50);
+    let features = d["features"].as_array().unwrap();
+    assert_eq!(features.len(), 1, "{d}");
+    assert_eq!(features[0]["feature"], "income");
+    assert_eq!(features[0]["mismatched"], 50);
+    assert_eq!(features[0]["entity"], "c0");
+    assert_eq!(features[0]["offline"], 1000.0);
+    assert_eq!(features[0]["served"], 1.0);
+    let detected_id = events
+        .iter()
+        .find(|e| e.kind == "skew.detected")
+        .unwrap()
+        .id;
+
+    // Fixed online: the next window closes the incident.
+    let (status, _) = post(rows(50, 1.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = app.state.store.events_after(start, 1000).await.unwrap();
+    let recovered = events_of(&events, "skew.recovered");
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["detected_event"], detected_id);
+    // Rows that do not fit the view are refused naming the problem.
+    let (status, body) = post(vec![json!({"entity": "c1", "values": [1.0]})]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rows[0] has 1 values"),
+        "{body}"
+    );
 }

@@ -22,6 +22,7 @@ use ferry_api::records::{EndpointRecord, VersionRecord};
 use crate::ServingConfig;
 use crate::cache::{ArtifactCache, CachedEndpoint, CachedModel};
 use crate::catalog::{self, CatalogError, SharedCatalog};
+use crate::features::FeatureInput;
 use crate::repository::{EndpointRouting, ModelRepository, ServedModel};
 use crate::runtime::{LoadedModel, ModelSource, OnnxRuntime, RuntimeMetrics, RuntimeOptions};
 use crate::served::ServedVersion;
@@ -137,6 +138,7 @@ impl Loader {
             sha256,
             loaded_at: Utc::now(),
             profile: None,
+            features: None,
         })
     }
 
@@ -576,6 +578,24 @@ impl Follower {
                 Ok(profile) => served.profile = Some(Arc::new(profile)),
                 Err(e) => {
                     tracing::warn!(model = %record.name, version = record.version, error = %e, "cannot load the training profile; drift is not monitored for this version")
+                }
+            }
+        }
+        if let Some(reference) = &record.lineage.feature_view {
+            // Without its view a version still serves; requests then send the features.
+            match self
+                .catalog
+                .feature_view(&reference.name, reference.version)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|view| FeatureInput::plan(view, &record.signature))
+            {
+                Ok(input) => {
+                    tracing::info!(model = %record.name, version = record.version, view = %reference.name, view_version = reference.version, entity = %input.view.spec.entity, "requests may name entities: features are read from the online store");
+                    served.features = Some(Arc::new(input));
+                }
+                Err(e) => {
+                    tracing::warn!(model = %record.name, version = record.version, view = %reference.name, error = %e, "cannot serve this version's feature view; requests must send the features")
                 }
             }
         }

@@ -278,15 +278,51 @@ where
         Wire::Binary { json_len } => json_len,
         Wire::Grpc => body.len() / 8,
     };
-    let decoded = if parsed <= INLINE_JSON_LIMIT {
-        decode(&body, runtime.signature())
-    } else {
-        let signature = runtime.signature().clone();
-        tokio::task::spawn_blocking(move || decode(&body, &signature))
-            .await
-            .map_err(|e| ServingError::BadRequest(format!("decoding failed: {e}")))?
+    // A version trained with a feature view takes the entity keys in place of the features
+    // (when this process has the online store); a request that sends the features is decoded
+    // against the model's own signature.
+    let features = plan
+        .served
+        .features
+        .as_ref()
+        .zip(state.feature_store.as_ref());
+    let signatures: Vec<&ferry_api::onnx::ModelSignature> = match features {
+        Some((f, _)) => vec![&f.request_signature, runtime.signature()],
+        None => vec![runtime.signature()],
+    };
+    let mut by_entity = features.is_some();
+    let mut decoded = None;
+    let mut first_error = None;
+    for signature in signatures {
+        let attempt = if parsed <= INLINE_JSON_LIMIT {
+            decode(&body, signature)
+        } else {
+            let signature = signature.clone();
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || decode(&body, &signature))
+                .await
+                .map_err(|e| ServingError::BadRequest(format!("decoding failed: {e}")))?
+        };
+        match attempt {
+            Ok(d) => {
+                decoded = Some(d);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+                by_entity = false;
+            }
+        }
     }
-    .map_err(|e| ServingError::BadRequest(e.to_string()))?;
+    let mut decoded = match (decoded, first_error) {
+        (Some(d), _) => d,
+        (None, e) => {
+            return Err(ServingError::BadRequest(e.map_or_else(
+                || "the request cannot be decoded".into(),
+                |e| e.to_string(),
+            )));
+        }
+    };
     // The log is JSON lines: a binary request is kept in its JSON form.
     let logged = state.prediction_log.as_ref().is_some_and(|l| l.log_inputs);
     let request_body = match wire {
@@ -314,6 +350,17 @@ where
     let mut deadline = received + state.config.request_timeout;
     if let Some(timeout) = call.timeout {
         deadline = deadline.min(call.started + timeout);
+    }
+    if let (true, Some((input, store))) = (by_entity, features) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        input
+            .fill(
+                store,
+                &mut decoded.inputs,
+                left,
+                state.served_sampler.as_deref(),
+            )
+            .await?;
     }
 
     // Decide the shadow copies first: their inputs must be cloned before the primary takes them.

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod catalog;
 pub mod drift;
 pub mod error;
+pub mod features;
 pub mod follow;
 pub mod infer;
 pub mod lifecycle;
@@ -63,6 +64,9 @@ pub struct ServingConfig {
     pub feedback_store: Option<String>,
     /// How long after a prediction its feedback is accepted.
     pub feedback_ttl: Duration,
+    /// The online feature store (`redis://…`) versions trained with a feature view read their
+    /// features from when a request names entities; none: requests send the features.
+    pub feature_store: Option<String>,
     /// Longest a model download may take; past it the load fails and is retried later.
     pub load_timeout: Duration,
     /// How often this replica pushes its per-version counters (requests, latency, feedback,
@@ -81,6 +85,7 @@ impl Default for ServingConfig {
             feedback_capacity: served::PREDICTION_CAPACITY,
             feedback_ttl: served::PREDICTION_TTL,
             feedback_store: None,
+            feature_store: None,
             load_timeout: Duration::from_secs(600),
             report_interval: report::REPORT_INTERVAL,
         }
@@ -132,6 +137,10 @@ pub struct ServingState {
     pub predictions: ferry_feedback::SharedIndex,
     /// Request bodies being held, in KiB (`ServingConfig::max_buffered_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The online feature store, when configured.
+    pub feature_store: Option<Arc<ferry_features::OnlineStore>>,
+    /// Where rows read for the skew check's sampled entities go, with a feature store.
+    pub served_sampler: Option<Arc<features::ServedSampler>>,
 }
 
 pub use repository::ModelRepository;

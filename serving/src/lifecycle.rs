@@ -54,6 +54,9 @@ pub enum StartError {
     /// `--feedback-store` is not a Redis URL.
     #[error("feedback store: {0}")]
     FeedbackStore(String),
+    /// `--feature-store` is not a Redis URL.
+    #[error("feature store: {0}")]
+    FeatureStore(String),
 }
 
 /// Serving, started.
@@ -65,6 +68,8 @@ pub struct Serving {
     replica: String,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    /// Sends the skew check's rows once [`Serving::follow`] gives the catalog.
+    sample_sender: Option<crate::features::SampleSender>,
 }
 
 impl Serving {
@@ -117,6 +122,23 @@ impl Serving {
             )),
         };
         api::FeedbackIndexMetrics::register(prometheus, predictions.clone())?;
+        let feature_store = match &config.feature_store {
+            Some(url) => {
+                let store = ferry_features::OnlineStore::connect(url)
+                    .map_err(|e| StartError::FeatureStore(e.to_string()))?;
+                tracing::info!(
+                    store = store.display(),
+                    "versions trained with a feature view read features for named entities from this online store"
+                );
+                Some(Arc::new(store))
+            }
+            None => None,
+        };
+        // With a feature store, rows read for sampled entities go to the registry's skew check.
+        let sampler = feature_store.as_ref().map(|_| {
+            let (sampler, sender) = crate::features::ServedSampler::new();
+            (Arc::new(sampler), sender)
+        });
         // In KiB; never less than one body of the largest size accepted.
         let budget_kib = config.max_buffered_bytes.max(config.max_request_bytes) / 1024;
         let state = ServingState {
@@ -129,6 +151,8 @@ impl Serving {
             prediction_log,
             drift_gauges: api::DriftGauges::register(prometheus)?,
             predictions,
+            served_sampler: sampler.as_ref().map(|(s, _)| s.clone()),
+            feature_store,
         };
         let loader = Loader {
             runtime: library,
@@ -142,6 +166,7 @@ impl Serving {
             replica: options.replica,
             stop,
             tasks,
+            sample_sender: sampler.map(|(_, sender)| sender),
         })
     }
 
@@ -156,6 +181,13 @@ impl Serving {
             self.state.ready.clone(),
         );
         self.tasks.spawn(follower.run(self.stop.child_token()));
+        if let Some(sender) = self.sample_sender.take() {
+            self.tasks.spawn(sender.run(
+                catalog.clone(),
+                self.state.config.report_interval,
+                self.stop.child_token(),
+            ));
+        }
         self.tasks.spawn(report::run(
             catalog,
             self.state.repository.clone(),

@@ -25,6 +25,9 @@ pub struct ServedVersion {
     pub loaded_at: DateTime<Utc>,
     /// Its training profile, when one was pushed with it: live inputs are binned on its edges.
     pub profile: Option<Arc<ferry_api::drift::Profile>>,
+    /// When its lineage names a feature view: how requests name entities instead of sending the
+    /// features.
+    pub features: Option<Arc<crate::features::FeatureInput>>,
 }
 
 /// How many recent predictions each served name remembers for feedback in memory, by default.

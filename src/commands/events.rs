@@ -116,6 +116,15 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
                 .map(|id| format!(", recovered from event {id}"))
                 .unwrap_or_default()
         )),
+        EventData::FeatureViewMaterialized(d) => Some(format!(
+            "{}:{} {} rows from {} ({}) into {}",
+            d.name,
+            d.version,
+            d.report.rows,
+            d.report.source,
+            crate::output::short_hash(&d.report.source_sha256),
+            d.report.store
+        )),
         _ => None,
     }
 }

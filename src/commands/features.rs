@@ -1,10 +1,14 @@
-//! `ferry features …`: register, show and list feature views.
+//! `ferry features …`: register, show and list feature views, and materialize them into the
+//! online store.
 
 use anyhow::{Context, Result, bail};
 use ferry_api::features::{FeatureDtype, FeatureField, FeatureViewRecord, FeatureViewSpec};
 use ferry_api::lineage::DataRef;
 
-use crate::cli::{FeaturesCommand, FeaturesRegisterArgs, Output};
+use crate::cli::{
+    FeaturesCommand, FeaturesMaterializeArgs, FeaturesRegisterArgs, Output, UnavailableError,
+    UsageError,
+};
 use crate::commands::model::connect;
 use crate::data_hash;
 use crate::output::{self, Table};
@@ -26,6 +30,7 @@ pub async fn run(command: FeaturesCommand) -> Result<()> {
             print_view(&record);
             Ok(())
         }
+        FeaturesCommand::Materialize(args) => materialize(args).await,
         FeaturesCommand::List(args) => {
             let api = connect(&args.client)?;
             let page = api
@@ -141,6 +146,96 @@ async fn register(args: FeaturesRegisterArgs) -> Result<()> {
         output::short_hash(&record.sha256),
         record.spec.features.len(),
         record.spec.entity
+    );
+    Ok(())
+}
+
+/// How long connecting to the online store may take.
+const STORE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn materialize(args: FeaturesMaterializeArgs) -> Result<()> {
+    let (name, version) = parse_view(&args.view)?;
+    let api = connect(&args.client)?;
+    let view = api.get_feature_view(name, version).await?;
+    if let Some(entity) = &args.entity
+        && *entity != view.spec.entity
+    {
+        return Err(UsageError(format!(
+            "--entity {entity}: feature view {}:{} is keyed by `{}`",
+            view.name, view.version, view.spec.entity
+        ))
+        .into());
+    }
+    if !args.store.starts_with("redis://") {
+        return Err(
+            UsageError("--store: expected redis://[:PASSWORD@]HOST:PORT[/DB]".into()).into(),
+        );
+    }
+    let client = redis::Client::open(args.store.as_str()).context("--store")?;
+    let display = ferry_features::online::display_url(&args.store);
+    let mut conn = match tokio::time::timeout(
+        STORE_CONNECT_TIMEOUT,
+        redis::aio::ConnectionManager::new(client),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(UnavailableError(format!("the online store {display}: {e}")).into());
+        }
+        Err(_) => {
+            return Err(UnavailableError(format!(
+                "the online store {display} did not answer within {STORE_CONNECT_TIMEOUT:?}"
+            ))
+            .into());
+        }
+    };
+    let bar = crate::data_hash::spinner(&format!(
+        "materializing {}:{} into {display}",
+        view.name, view.version
+    ));
+    let done = ferry_features::materialize_csv(&mut conn, &view, &args.file, &mut |rows| {
+        bar.set_message(format!("{rows} rows written"));
+    })
+    .await;
+    bar.finish_and_clear();
+    let done = done.map_err(|e| match e {
+        ferry_features::MaterializeError::Store(_) => {
+            anyhow::Error::new(UnavailableError(e.to_string()))
+        }
+        other => anyhow::anyhow!(other),
+    })?;
+    let body = ferry_api::features::MaterializationBody {
+        report: ferry_api::features::Materialization {
+            source: args.file.display().to_string(),
+            source_sha256: done.sha256.clone(),
+            rows: done.rows,
+            bytes: done.bytes,
+            store: display.clone(),
+            seconds: done.seconds,
+        },
+        sample: Some(done.sample),
+    };
+    let event = api
+        .record_materialization(&view.name, view.version, &body)
+        .await?;
+    if args.client.output == Output::Json {
+        return output::json(&event);
+    }
+    let rate = if done.seconds > 0.0 {
+        done.rows as f64 / done.seconds
+    } else {
+        0.0
+    };
+    crate::say!(
+        "materialized {}:{}: {} rows ({}) in {:.1}s ({:.0} rows/s) into {display}; event {}",
+        view.name,
+        view.version,
+        done.rows,
+        output::bytes(i64::try_from(done.bytes).unwrap_or(i64::MAX)),
+        done.seconds,
+        rate,
+        event.id
     );
     Ok(())
 }

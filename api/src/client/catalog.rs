@@ -83,6 +83,23 @@ impl Catalog for RegistryClient {
         .boxed()
     }
 
+    fn feature_view<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+    ) -> BoxFuture<'a, Result<crate::features::FeatureViewRecord, CatalogError>> {
+        async move { Ok(self.get_feature_view(name, Some(version)).await?) }.boxed()
+    }
+
+    fn served_features<'a>(
+        &'a self,
+        name: &'a str,
+        version: i64,
+        rows: crate::skew::ServedRows,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        async move { Ok(self.post_served_features(name, version, &rows).await?) }.boxed()
+    }
+
     fn report<'a>(
         &'a self,
         endpoint: &'a str,

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use super::{ClientError, RegistryClient};
-use crate::features::{FeatureViewRecord, FeatureViewSpec};
+use crate::features::{FeatureViewRecord, FeatureViewSpec, MaterializationBody};
+use crate::records::Event;
 use crate::records::Page;
+use crate::skew::ServedRows;
 
 /// Timeout of a feature view call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +51,65 @@ impl RegistryClient {
                 .timeout(CALL_TIMEOUT),
         )
         .await
+    }
+
+    /// `POST /api/v1/feature-views/{name}/versions/{version}/materializations`: records a
+    /// materialization; the `feature_view.materialized` event it wrote.
+    ///
+    /// # Errors
+    /// [`ClientError`] (404 for a view version that does not exist).
+    pub async fn record_materialization(
+        &self,
+        name: &str,
+        version: i64,
+        body: &MaterializationBody,
+    ) -> Result<Event, ClientError> {
+        let version = version.to_string();
+        let url = self.url(&[
+            "api",
+            "v1",
+            "feature-views",
+            name,
+            "versions",
+            &version,
+            "materializations",
+        ]);
+        self.send_json(
+            self.request(reqwest::Method::POST, url)
+                .timeout(CALL_TIMEOUT)
+                .json(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/feature-views/{name}/versions/{version}/served`: rows serving read online,
+    /// for the skew check.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn post_served_features(
+        &self,
+        name: &str,
+        version: i64,
+        rows: &ServedRows,
+    ) -> Result<(), ClientError> {
+        let version = version.to_string();
+        let url = self.url(&[
+            "api",
+            "v1",
+            "feature-views",
+            name,
+            "versions",
+            &version,
+            "served",
+        ]);
+        self.send_json::<serde_json::Value>(
+            self.request(reqwest::Method::POST, url)
+                .timeout(CALL_TIMEOUT)
+                .json(rows),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET /api/v1/feature-views`: the newest version of every view, by name.

@@ -59,11 +59,17 @@ pub enum EventKind {
     PerformanceRecovered,
     /// A feature view's definition was registered as a new version.
     FeatureViewRegistered,
+    /// A feature view version's rows were written to the online store.
+    FeatureViewMaterialized,
+    /// Features served online differ from their offline values for the same entities.
+    SkewDetected,
+    /// They agree again (or were materialized again and agree).
+    SkewRecovered,
 }
 
 impl EventKind {
     /// Every kind, in [`EventKind`]'s order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::ModelCreated,
         EventKind::VersionCreated,
         EventKind::VersionUpdated,
@@ -83,6 +89,9 @@ impl EventKind {
         EventKind::PerformanceDegraded,
         EventKind::PerformanceRecovered,
         EventKind::FeatureViewRegistered,
+        EventKind::FeatureViewMaterialized,
+        EventKind::SkewDetected,
+        EventKind::SkewRecovered,
     ];
 
     /// The spelling on the wire and in the database: `version.created`.
@@ -107,6 +116,9 @@ impl EventKind {
             EventKind::PerformanceDegraded => "performance.degraded",
             EventKind::PerformanceRecovered => "performance.recovered",
             EventKind::FeatureViewRegistered => "feature_view.registered",
+            EventKind::FeatureViewMaterialized => "feature_view.materialized",
+            EventKind::SkewDetected => "skew.detected",
+            EventKind::SkewRecovered => "skew.recovered",
         }
     }
 
@@ -432,6 +444,46 @@ pub struct FeatureViewRegistered {
     pub features: usize,
 }
 
+/// `feature_view.materialized`: a view version's rows were written to the online store (what
+/// `ferry features materialize` reports when it is done).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureViewMaterialized {
+    /// The view.
+    pub name: String,
+    /// The version whose rows were written.
+    pub version: i64,
+    /// What was read, its hash and how much of it.
+    #[serde(flatten)]
+    pub report: crate::features::Materialization,
+}
+
+/// `skew.detected`: features serving read online differ from the offline values materialized for
+/// the same entities, in more than [`crate::skew::MAX_MISMATCH_SHARE`] of a window's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkewDetected {
+    /// The feature view.
+    pub name: String,
+    /// Its version.
+    pub version: i64,
+    /// Rows compared in the window.
+    pub window_rows: u64,
+    /// The skewed features, most mismatched first, each with an entity where it differed.
+    pub features: Vec<crate::skew::SkewedFeature>,
+}
+
+/// `skew.recovered`: a window in which no feature is skewed closes the incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkewRecovered {
+    /// The feature view.
+    pub name: String,
+    /// Its version.
+    pub version: i64,
+    /// Rows compared in the window.
+    pub window_rows: u64,
+    /// The id of the `skew.detected` event it closes.
+    pub detected_event: Option<i64>,
+}
+
 /// `rollout.step`: a rollout step posted by the operator, with the endpoint's model and
 /// revision at the time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -512,6 +564,12 @@ pub enum EventData {
     PerformanceRecovered(Box<PerformanceRecovered>),
     /// `feature_view.registered`.
     FeatureViewRegistered(FeatureViewRegistered),
+    /// `feature_view.materialized`.
+    FeatureViewMaterialized(Box<FeatureViewMaterialized>),
+    /// `skew.detected`.
+    SkewDetected(Box<SkewDetected>),
+    /// `skew.recovered`.
+    SkewRecovered(Box<SkewRecovered>),
 }
 
 impl EventData {
@@ -537,6 +595,9 @@ impl EventData {
             EventData::PerformanceDegraded(_) => EventKind::PerformanceDegraded,
             EventData::PerformanceRecovered(_) => EventKind::PerformanceRecovered,
             EventData::FeatureViewRegistered(_) => EventKind::FeatureViewRegistered,
+            EventData::FeatureViewMaterialized(_) => EventKind::FeatureViewMaterialized,
+            EventData::SkewDetected(_) => EventKind::SkewDetected,
+            EventData::SkewRecovered(_) => EventKind::SkewRecovered,
         }
     }
 
@@ -561,6 +622,9 @@ impl EventData {
             EventData::PerformanceDegraded(e) => &e.endpoint,
             EventData::PerformanceRecovered(e) => &e.endpoint,
             EventData::FeatureViewRegistered(e) => &e.name,
+            EventData::FeatureViewMaterialized(e) => &e.name,
+            EventData::SkewDetected(e) => &e.name,
+            EventData::SkewRecovered(e) => &e.name,
         }
     }
 
@@ -585,6 +649,9 @@ impl EventData {
             EventData::PerformanceDegraded(e) => serde_json::to_value(e),
             EventData::PerformanceRecovered(e) => serde_json::to_value(e),
             EventData::FeatureViewRegistered(e) => serde_json::to_value(e),
+            EventData::FeatureViewMaterialized(e) => serde_json::to_value(e),
+            EventData::SkewDetected(e) => serde_json::to_value(e),
+            EventData::SkewRecovered(e) => serde_json::to_value(e),
         };
         // Plain structs of strings, numbers and options: serializing them cannot fail.
         value.unwrap_or(serde_json::Value::Null)
@@ -620,6 +687,9 @@ impl EventData {
             EventKind::PerformanceDegraded => EventData::PerformanceDegraded(from(data)?),
             EventKind::PerformanceRecovered => EventData::PerformanceRecovered(from(data)?),
             EventKind::FeatureViewRegistered => EventData::FeatureViewRegistered(from(data)?),
+            EventKind::FeatureViewMaterialized => EventData::FeatureViewMaterialized(from(data)?),
+            EventKind::SkewDetected => EventData::SkewDetected(from(data)?),
+            EventKind::SkewRecovered => EventData::SkewRecovered(from(data)?),
         })
     }
 }
@@ -635,7 +705,7 @@ mod tests {
             assert!(kind.as_str().starts_with(&format!("{}.", kind.family())));
         }
         assert!("model.exploded".parse::<EventKind>().is_err());
-        assert_eq!(EventKind::ALL.len(), 19);
+        assert_eq!(EventKind::ALL.len(), 22);
     }
 
     #[test]

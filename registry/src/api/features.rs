@@ -4,13 +4,15 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::extract::{Json, PageQuery, Path, Query};
 use crate::AppState;
 use crate::error::Result;
-use ferry_api::features::{FeatureViewRecord, FeatureViewSpec};
+use ferry_api::features::{FeatureViewRecord, FeatureViewSpec, MaterializationBody};
+use ferry_api::records::Event;
 use ferry_api::records::Page;
+use ferry_api::skew::ServedRows;
 
 /// The feature view routes, to be merged into the API's quick (JSON, deadline-bound) routes.
 pub(super) fn routes() -> Router<AppState> {
@@ -20,6 +22,14 @@ pub(super) fn routes() -> Router<AppState> {
         .route(
             "/api/v1/feature-views/{name}/versions/{version}",
             get(get_version),
+        )
+        .route(
+            "/api/v1/feature-views/{name}/versions/{version}/materializations",
+            post(record_materialization),
+        )
+        .route(
+            "/api/v1/feature-views/{name}/versions/{version}/served",
+            post(record_served),
         )
 }
 
@@ -36,6 +46,34 @@ pub async fn put_view(
         StatusCode::OK
     };
     Ok((status, axum::Json(record)).into_response())
+}
+
+/// `POST`: records a materialization into the online store; 201 with its
+/// `feature_view.materialized` event.
+pub async fn record_materialization(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, i64)>,
+    Json(body): Json<MaterializationBody>,
+) -> Result<(StatusCode, axum::Json<Event>)> {
+    let event = state
+        .store
+        .record_materialization(&name, version, body)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(event)))
+}
+
+/// `POST`: rows serving read online, compared with the offline sample (the skew check); 200
+/// with how many were compared.
+pub async fn record_served(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, i64)>,
+    Json(rows): Json<ServedRows>,
+) -> Result<axum::Json<serde_json::Value>> {
+    let compared = state
+        .store
+        .record_served_features(&name, version, rows)
+        .await?;
+    Ok(axum::Json(serde_json::json!({ "compared": compared })))
 }
 
 /// The newest version.

@@ -7,10 +7,16 @@ use sqlx::any::AnyRow;
 use super::endpoints::to_json;
 use super::{MetadataStore, WriteTx, parse_json, parse_timestamp, timestamp};
 use crate::error::{Error, Result};
-use ferry_api::events::{EventData, FeatureViewRegistered};
-use ferry_api::features::{FeatureViewRecord, FeatureViewRef, FeatureViewSpec};
+use ferry_api::events::{
+    EventData, FeatureViewMaterialized, FeatureViewRegistered, SkewDetected, SkewRecovered,
+};
+use ferry_api::features::{
+    FeatureViewRecord, FeatureViewRef, FeatureViewSpec, MaterializationBody,
+};
 use ferry_api::names;
+use ferry_api::records::Event;
 use ferry_api::records::Page;
+use ferry_api::skew::{self, Judgment, SampledRow, ServedRows, SkewState};
 
 const COLUMNS: &str = "name, version, sha256, spec, created_at";
 
@@ -63,6 +69,7 @@ impl MetadataStore {
             sha256,
             created_at: tx.now,
             spec,
+            sample_bound: None,
         };
         tx.emit(EventData::FeatureViewRegistered(FeatureViewRegistered {
             name: name.to_string(),
@@ -74,6 +81,157 @@ impl MetadataStore {
         .await?;
         tx.commit(self).await?;
         Ok((record, true))
+    }
+
+    /// Records that version `version` of view `name` was materialized: a
+    /// `feature_view.materialized` event, which is returned, and the materialization's sample
+    /// (replacing the previous one; the skew window starts again, an open incident stays open
+    /// until a window judges it).
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for an invalid report or sample, [`Error::NotFound`] for a view
+    /// version that does not exist.
+    pub async fn record_materialization(
+        &self,
+        name: &str,
+        version: i64,
+        body: MaterializationBody,
+    ) -> Result<Event> {
+        body.report.validate()?;
+        // Checks the name and that the version exists.
+        let view = self.get_feature_view(name, Some(version)).await?;
+        if let Some(sample) = &body.sample {
+            sample.validate(view.spec.features.len())?;
+        }
+        let mut tx = self.begin_write().await?;
+        if let Some(sample) = &body.sample {
+            sqlx::query("DELETE FROM feature_view_samples WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(version)
+                .execute(&mut *tx.tx)
+                .await?;
+            for row in &sample.rows {
+                sqlx::query(
+                    "INSERT INTO feature_view_samples (name, version, entity, vals) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(name)
+                .bind(version)
+                .bind(&row.entity)
+                .bind(to_json(&row.values)?)
+                .execute(&mut *tx.tx)
+                .await?;
+            }
+            let previous = skew_state(&mut tx, name, version).await?;
+            let state = SkewState {
+                incident_event: previous.and_then(|(_, s)| s.incident_event),
+                ..SkewState::default()
+            };
+            sqlx::query("DELETE FROM feature_view_skew WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(version)
+                .execute(&mut *tx.tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO feature_view_skew (name, version, bound, state, materialized_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(name)
+            .bind(version)
+            .bind(sample.bound.to_string())
+            .bind(to_json(&state)?)
+            .bind(timestamp(tx.now))
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.emit(EventData::FeatureViewMaterialized(Box::new(
+            FeatureViewMaterialized {
+                name: name.to_string(),
+                version,
+                report: body.report,
+            },
+        )))
+        .await?;
+        tx.commit(self)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("the event written was not returned".into()))
+    }
+
+    /// Compares rows serving read online with the offline sample of the same entities (rows of
+    /// entities outside the sample are ignored), and judges full windows: a `skew.detected` or
+    /// `skew.recovered` event is written with the state. How many rows were compared.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] for rows that do not fit the view, [`Error::NotFound`] for a view
+    /// version that does not exist.
+    pub async fn record_served_features(
+        &self,
+        name: &str,
+        version: i64,
+        served: ServedRows,
+    ) -> Result<u64> {
+        let view = self.get_feature_view(name, Some(version)).await?;
+        served.validate(view.spec.features.len())?;
+        let names: Vec<String> = view.spec.features.iter().map(|f| f.name.clone()).collect();
+        let mut tx = self.begin_write().await?;
+        let Some((_, mut state)) = skew_state(&mut tx, name, version).await? else {
+            // Never materialized with a sample: nothing to compare with.
+            return Ok(0);
+        };
+        let mut compared = 0;
+        for row in &served.rows {
+            let offline: Option<String> = sqlx::query_scalar(
+                "SELECT vals FROM feature_view_samples WHERE name = $1 AND version = $2 AND entity = $3",
+            )
+            .bind(name)
+            .bind(version)
+            .bind(&row.entity)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+            let Some(offline) = offline else {
+                continue;
+            };
+            let values: Vec<Option<f64>> = parse_json("offline sample", &offline)?;
+            let offline = SampledRow {
+                entity: row.entity.clone(),
+                values,
+            };
+            skew::compare(&mut state, &offline, row);
+            compared += 1;
+            let window_rows = state.rows;
+            match skew::judge(&mut state, &names) {
+                Judgment::Nothing => {}
+                Judgment::Detected(features) => {
+                    let id = tx
+                        .emit(EventData::SkewDetected(Box::new(SkewDetected {
+                            name: name.to_string(),
+                            version,
+                            window_rows,
+                            features,
+                        })))
+                        .await?;
+                    state.incident_event = Some(id);
+                }
+                Judgment::Recovered => {
+                    tx.emit(EventData::SkewRecovered(Box::new(SkewRecovered {
+                        name: name.to_string(),
+                        version,
+                        window_rows,
+                        detected_event: state.incident_event.take(),
+                    })))
+                    .await?;
+                }
+            }
+        }
+        if compared > 0 {
+            sqlx::query("UPDATE feature_view_skew SET state = $1 WHERE name = $2 AND version = $3")
+                .bind(to_json(&state)?)
+                .bind(name)
+                .bind(version)
+                .execute(&mut *tx.tx)
+                .await?;
+            tx.commit(self).await?;
+        }
+        Ok(compared)
     }
 
     /// A view's version `version`, or its newest.
@@ -104,7 +262,18 @@ impl MetadataStore {
             .await?,
         };
         match row {
-            Some(row) => view_from_row(&row),
+            Some(row) => {
+                let mut view = view_from_row(&row)?;
+                let bound: Option<String> = sqlx::query_scalar(
+                    "SELECT bound FROM feature_view_skew WHERE name = $1 AND version = $2",
+                )
+                .bind(name)
+                .bind(view.version)
+                .fetch_optional(self.pool())
+                .await?;
+                view.sample_bound = bound.and_then(|b| b.parse().ok());
+                Ok(view)
+            }
             None => Err(Error::NotFound(match version {
                 Some(v) => format!("feature view `{name}` has no version {v}"),
                 None => format!("feature view `{name}` does not exist"),
@@ -175,6 +344,29 @@ pub(crate) async fn check_reference(tx: &mut WriteTx, view: &FeatureViewRef) -> 
     }
 }
 
+/// The skew row of a view version: its bound and state.
+async fn skew_state(
+    tx: &mut WriteTx,
+    name: &str,
+    version: i64,
+) -> Result<Option<(u64, SkewState)>> {
+    let row =
+        sqlx::query("SELECT bound, state FROM feature_view_skew WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&mut *tx.tx)
+            .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let bound: String = row.try_get("bound")?;
+    let state: String = row.try_get("state")?;
+    Ok(Some((
+        bound.parse().unwrap_or(u64::MAX),
+        parse_json("skew state", &state)?,
+    )))
+}
+
 fn view_from_row(row: &AnyRow) -> Result<FeatureViewRecord> {
     Ok(FeatureViewRecord {
         name: row.try_get("name")?,
@@ -182,5 +374,6 @@ fn view_from_row(row: &AnyRow) -> Result<FeatureViewRecord> {
         sha256: row.try_get("sha256")?,
         spec: parse_json("feature view", &row.try_get::<String, _>("spec")?)?,
         created_at: parse_timestamp(&row.try_get::<String, _>("created_at")?)?,
+        sample_bound: None,
     })
 }
