@@ -134,6 +134,15 @@ pub struct OperatorArgs {
         hide_env_values = true
     )]
     pub feedback_store: Option<String>,
+    /// The online feature store the serving pods read features from when a request names
+    /// entities (redis://HOST:PORT[/DB]). Passed to the pods as FERRY_FEATURE_STORE.
+    #[arg(
+        long,
+        env = "FERRY_FEATURE_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub feature_store: Option<String>,
     /// Deadline of each registry call, e.g. 10s.
     #[arg(
         long,

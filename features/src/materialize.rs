@@ -1,4 +1,4 @@
-//! Materialization: a feature view's rows from a CSV file into the online store, streaming (a
+//! Materialization: a feature view's rows from a CSV or Parquet file into the online store, streaming (a
 //! bounded queue of batches between the reading thread and the Redis writer: memory stays flat
 //! whatever the file's size). The last row of an entity wins.
 
@@ -61,14 +61,15 @@ pub enum MaterializeError {
     Store(String),
 }
 
-/// Writes the rows of the CSV file at `path` into the online store under `view`'s version:
+/// Writes the rows of the file at `path` (Parquet, known by its magic bytes, else CSV with a
+/// header row) into the online store under `view`'s version:
 /// one value per entity ([`crate::encoding`]), pipelined [`BATCH_ROWS`] at a time. Rows written
 /// before an error stay written (the next materialization of the same version overwrites them).
 /// `progress` hears the rows written so far after each batch.
 ///
 /// # Errors
 /// [`MaterializeError`] naming the line and the column.
-pub async fn materialize_csv(
+pub async fn materialize(
     conn: &mut ConnectionManager,
     view: &FeatureViewRecord,
     path: &Path,
@@ -176,12 +177,90 @@ impl Sampler {
     }
 }
 
+/// Where read rows go: encoded into batches for the writer, and offered to the sample.
+pub(crate) struct Sink<'a> {
+    view: &'a FeatureViewRecord,
+    dtypes: Vec<FeatureDtype>,
+    batch: Vec<(String, Vec<u8>)>,
+    sampler: Sampler,
+    tx: &'a mpsc::Sender<Vec<(String, Vec<u8>)>>,
+}
+
+impl Sink<'_> {
+    /// The view's feature types, in its order.
+    pub(crate) fn dtypes(&self) -> &[FeatureDtype] {
+        &self.dtypes
+    }
+
+    /// Takes row `line`; `false` when the writer stopped (on an error it reports).
+    pub(crate) fn push(
+        &mut self,
+        line: u64,
+        key: &str,
+        values: &[Option<Value>],
+    ) -> Result<bool, MaterializeError> {
+        if key.is_empty() || key.len() > MAX_ENTITY_LEN {
+            return Err(MaterializeError::Row {
+                line,
+                problem: format!(
+                    "the entity key `{}` must be 1 to {MAX_ENTITY_LEN} bytes",
+                    self.view.spec.entity
+                ),
+            });
+        }
+        self.sampler.offer(key, &self.dtypes, values);
+        self.batch.push((
+            row_key(&self.view.name, self.view.version, key),
+            encode(&self.dtypes, values),
+        ));
+        if self.batch.len() == BATCH_ROWS {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+            return Ok(self.tx.blocking_send(full).is_ok());
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn finish(self) -> OfflineSample {
+        if !self.batch.is_empty() {
+            let _ = self.tx.blocking_send(self.batch);
+        }
+        self.sampler.finish()
+    }
+}
+
 /// Reads the file on a blocking thread, sending batches of encoded rows; the file's SHA-256
-/// and the sample when it was read to its end.
+/// and the sample when it was read to its end. Parquet (by its `PAR1` magic) or CSV.
 fn read_batches(
     view: &FeatureViewRecord,
     path: &Path,
     tx: &mpsc::Sender<Vec<(String, Vec<u8>)>>,
+) -> Result<(String, OfflineSample), MaterializeError> {
+    let sink = Sink {
+        view,
+        dtypes: view.spec.features.iter().map(|f| f.dtype).collect(),
+        batch: Vec::with_capacity(BATCH_ROWS),
+        sampler: Sampler::default(),
+        tx,
+    };
+    if crate::parquet::is_parquet(path) {
+        // The reader seeks; the file is hashed in a pass of its own.
+        let sample = crate::parquet::read(view, path, sink)?;
+        let mut hashing = Hashing {
+            inner: std::fs::File::open(path)
+                .map_err(|e| MaterializeError::Read(format!("{}: {e}", path.display())))?,
+            hasher: Sha256::new(),
+        };
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|e| MaterializeError::Read(e.to_string()))?;
+        return Ok((hex::encode(hashing.hasher.finalize()), sample));
+    }
+    read_csv(view, path, sink)
+}
+
+fn read_csv(
+    view: &FeatureViewRecord,
+    path: &Path,
+    mut sink: Sink<'_>,
 ) -> Result<(String, OfflineSample), MaterializeError> {
     let file = std::fs::File::open(path)
         .map_err(|e| MaterializeError::Read(format!("{}: {e}", path.display())))?;
@@ -206,12 +285,9 @@ fn read_batches(
         .iter()
         .map(|f| column(&f.name))
         .collect::<Result<Vec<_>, _>>()?;
-    let dtypes: Vec<_> = view.spec.features.iter().map(|f| f.dtype).collect();
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
-    let mut values = Vec::with_capacity(dtypes.len());
-    let mut sampler = Sampler::default();
+    let mut values = Vec::with_capacity(columns.len());
     loop {
         match reader.read_record(&mut record) {
             Ok(true) => {}
@@ -220,43 +296,23 @@ fn read_batches(
         }
         line += 1;
         let key = record.get(entity).unwrap_or("").trim();
-        if key.is_empty() || key.len() > MAX_ENTITY_LEN {
-            return Err(MaterializeError::Row {
-                line,
-                problem: format!(
-                    "the entity key `{}` must be 1 to {MAX_ENTITY_LEN} bytes",
-                    view.spec.entity
-                ),
-            });
-        }
         values.clear();
         for (i, col) in columns.iter().enumerate() {
             let cell = record.get(*col).unwrap_or("");
-            let value = parse_cell(dtypes[i], cell).map_err(|e| MaterializeError::Row {
+            let value = parse_cell(sink.dtypes[i], cell).map_err(|e| MaterializeError::Row {
                 line,
                 problem: format!("column `{}`: {e}", view.spec.features[i].name),
             })?;
             values.push(value);
         }
-        sampler.offer(key, &dtypes, &values);
-        batch.push((
-            row_key(&view.name, view.version, key),
-            encode(&dtypes, &values),
-        ));
-        if batch.len() == BATCH_ROWS {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            if tx.blocking_send(full).is_err() {
-                // The writer stopped on an error it reports.
-                return Ok((String::new(), OfflineSample::default()));
-            }
+        if !sink.push(line, key, &values)? {
+            return Ok((String::new(), OfflineSample::default()));
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
-    }
+    let sample = sink.finish();
     // The reader may have stopped short of trailing bytes the parser did not need.
     let mut hashing = reader.into_inner();
     std::io::copy(&mut hashing, &mut std::io::sink())
         .map_err(|e| MaterializeError::Read(e.to_string()))?;
-    Ok((hex::encode(hashing.hasher.finalize()), sampler.finish()))
+    Ok((hex::encode(hashing.hasher.finalize()), sample))
 }

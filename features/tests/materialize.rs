@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferry_api::features::{FeatureDtype, FeatureField, FeatureViewRecord, FeatureViewSpec};
 use ferry_features::{
-    LookupError, MaterializeError, OnlineStore, Value, decode, materialize_csv, row_key,
+    LookupError, MaterializeError, OnlineStore, Value, decode, materialize, row_key,
 };
 use redis::aio::ConnectionManager;
 
@@ -97,7 +97,7 @@ async fn the_last_row_of_each_entity_is_what_is_read_back() {
         }
     }
     let file = csv(&lines);
-    let done = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+    let done = materialize(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap();
     assert_eq!(done.rows, 3000);
@@ -138,8 +138,11 @@ async fn the_last_row_of_each_entity_is_what_is_read_back() {
             Some(Value::Bool(false))
         ]
     );
+    let all: Vec<String> = (0..1000)
+        .map(|c| row_key(&v.name, 1, &format!("c{c}")))
+        .collect();
     let _: () = redis::cmd("DEL")
-        .arg(&keys)
+        .arg(&all)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -152,7 +155,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
     };
     let v = view();
     let file = csv(&["customer_id,age,vip".into(), "c1,30,true".into()]);
-    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+    let e = materialize(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -164,7 +167,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
         "c1,30,1,true".into(),
         "c2,thirty,1,true".into(),
     ]);
-    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+    let e = materialize(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert_eq!(
@@ -172,7 +175,7 @@ async fn a_missing_column_or_a_bad_cell_is_refused_naming_it() {
         "line 3: column `age`: `thirty` is not a number"
     );
     let file = csv(&["customer_id,age,orders,vip".into(), ",30,1,true".into()]);
-    let e = materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+    let e = materialize(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap_err();
     assert!(
@@ -198,7 +201,7 @@ async fn a_lookup_reads_rows_in_the_request_order_and_names_none_for_missing_ent
         "c1,30.5,1,true".into(),
         "c2,,2,false".into(),
     ]);
-    materialize_csv(&mut conn, &v, file.path(), &mut |_| {})
+    materialize(&mut conn, &v, file.path(), &mut |_| {})
         .await
         .unwrap();
     let store = OnlineStore::connect(&redis_url()).unwrap();
@@ -284,4 +287,142 @@ async fn a_store_that_is_down_answers_unavailable_quickly_and_then_at_once() {
         }
         other => panic!("{other}"),
     }
+}
+
+/// `customer_id` (UTF8 string), `age` (FLOAT, null for c7), `orders` (INT64), `vip` (BOOLEAN),
+/// `rows` rows in row groups of 100; orders = `round`.
+fn write_parquet(path: &std::path::Path, rows: usize, round: i64) {
+    use parquet::column::writer::ColumnWriter;
+    use parquet::data_type::ByteArray;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use std::sync::Arc;
+
+    let schema = Arc::new(
+        parse_message_type(
+            "message m { REQUIRED BYTE_ARRAY customer_id (UTF8); OPTIONAL FLOAT age; \
+             REQUIRED INT64 orders; REQUIRED BOOLEAN vip; }",
+        )
+        .unwrap(),
+    );
+    let props = Arc::new(WriterProperties::builder().build());
+    let mut writer =
+        SerializedFileWriter::new(std::fs::File::create(path).unwrap(), schema, props).unwrap();
+    for start in (0..rows).step_by(100) {
+        let range = start..(start + 100).min(rows);
+        let mut group = writer.next_row_group().unwrap();
+        while let Some(mut column) = group.next_column().unwrap() {
+            match column.untyped() {
+                ColumnWriter::ByteArrayColumnWriter(w) => {
+                    let ids: Vec<ByteArray> = range
+                        .clone()
+                        .map(|i| ByteArray::from(format!("c{i}").as_str()))
+                        .collect();
+                    w.write_batch(&ids, None, None).unwrap();
+                }
+                ColumnWriter::FloatColumnWriter(w) => {
+                    let levels: Vec<i16> = range.clone().map(|i| i16::from(i != 7)).collect();
+                    let values: Vec<f32> = range
+                        .clone()
+                        .filter(|i| *i != 7)
+                        .map(|i| 20.5 + (i % 50) as f32)
+                        .collect();
+                    w.write_batch(&values, Some(&levels), None).unwrap();
+                }
+                ColumnWriter::Int64ColumnWriter(w) => {
+                    let values: Vec<i64> = range.clone().map(|_| round).collect();
+                    w.write_batch(&values, None, None).unwrap();
+                }
+                ColumnWriter::BoolColumnWriter(w) => {
+                    let values: Vec<bool> = range.clone().map(|i| i % 2 == 0).collect();
+                    w.write_batch(&values, None, None).unwrap();
+                }
+                _ => unreachable!(),
+            }
+            column.close().unwrap();
+        }
+        group.close().unwrap();
+    }
+    writer.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_parquet_file_materializes_like_its_csv_and_keeps_a_sample_of_the_smallest_hashes() {
+    let Some(mut conn) = connect().await else {
+        return;
+    };
+    let v = view();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.parquet");
+    write_parquet(&path, 1000, 4);
+    let done = materialize(&mut conn, &v, &path, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.rows, 1000);
+    assert_eq!(done.sha256, sha256_hex(&std::fs::read(&path).unwrap()));
+    let store = OnlineStore::connect(&redis_url()).unwrap();
+    let dtypes: Vec<_> = v.spec.features.iter().map(|f| f.dtype).collect();
+    let rows = store
+        .lookup(
+            &v.name,
+            1,
+            &dtypes,
+            &["c7".into(), "c999".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0],
+        Some(vec![None, Some(Value::Int(4)), Some(Value::Bool(false))])
+    );
+    assert_eq!(
+        rows[1],
+        Some(vec![
+            Some(Value::Float(69.5)),
+            Some(Value::Int(4)),
+            Some(Value::Bool(false))
+        ])
+    );
+    // The sample: the 512 entities with the smallest hashes, its bound the largest of them, and
+    // every entity at or below the bound in it.
+    let sample = &done.sample;
+    assert_eq!(sample.rows.len(), ferry_api::skew::SAMPLE_ROWS);
+    let mut hashes: Vec<u64> = (0..1000)
+        .map(|i| ferry_api::skew::entity_hash(&format!("c{i}")))
+        .collect();
+    hashes.sort_unstable();
+    assert_eq!(sample.bound, hashes[ferry_api::skew::SAMPLE_ROWS - 1]);
+    assert!(
+        sample
+            .rows
+            .iter()
+            .all(|r| ferry_api::skew::entity_hash(&r.entity) <= sample.bound)
+    );
+    let c = sample.rows.iter().find(|r| r.entity != "c7").unwrap();
+    assert_eq!(c.values[1], Some(4.0));
+    // A column of the wrong type is refused naming it and the row.
+    let v2 = FeatureViewRecord {
+        spec: FeatureViewSpec {
+            features: vec![FeatureField {
+                name: "vip".into(),
+                dtype: FeatureDtype::Int32,
+            }],
+            ..v.spec.clone()
+        },
+        ..v.clone()
+    };
+    let e = materialize(&mut conn, &v2, &path, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "line 1: column `vip`: true is not INT32");
+    let keys: Vec<String> = (0..1000)
+        .map(|c| row_key(&v.name, 1, &format!("c{c}")))
+        .collect();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

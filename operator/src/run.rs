@@ -38,6 +38,8 @@ pub struct OperatorConfig {
     pub alias_resync: Duration,
     /// The prediction index serving pods share (`redis://…`).
     pub feedback_store: Option<String>,
+    /// The online feature store serving pods read (`redis://…`).
+    pub feature_store: Option<String>,
     /// The registries and images resources may name.
     pub trust: crate::trust::Trust,
 }
@@ -53,6 +55,7 @@ impl Default for OperatorConfig {
             resync: settings.resync,
             alias_resync: settings.alias_resync,
             feedback_store: None,
+            feature_store: None,
             trust: crate::trust::Trust::default(),
         }
     }
@@ -83,6 +86,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         resync: config.resync,
         alias_resync: config.alias_resync,
         feedback_store: config.feedback_store.clone(),
+        feature_store: config.feature_store.clone(),
         trust: config.trust.clone(),
     };
     for warning in config.trust.warnings() {

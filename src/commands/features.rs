@@ -194,7 +194,7 @@ async fn materialize(args: FeaturesMaterializeArgs) -> Result<()> {
         "materializing {}:{} into {display}",
         view.name, view.version
     ));
-    let done = ferry_features::materialize_csv(&mut conn, &view, &args.file, &mut |rows| {
+    let done = ferry_features::materialize(&mut conn, &view, &args.file, &mut |rows| {
         bar.set_message(format!("{rows} rows written"));
     })
     .await;

@@ -18,6 +18,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
         resync: args.resync,
         alias_resync: args.alias_resync,
         feedback_store: args.feedback_store,
+        feature_store: args.feature_store,
         trust: ferry_operator::trust::Trust {
             registries: args.allowed_registries,
             images: args.allowed_images,

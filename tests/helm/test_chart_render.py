@@ -451,6 +451,20 @@ def test_a_feedback_store_reaches_every_ferry_process_and_the_operators_pods(cha
             assert all(e["name"] != "FERRY_FEEDBACK_STORE" for e in c.get("env", [])), name
 
 
+def test_a_feature_store_reaches_every_ferry_process_and_the_operators_pods(chart):
+    values = load_values("postgres-s3")
+    values["features"] = {"redisUrl": "redis://features.ferry.svc:6379/2"}
+    docs = documents(render(chart, values))
+    for name, pod in workloads(docs):
+        for c in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("FERRY_FEATURE_STORE") == "redis://features.ferry.svc:6379/2", name
+    docs = documents(render(chart, load_values("postgres-s3")))
+    for name, pod in workloads(docs):
+        for c in pod["containers"]:
+            assert all(e["name"] != "FERRY_FEATURE_STORE" for e in c.get("env", [])), name
+
+
 def test_the_in_chart_redis_is_shared_by_every_ferry_process_bounded_and_unprivileged(chart):
     values = load_values("feedback-redis")
     docs = documents(render(chart, values))

@@ -85,19 +85,29 @@ fn metadata(md: &ModelDeployment) -> Result<ObjectMeta, ChildError> {
     })
 }
 
+/// The Redis stores the serving pods share, as the operator was told.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stores<'a> {
+    /// The prediction index for joining feedback at any replica.
+    pub feedback: Option<&'a str>,
+    /// The online feature store.
+    pub features: Option<&'a str>,
+}
+
 /// The Deployment of serving pods: `ferry serving --registry <url> --endpoint <name>`, the
 /// tokens its clients present from `spec.auth.tokensSecret` (a file the kubelet mounts), its
 /// registry token from `spec.registry.servingTokenSecret` (never the operator's), probes on the Open Inference Protocol's health routes,
 /// the spec's resources, and a locked-down non-root container. `default_image` is used when the
-/// spec names none; `feedback_store`, the Redis the pods share for joining feedback at any
-/// replica, reaches them as `FERRY_FEEDBACK_STORE`.
+/// spec names none; `stores.feedback`, the Redis the pods share for joining feedback at any
+/// replica, reaches them as `FERRY_FEEDBACK_STORE`, and `stores.features`, the online feature
+/// store, as `FERRY_FEATURE_STORE`.
 ///
 /// # Errors
 /// [`ChildError`] for a resource that was never stored.
 pub fn deployment(
     md: &ModelDeployment,
     default_image: &str,
-    feedback_store: Option<&str>,
+    stores: Stores<'_>,
 ) -> Result<Deployment, ChildError> {
     let name = md.name_any();
     let spec = &md.spec;
@@ -107,12 +117,17 @@ pub fn deployment(
         value: Some("json".into()),
         ..EnvVar::default()
     }];
-    if let Some(url) = feedback_store {
-        env.push(EnvVar {
-            name: "FERRY_FEEDBACK_STORE".into(),
-            value: Some(url.into()),
-            ..EnvVar::default()
-        });
+    for (name, url) in [
+        ("FERRY_FEEDBACK_STORE", stores.feedback),
+        ("FERRY_FEATURE_STORE", stores.features),
+    ] {
+        if let Some(url) = url {
+            env.push(EnvVar {
+                name: name.into(),
+                value: Some(url.into()),
+                ..EnvVar::default()
+            });
+        }
     }
     if let Some(secret) = &spec.registry.serving_token_secret {
         env.push(EnvVar {
@@ -324,9 +339,13 @@ mod tests {
     }
 
     #[test]
-    fn the_pods_get_the_shared_feedback_store_when_the_operator_has_one() {
+    fn the_pods_get_the_shared_stores_when_the_operator_has_them() {
         let env = |store: Option<&str>| {
-            let d = deployment(&md(), "ferry:test", store).unwrap();
+            let stores = Stores {
+                feedback: store,
+                features: store.map(|_| "redis://features:6379/1"),
+            };
+            let d = deployment(&md(), "ferry:test", stores).unwrap();
             let pod = d.spec.template.spec.unwrap();
             pod.containers[0].env.clone().unwrap_or_default()
         };
@@ -339,12 +358,17 @@ mod tests {
             store.value.as_deref(),
             Some("redis://redis.ferry.svc:6379/0")
         );
-        assert!(env(None).iter().all(|e| e.name != "FERRY_FEEDBACK_STORE"));
+        let features = with
+            .iter()
+            .find(|e| e.name == "FERRY_FEATURE_STORE")
+            .unwrap();
+        assert_eq!(features.value.as_deref(), Some("redis://features:6379/1"));
+        assert!(env(None).iter().all(|e| !e.name.ends_with("_STORE")));
     }
 
     #[test]
     fn the_deployment_runs_serving_for_the_endpoint_with_the_pods_tokens_never_the_operators() {
-        let d = deployment(&md(), "ferry:test", None).unwrap();
+        let d = deployment(&md(), "ferry:test", Stores::default()).unwrap();
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (
@@ -450,7 +474,7 @@ mod tests {
         let mut md = md();
         md.spec.image = Some("registry.example/ferry:1.2".into());
         md.spec.registry.serving_token_secret = None;
-        let d = deployment(&md, "ferry:test", None).unwrap();
+        let d = deployment(&md, "ferry:test", Stores::default()).unwrap();
         let c = &d.spec.template.spec.unwrap().containers[0];
         assert_eq!(c.image.as_deref(), Some("registry.example/ferry:1.2"));
         assert!(
@@ -482,7 +506,7 @@ mod tests {
         let mut md = md();
         md.metadata.uid = None;
         assert_eq!(
-            deployment(&md, "x", None).unwrap_err(),
+            deployment(&md, "x", Stores::default()).unwrap_err(),
             ChildError::Missing("uid")
         );
     }

@@ -136,6 +136,8 @@ pub struct Settings {
     /// The prediction index the serving pods share (`redis://…`), so that feedback joins at
     /// any replica; none keeps each pod's predictions in its own memory.
     pub feedback_store: Option<String>,
+    /// The online feature store the serving pods read features from (`redis://…`).
+    pub feature_store: Option<String>,
     /// The registries and images resources may name ([`crate::trust`]).
     pub trust: crate::trust::Trust,
 }
@@ -147,6 +149,7 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             alias_resync: Duration::from_secs(60),
             feedback_store: None,
+            feature_store: None,
             trust: crate::trust::Trust::default(),
         }
     }
@@ -580,7 +583,10 @@ async fn apply_children<R: Registry>(
     let deployment = children::deployment(
         md,
         &ctx.settings.default_image,
-        ctx.settings.feedback_store.as_deref(),
+        children::Stores {
+            feedback: ctx.settings.feedback_store.as_deref(),
+            features: ctx.settings.feature_store.as_deref(),
+        },
     )?;
     Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
         .patch(&name, &params, &Patch::Apply(&deployment))

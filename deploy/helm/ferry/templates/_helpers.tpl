@@ -145,6 +145,10 @@ priorityClassName: {{ . }}
 - name: FERRY_FEEDBACK_STORE
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.features.redisUrl }}
+- name: FERRY_FEATURE_STORE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The shared prediction index: feedback.redisUrl, else the in-chart Redis's Service. */}}
