@@ -129,6 +129,8 @@ fn every_console_command_in_the_readme_works_as_shown() {
             ("FERRY_REPLICA_ID", "laptop:8080"),
             ("FERRY_DRIFT_INTERVAL", "2s"),
             ("FERRY_REPORT_INTERVAL", REPORT_INTERVAL),
+            // As the online features section says to start it.
+            ("FERRY_FEATURE_STORE", "redis://127.0.0.1:6379"),
         ],
     );
     let bin_dir = ferry_bin().parent().unwrap().to_path_buf();

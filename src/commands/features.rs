@@ -223,12 +223,12 @@ async fn materialize(args: FeaturesMaterializeArgs) -> Result<()> {
         return output::json(&event);
     }
     let rate = if done.seconds > 0.0 {
-        done.rows as f64 / done.seconds
+        done.rows as f64 / done.seconds / 1000.0
     } else {
         0.0
     };
     crate::say!(
-        "materialized {}:{}: {} rows ({}) in {:.1}s ({:.0} rows/s) into {display}; event {}",
+        "materialized {}:{}: {} rows ({}) in {:.1}s ({:.1}k rows/s) into {display}; event {}",
         view.name,
         view.version,
         done.rows,
