@@ -200,7 +200,9 @@ pub fn needed_role(method: &Method, route: Option<&str>) -> Role {
     match *method {
         Method::GET | Method::HEAD | Method::OPTIONS => Role::Read,
         Method::POST if route == Some(FEEDBACK_ROUTE) => Role::Feedback,
-        Method::POST if route == Some(REPORTS_ROUTE) => Role::Serving,
+        Method::POST if route == Some(REPORTS_ROUTE) || route == Some(SERVED_FEATURES_ROUTE) => {
+            Role::Serving
+        }
         _ => Role::Write,
     }
 }
@@ -214,6 +216,9 @@ pub const SERVING_FEEDBACK_ROUTE: &str = "/v2/models/{name}/feedback";
 
 /// The route serving replicas post their reports to.
 pub const REPORTS_ROUTE: &str = "/api/v1/endpoints/{name}/reports";
+
+/// The route serving replicas post the feature rows they read to, for the skew check.
+pub const SERVED_FEATURES_ROUTE: &str = "/api/v1/feature-views/{name}/versions/{version}/served";
 
 /// Largest body of a refused request that is read (and dropped) before the answer.
 pub const REFUSED_BODY_DRAIN: u64 = 1 << 20;
@@ -285,7 +290,13 @@ mod tests {
             needed_role(&Method::POST, Some(REPORTS_ROUTE)),
             Role::Serving
         );
+        // So are the feature rows serving read, for the skew check.
+        assert_eq!(
+            needed_role(&Method::POST, Some(SERVED_FEATURES_ROUTE)),
+            Role::Serving
+        );
         for route in [
+            "/api/v1/feature-views/{name}/versions/{version}/materializations",
             "/api/v1/endpoints/{name}",
             "/api/v1/endpoints/{name}/rollout-events",
             "/api/v1/models/{name}/versions",

@@ -28,7 +28,7 @@ pub(super) fn routes() -> Router<AppState> {
             post(record_materialization),
         )
         .route(
-            "/api/v1/feature-views/{name}/versions/{version}/served",
+            ferry_api::http::auth::SERVED_FEATURES_ROUTE,
             post(record_served),
         )
 }
