@@ -321,6 +321,34 @@ async fn predictions_by_entity_read_the_materialized_features_and_fail_fast_with
     let out = run_ok(d, &["events", "--type", "skew.*", "-o", "json"], &registry);
     assert_eq!(out.lines().count(), 1, "{out}");
 
+    // The lookups are counted by outcome.
+    let metrics = client
+        .get(format!("{registry}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "ferry_serving_feature_lookups_total{{outcome=\"{outcome}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("ok") >= 12, "{metrics}");
+    assert_eq!(count("missing"), 1, "{metrics}");
+    assert!(
+        metrics.contains("ferry_serving_feature_lookup_duration_seconds_count"),
+        "{metrics}"
+    );
+
     // Redis stops: a prompt 503 with Retry-After, never a wait for the request timeout; after a
     // few failures the breaker answers without asking.
     drop(redis);

@@ -10,7 +10,6 @@
 //! integer or boolean one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_api::features::{FeatureDtype, FeatureViewRecord};
@@ -95,18 +94,17 @@ impl FeatureInput {
     }
 
     /// Replaces the entity tensor at [`Self::input`] of `inputs` by the features of its
-    /// entities read from `store`, waiting at most `timeout`. The rows of entities in the view's
-    /// skew sample go to `sampler` (a few per request).
+    /// entities read from the online store, waiting at most `timeout`. The rows of entities in
+    /// the view's skew sample go to the registry's skew check (a few per request).
     ///
     /// # Errors
     /// [`ServingError::BadRequest`] for entities without a row (named) or unusable values,
     /// [`ServingError::Unavailable`] when the store cannot answer now.
     pub async fn fill(
         &self,
-        store: &OnlineStore,
+        online: &OnlineFeatures,
         inputs: &mut [Tensor],
         timeout: Duration,
-        sampler: Option<&ServedSampler>,
     ) -> Result<(), ServingError> {
         let Some(TensorData::String(entities)) = inputs.get(self.input).map(Tensor::data) else {
             return Err(ServingError::BadRequest(format!(
@@ -115,7 +113,9 @@ impl FeatureInput {
             )));
         };
         let entities = entities.clone();
-        let rows = store
+        let started = std::time::Instant::now();
+        let looked_up = online
+            .store
             .lookup(
                 &self.view.name,
                 self.view.version,
@@ -123,24 +123,25 @@ impl FeatureInput {
                 &entities,
                 timeout,
             )
-            .await
-            .map_err(|e| match e {
-                LookupError::Unavailable { retry_after, .. } => ServingError::Unavailable {
-                    message: e.to_string(),
-                    retry_after,
-                },
-                LookupError::Corrupt { .. } => ServingError::Unavailable {
-                    message: format!(
-                        "{e}; materialize the view again with `ferry features materialize {}:{}`",
-                        self.view.name, self.view.version
-                    ),
-                    retry_after: Duration::from_secs(60),
-                },
-                LookupError::BadEntities(m) => {
-                    ServingError::BadRequest(format!("input `{}`: {m}", self.view.spec.entity))
-                }
-            })?;
-        if let (Some(sampler), Some(bound)) = (sampler, self.view.sample_bound) {
+            .await;
+        online.metrics.observe(&looked_up, started.elapsed());
+        let rows = looked_up.map_err(|e| match e {
+            LookupError::Unavailable { retry_after, .. } => ServingError::Unavailable {
+                message: e.to_string(),
+                retry_after,
+            },
+            LookupError::Corrupt { .. } => ServingError::Unavailable {
+                message: format!(
+                    "{e}; materialize the view again with `ferry features materialize {}:{}`",
+                    self.view.name, self.view.version
+                ),
+                retry_after: Duration::from_secs(60),
+            },
+            LookupError::BadEntities(m) => {
+                ServingError::BadRequest(format!("input `{}`: {m}", self.view.spec.entity))
+            }
+        })?;
+        if let Some(bound) = self.view.sample_bound {
             let sampled = rows
                 .iter()
                 .zip(&entities)
@@ -148,7 +149,7 @@ impl FeatureInput {
                 .filter_map(|(r, e)| r.as_ref().map(|r| (r, e)))
                 .take(ROWS_PER_REQUEST);
             for (row, entity) in sampled {
-                sampler.offer(
+                online.offer(
                     &self.view,
                     SampledRow {
                         entity: entity.clone(),
@@ -162,7 +163,11 @@ impl FeatureInput {
                 );
             }
         }
-        inputs[self.input] = self.assemble(&entities, rows)?;
+        let missing = rows.iter().any(Option::is_none);
+        let outcome = if missing { "missing" } else { "ok" };
+        online.metrics.lookups.with_label_values(&[outcome]).inc();
+        let assembled = self.assemble(&entities, rows);
+        inputs[self.input] = assembled?;
         Ok(())
     }
 
@@ -273,30 +278,94 @@ impl FeatureInput {
 /// Rows waiting to be sent to the registry.
 const SAMPLE_QUEUE: usize = 4096;
 
-/// Sends the rows read for sampled entities to the registry's skew check, off the request path:
-/// a bounded queue (a full queue drops the row and counts it) and a task that posts what
-/// gathered once per report interval.
-pub struct ServedSampler {
+/// The online store as serving uses it: the store, the queue of rows for the skew check, and
+/// the metrics.
+pub struct OnlineFeatures {
+    /// The store.
+    pub store: OnlineStore,
     queue: mpsc::Sender<(String, i64, SampledRow)>,
-    dropped: AtomicU64,
+    metrics: FeatureMetrics,
 }
 
-/// The receiving end of a [`ServedSampler`], run by [`SampleSender::run`].
+/// Sends the rows read for sampled entities to the registry's skew check, off the request path:
+/// the requests put them in a bounded queue (a full queue drops the row and counts it in
+/// `ferry_serving_feature_skew_rows_dropped_total`), and this task posts what gathered once per report
+/// interval.
 pub struct SampleSender {
     queue: mpsc::Receiver<(String, i64, SampledRow)>,
 }
 
-impl ServedSampler {
-    /// A sampler and the sender to run once the catalog is known.
-    pub fn new() -> (ServedSampler, SampleSender) {
+/// `ferry_serving_feature_lookups_total{outcome}` (`ok`, `missing`: an entity had no row,
+/// `unavailable`: the store failed or the breaker was open, `corrupt`, `bad_request`),
+/// `ferry_serving_feature_lookup_duration_seconds` and `ferry_serving_feature_skew_rows_dropped_total`.
+struct FeatureMetrics {
+    lookups: prometheus::IntCounterVec,
+    duration: prometheus::Histogram,
+    dropped: prometheus::IntCounter,
+}
+
+impl FeatureMetrics {
+    fn observe<T>(&self, result: &Result<T, LookupError>, took: Duration) {
+        // A lookup that answered is counted once its rows are known to be all there.
+        let outcome = match result {
+            Ok(_) => None,
+            Err(LookupError::Unavailable { .. }) => Some("unavailable"),
+            Err(LookupError::Corrupt { .. }) => Some("corrupt"),
+            Err(LookupError::BadEntities(_)) => Some("bad_request"),
+        };
+        if let Some(outcome) = outcome {
+            self.lookups.with_label_values(&[outcome]).inc();
+        }
+        self.duration.observe(took.as_secs_f64());
+    }
+}
+
+impl OnlineFeatures {
+    /// Serving's use of `store`, its metrics registered in `registry`, and the task that sends
+    /// the skew check's rows once the catalog is known.
+    ///
+    /// # Errors
+    /// When the metrics are already registered.
+    pub fn new(
+        store: OnlineStore,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<(OnlineFeatures, SampleSender)> {
+        let lookups = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "ferry_serving_feature_lookups_total",
+                "Lookups of requests' entities in the online feature store, by outcome (ok, missing, unavailable, corrupt, bad_request).",
+            ),
+            &["outcome"],
+        )?;
+        let duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "ferry_serving_feature_lookup_duration_seconds",
+                "Time of one request's lookup in the online feature store.",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+        )?;
+        let dropped = prometheus::IntCounter::new(
+            "ferry_serving_feature_skew_rows_dropped_total",
+            "Rows read for the skew check's sampled entities that were dropped because the queue to the registry was full.",
+        )?;
+        registry.register(Box::new(lookups.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
         let (tx, rx) = mpsc::channel(SAMPLE_QUEUE);
-        (
-            ServedSampler {
+        Ok((
+            OnlineFeatures {
+                store,
                 queue: tx,
-                dropped: AtomicU64::new(0),
+                metrics: FeatureMetrics {
+                    lookups,
+                    duration,
+                    dropped,
+                },
             },
             SampleSender { queue: rx },
-        )
+        ))
     }
 
     fn offer(&self, view: &FeatureViewRecord, row: SampledRow) {
@@ -305,13 +374,8 @@ impl ServedSampler {
             .try_send((view.name.clone(), view.version, row))
             .is_err()
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.dropped.inc();
         }
-    }
-
-    /// Rows dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -281,11 +281,7 @@ where
     // A version trained with a feature view takes the entity keys in place of the features
     // (when this process has the online store); a request that sends the features is decoded
     // against the model's own signature.
-    let features = plan
-        .served
-        .features
-        .as_ref()
-        .zip(state.feature_store.as_ref());
+    let features = plan.served.features.as_ref().zip(state.features.as_ref());
     let signatures: Vec<&ferry_api::onnx::ModelSignature> = match features {
         Some((f, _)) => vec![&f.request_signature, runtime.signature()],
         None => vec![runtime.signature()],
@@ -351,16 +347,9 @@ where
     if let Some(timeout) = call.timeout {
         deadline = deadline.min(call.started + timeout);
     }
-    if let (true, Some((input, store))) = (by_entity, features) {
+    if let (true, Some((input, online))) = (by_entity, features) {
         let left = deadline.saturating_duration_since(Instant::now());
-        input
-            .fill(
-                store,
-                &mut decoded.inputs,
-                left,
-                state.served_sampler.as_deref(),
-            )
-            .await?;
+        input.fill(online, &mut decoded.inputs, left).await?;
     }
 
     // Decide the shadow copies first: their inputs must be cloned before the primary takes them.

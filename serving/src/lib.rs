@@ -138,9 +138,7 @@ pub struct ServingState {
     /// Request bodies being held, in KiB (`ServingConfig::max_buffered_bytes`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
     /// The online feature store, when configured.
-    pub feature_store: Option<Arc<ferry_features::OnlineStore>>,
-    /// Where rows read for the skew check's sampled entities go, with a feature store.
-    pub served_sampler: Option<Arc<features::ServedSampler>>,
+    pub features: Option<Arc<features::OnlineFeatures>>,
 }
 
 pub use repository::ModelRepository;

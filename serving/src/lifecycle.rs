@@ -122,7 +122,8 @@ impl Serving {
             )),
         };
         api::FeedbackIndexMetrics::register(prometheus, predictions.clone())?;
-        let feature_store = match &config.feature_store {
+        // With a feature store, rows read for sampled entities go to the registry's skew check.
+        let (features, sample_sender) = match &config.feature_store {
             Some(url) => {
                 let store = ferry_features::OnlineStore::connect(url)
                     .map_err(|e| StartError::FeatureStore(e.to_string()))?;
@@ -130,15 +131,11 @@ impl Serving {
                     store = store.display(),
                     "versions trained with a feature view read features for named entities from this online store"
                 );
-                Some(Arc::new(store))
+                let (online, sender) = crate::features::OnlineFeatures::new(store, prometheus)?;
+                (Some(Arc::new(online)), Some(sender))
             }
-            None => None,
+            None => (None, None),
         };
-        // With a feature store, rows read for sampled entities go to the registry's skew check.
-        let sampler = feature_store.as_ref().map(|_| {
-            let (sampler, sender) = crate::features::ServedSampler::new();
-            (Arc::new(sampler), sender)
-        });
         // In KiB; never less than one body of the largest size accepted.
         let budget_kib = config.max_buffered_bytes.max(config.max_request_bytes) / 1024;
         let state = ServingState {
@@ -151,8 +148,7 @@ impl Serving {
             prediction_log,
             drift_gauges: api::DriftGauges::register(prometheus)?,
             predictions,
-            served_sampler: sampler.as_ref().map(|(s, _)| s.clone()),
-            feature_store,
+            features,
         };
         let loader = Loader {
             runtime: library,
@@ -166,7 +162,7 @@ impl Serving {
             replica: options.replica,
             stop,
             tasks,
-            sample_sender: sampler.map(|(_, sender)| sender),
+            sample_sender,
         })
     }
 
