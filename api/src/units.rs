@@ -98,6 +98,27 @@ pub fn format_duration(duration: Duration) -> String {
     out
 }
 
+/// An age to read at a glance, rounded down to one unit: `45s`, `12m`, `5h`, `3d` (seconds up
+/// to two minutes, minutes up to two hours, hours up to two days).
+pub fn short_age(seconds: u64) -> String {
+    match seconds {
+        0..120 => format!("{seconds}s"),
+        120..7200 => format!("{}m", seconds / 60),
+        7200..172_800 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
+}
+
+/// A setting in the largest unit that divides it exactly: `90s`, `5m`, `2h`, `30d`.
+pub fn whole_units(seconds: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if seconds >= size && seconds.is_multiple_of(size) {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
 /// Parses sizes like `2GiB`, `500MiB`, `1.5GB`, `1048576` (bytes); units are case-insensitive,
 /// binary (`KiB`…`TiB`) or decimal (`KB`…`TB`, also `K`…`T`).
 ///
@@ -267,5 +288,19 @@ mod tests {
                 .contains("unit")
         );
         assert!(parse_size("0").unwrap_err().to_string().contains("1 byte"));
+    }
+
+    #[test]
+    fn ages_round_down_to_one_unit_and_settings_keep_exact_units() {
+        assert_eq!(short_age(45), "45s");
+        assert_eq!(short_age(119), "119s");
+        assert_eq!(short_age(150), "2m");
+        assert_eq!(short_age(5 * 3600 + 59), "5h");
+        assert_eq!(short_age(3 * 86_400 + 1), "3d");
+        assert_eq!(whole_units(90), "90s");
+        assert_eq!(whole_units(300), "5m");
+        assert_eq!(whole_units(7200), "2h");
+        assert_eq!(whole_units(30 * 86_400), "30d");
+        assert_eq!(whole_units(0), "0s");
     }
 }

@@ -448,12 +448,12 @@ pub async fn conditions(
             message: format!(
                 "version {} is {} old (counted from {}), maximum {}",
                 policy.stable,
-                human_age(age(origin, now).as_secs()),
+                ferry_api::units::short_age(age(origin, now).as_secs()),
                 match source {
                     ferry_api::lifecycle::AgeSource::Data => "its training data",
                     ferry_api::lifecycle::AgeSource::Created => "its creation",
                 },
-                human_seconds(max_age)
+                ferry_api::units::whole_units(max_age)
             ),
         });
     }
@@ -541,24 +541,4 @@ pub async fn describe_endpoint(
 
 fn fmt_value(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
-}
-
-/// An age to read at a glance: `45s`, `12m`, `5h`, `3d` (rounded down).
-fn human_age(s: u64) -> String {
-    match s {
-        0..120 => format!("{s}s"),
-        120..7200 => format!("{}m", s / 60),
-        7200..172_800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
-/// `90s`, `5m`, `2h`, `30d`: the largest unit that divides, else seconds.
-fn human_seconds(s: u64) -> String {
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= size && s.is_multiple_of(size) {
-            return format!("{}{unit}", s / size);
-        }
-    }
-    format!("{s}s")
 }

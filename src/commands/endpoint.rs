@@ -389,12 +389,8 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn human_seconds(s: f64) -> String {
-    if s >= 86_400.0 && (s / 86_400.0).fract() == 0.0 {
-        format!("{}d", s / 86_400.0)
-    } else if s >= 3600.0 && (s / 3600.0).fract() == 0.0 {
-        format!("{}h", s / 3600.0)
-    } else if s >= 60.0 && (s / 60.0).fract() == 0.0 {
-        format!("{}m", s / 60.0)
+    if s >= 0.0 && s.fract() == 0.0 && s < u64::MAX as f64 {
+        ferry_api::units::whole_units(s as u64)
     } else {
         format!("{s}s")
     }

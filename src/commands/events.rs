@@ -68,8 +68,8 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
             "{}:{} (stable) {} old > max age {} (from its {})",
             d.model,
             d.version,
-            age(d.age_seconds),
-            age(d.max_age_seconds),
+            ferry_api::units::short_age(d.age_seconds),
+            ferry_api::units::short_age(d.max_age_seconds),
             if d.age_from == "data" {
                 "training data"
             } else {
@@ -126,16 +126,6 @@ fn drift_summary(kind: &str, data: &serde_json::Value) -> Option<String> {
             d.report.store
         )),
         _ => None,
-    }
-}
-
-/// An age in the largest whole unit: `45s`, `12m`, `5h`, `30d`.
-fn age(seconds: u64) -> String {
-    match seconds {
-        0..120 => format!("{seconds}s"),
-        120..7200 => format!("{}m", seconds / 60),
-        7200..172_800 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86_400),
     }
 }
 
