@@ -891,10 +891,11 @@ pub enum FeaturesCommand {
     },
     /// List views (their newest versions), by name.
     List(ListArgs),
-    /// Write a view's rows from a CSV file into the online store (Redis), one per entity (an
-    /// entity's last row wins), streaming; recorded as a feature_view.materialized event.
+    /// Write a view's rows from a CSV or Parquet file into the online store (Redis), one per
+    /// entity (an entity's last row wins), streaming; recorded as a feature_view.materialized
+    /// event.
     #[command(
-        after_help = "The file's header names the entity key and every feature of the view; other columns are ignored, an empty cell is a missing value.\n\nExamples:\n  ferry features materialize customers customers.csv\n  ferry features materialize customers:2 customers.csv --store redis://cache:6379/1"
+        after_help = "The file's columns (a CSV header, or Parquet column names) include the entity key and every feature of the view; other columns are ignored, an empty cell or a null is a missing value.\n\nExamples:\n  ferry features materialize customers customers.csv\n  ferry features materialize customers:2 customers.csv --store redis://cache:6379/1"
     )]
     Materialize(FeaturesMaterializeArgs),
 }
@@ -903,7 +904,7 @@ pub enum FeaturesCommand {
 pub struct FeaturesMaterializeArgs {
     /// `NAME` (the newest version) or `NAME:VERSION`.
     pub view: String,
-    /// The CSV file.
+    /// The CSV file (header row) or Parquet file (known by its magic bytes).
     pub file: PathBuf,
     /// The online store, redis://[:PASSWORD@]HOST:PORT[/DB] (what serving's --feature-store
     /// reads).

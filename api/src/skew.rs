@@ -78,6 +78,13 @@ impl OfflineSample {
     /// [`ValidationError::BadRequest`] naming the problem.
     pub fn validate(&self, width: usize) -> Result<()> {
         check_rows(&self.rows, width, SAMPLE_ROWS, "sample")?;
+        let mut seen = std::collections::HashSet::with_capacity(self.rows.len());
+        if let Some(row) = self.rows.iter().find(|r| !seen.insert(r.entity.as_str())) {
+            return Err(ValidationError::BadRequest(format!(
+                "sample: entity {} is listed more than once",
+                names::printable(&row.entity)
+            )));
+        }
         if let Some(row) = self
             .rows
             .iter()
@@ -334,6 +341,17 @@ mod tests {
             ..ok.clone()
         };
         assert!(bad.validate(1).unwrap_err().to_string().contains("bound"));
+        let twice = OfflineSample {
+            bound: u64::MAX,
+            rows: vec![row("c1", &[None]), row("c1", &[None])],
+        };
+        assert!(
+            twice
+                .validate(1)
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
         let many = ServedRows {
             rows: vec![row("c1", &[None]); MAX_REPORT_ROWS + 1],
         };

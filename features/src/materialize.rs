@@ -294,7 +294,8 @@ fn read_csv(
             Ok(false) => break,
             Err(e) => return Err(MaterializeError::Read(e.to_string())),
         }
-        line += 1;
+        // The line the record starts on (a quoted field may span lines).
+        line = record.position().map_or(line + 1, csv::Position::line);
         let key = record.get(entity).unwrap_or("").trim();
         values.clear();
         for (i, col) in columns.iter().enumerate() {

@@ -52,11 +52,17 @@ pub enum LookupError {
     /// The request named no entities, too many, or an unusable one.
     #[error("{0}")]
     BadEntities(String),
+    /// The caller's deadline came before the store answered (not the store's fault: the breaker
+    /// does not count it).
+    #[error("the request's deadline passed during the feature lookup")]
+    DeadlineExceeded,
 }
 
 /// Opens after [`BREAKER_FAILURES`] failed lookups in a row and refuses lookups for
 /// [`BREAKER_COOLDOWN`]; after that, lookups go through again, and the first failure opens it
-/// again at once (half-open) while a success closes it.
+/// again at once while a success closes it. (Every lookup goes through after the cool-down, not
+/// a single probe: a store that is back serves them all, one that is not costs each at most the
+/// lookup timeout once.)
 #[derive(Debug, Default)]
 pub struct Breaker {
     state: Mutex<BreakerState>,
@@ -176,11 +182,11 @@ impl OnlineStore {
         let answer = match tokio::time::timeout(timeout.min(LOOKUP_TIMEOUT), call).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => return Err(self.failed(e.to_string())),
+            // The caller's own deadline ran out first: a client cannot open the breaker for
+            // everyone by asking for impossible deadlines.
+            Err(_) if timeout < LOOKUP_TIMEOUT => return Err(LookupError::DeadlineExceeded),
             Err(_) => {
-                return Err(self.failed(format!(
-                    "no answer within {:?}",
-                    timeout.min(LOOKUP_TIMEOUT)
-                )));
+                return Err(self.failed(format!("no answer within {LOOKUP_TIMEOUT:?}")));
             }
         };
         self.breaker.success();

@@ -426,3 +426,33 @@ async fn a_parquet_file_materializes_like_its_csv_and_keeps_a_sample_of_the_smal
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_callers_short_deadline_is_its_own_and_never_opens_the_breaker() {
+    // A "Redis" that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let store = OnlineStore::connect(&format!("redis://127.0.0.1:{port}")).unwrap();
+    let dtypes = [FeatureDtype::Fp32];
+    let entities = vec!["c1".to_string()];
+    for _ in 0..ferry_features::online::BREAKER_FAILURES + 2 {
+        let e = store
+            .lookup("v", 1, &dtypes, &entities, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LookupError::DeadlineExceeded), "{e}");
+    }
+    // The store's own timeout is a failure of the store.
+    let e = store
+        .lookup("v", 1, &dtypes, &entities, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LookupError::Unavailable { .. }), "{e}");
+    silent.abort();
+}

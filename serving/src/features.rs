@@ -22,10 +22,14 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::SharedCatalog;
 
 use crate::error::ServingError;
-use crate::runtime::{Tensor, TensorData};
+use crate::runtime::{RuntimeError, Tensor, TensorData};
 
 /// Most missing entities named in an error.
 const NAMED: usize = 10;
+
+/// Most values (entities × features) one request's lookup may read: the rows read back and the
+/// tensor built from them stay within a few tens of MiB whatever a small request names.
+pub const MAX_LOOKUP_CELLS: usize = 1 << 20;
 
 /// How a version's requests name entities instead of sending one of its inputs.
 #[derive(Debug)]
@@ -46,26 +50,32 @@ pub struct FeatureInput {
 
 impl FeatureInput {
     /// Which input of `signature` the view fills: the first of rank 2 whose second dimension
-    /// is the number of features (or not fixed) and whose type is FP32, FP64, INT32, INT64 or
-    /// BOOL.
+    /// is the number of features and whose type is FP32, FP64, INT32, INT64 or BOOL; else the
+    /// first such input whose second dimension is not fixed.
     ///
     /// # Errors
     /// Why the view fits no input, for the log (the version then serves without lookups).
     pub fn plan(view: FeatureViewRecord, signature: &ModelSignature) -> Result<Self, String> {
         let width = view.spec.features.len() as i64;
-        let fits = |spec: &TensorSpec| {
-            let typed = matches!(
+        let typed = |spec: &TensorSpec| {
+            matches!(
                 spec.datatype.as_str(),
                 "FP32" | "FP64" | "INT32" | "INT64" | "BOOL"
-            );
-            let shaped = match spec.shape.as_deref() {
-                Some([_, Dim::Fixed(w)]) => *w == width,
-                Some([_, _]) => true,
-                _ => false,
-            };
-            typed && shaped
+            )
         };
-        let Some(input) = signature.inputs.iter().position(fits) else {
+        let exact = |spec: &TensorSpec| {
+            typed(spec) && matches!(spec.shape.as_deref(), Some([_, Dim::Fixed(w)]) if *w == width)
+        };
+        let open = |spec: &TensorSpec| {
+            typed(spec)
+                && matches!(spec.shape.as_deref(), Some([_, w]) if !matches!(w, Dim::Fixed(_)))
+        };
+        let found = signature
+            .inputs
+            .iter()
+            .position(exact)
+            .or_else(|| signature.inputs.iter().position(open));
+        let Some(input) = found else {
             return Err(format!(
                 "no input of the model is [rows, {width}] of FP32, FP64, INT32, INT64 or BOOL \
                  (feature view {}:{} has {width} features)",
@@ -82,7 +92,13 @@ impl FeatureInput {
         let spec = &mut request_signature.inputs[input];
         let input_name = std::mem::replace(&mut spec.name, view.spec.entity.clone());
         let datatype = std::mem::replace(&mut spec.datatype, "BYTES".into());
-        spec.shape = Some(vec![Dim::Unknown]);
+        // One entity per row: the batch dimension stays what the model says.
+        let rows = spec
+            .shape
+            .as_ref()
+            .and_then(|s| s.first().cloned())
+            .unwrap_or(Dim::Unknown);
+        spec.shape = Some(vec![rows]);
         Ok(FeatureInput {
             dtypes: view.spec.features.iter().map(|f| f.dtype).collect(),
             view,
@@ -112,6 +128,19 @@ impl FeatureInput {
                 self.view.spec.entity
             )));
         };
+        if timeout.is_zero() {
+            return Err(ServingError::Runtime(RuntimeError::DeadlineExceeded));
+        }
+        let cells = entities.len().saturating_mul(self.dtypes.len());
+        if cells > MAX_LOOKUP_CELLS {
+            return Err(ServingError::BadRequest(format!(
+                "input `{}` names {} entities of {} features each: at most {MAX_LOOKUP_CELLS} \
+                 values are looked up for one request",
+                self.view.spec.entity,
+                entities.len(),
+                self.dtypes.len()
+            )));
+        }
         let entities = entities.clone();
         let started = std::time::Instant::now();
         let looked_up = online
@@ -140,6 +169,7 @@ impl FeatureInput {
             LookupError::BadEntities(m) => {
                 ServingError::BadRequest(format!("input `{}`: {m}", self.view.spec.entity))
             }
+            LookupError::DeadlineExceeded => ServingError::Runtime(RuntimeError::DeadlineExceeded),
         })?;
         if let Some(bound) = self.view.sample_bound {
             let sampled = rows
@@ -205,12 +235,6 @@ impl FeatureInput {
         }
         let width = self.dtypes.len();
         let n = rows.len();
-        let mut values = Vec::with_capacity(n * width);
-        for (row, entity) in rows.into_iter().zip(entities) {
-            for (i, v) in row.unwrap_or_default().into_iter().enumerate() {
-                values.push((v, i, entity));
-            }
-        }
         let missing_value = |i: usize, entity: &str| {
             ServingError::BadRequest(format!(
                 "feature `{}` of {} {} has no value online, and input `{}` is {}: only \
@@ -222,32 +246,32 @@ impl FeatureInput {
                 self.datatype
             ))
         };
-        let float = |v: Option<Value>| match v {
-            Some(Value::Float(f)) => f,
-            Some(Value::Int(i)) => i as f64,
-            Some(Value::Bool(b)) => f64::from(u8::from(b)),
+        let float = |v: &Option<Value>| match v {
+            Some(Value::Float(f)) => *f,
+            Some(Value::Int(i)) => *i as f64,
+            Some(Value::Bool(b)) => f64::from(u8::from(*b)),
             None => f64::NAN,
         };
+        let int = |v: &Option<Value>, i: usize, entity: &str| match v {
+            Some(Value::Int(n)) => Ok(*n),
+            Some(Value::Float(f)) => Ok(*f as i64),
+            Some(Value::Bool(b)) => Ok(i64::from(*b)),
+            None => Err(missing_value(i, entity)),
+        };
+        // Every row is present (checked above): the cells in row-major order.
+        let cells = || rows.iter().flatten().flat_map(|r| r.iter());
         let data: TensorData = match self.datatype.as_str() {
-            "FP32" => values
-                .into_iter()
-                .map(|(v, _, _)| float(v) as f32)
+            "FP32" => cells()
+                .map(|v| float(v) as f32)
                 .collect::<Vec<f32>>()
                 .into(),
-            "FP64" => values
-                .into_iter()
-                .map(|(v, _, _)| float(v))
-                .collect::<Vec<f64>>()
-                .into(),
+            "FP64" => cells().map(float).collect::<Vec<f64>>().into(),
             "INT32" | "INT64" | "BOOL" => {
-                let mut ints = Vec::with_capacity(values.len());
-                for (v, i, entity) in values {
-                    ints.push(match v {
-                        Some(Value::Int(n)) => n,
-                        Some(Value::Float(f)) => f as i64,
-                        Some(Value::Bool(b)) => i64::from(b),
-                        None => return Err(missing_value(i, entity)),
-                    });
+                let mut ints = Vec::with_capacity(n * width);
+                for (row, entity) in rows.iter().flatten().zip(entities) {
+                    for (i, v) in row.iter().enumerate() {
+                        ints.push(int(v, i, entity)?);
+                    }
                 }
                 match self.datatype.as_str() {
                     "INT32" => ints
@@ -312,6 +336,7 @@ impl FeatureMetrics {
             Err(LookupError::Unavailable { .. }) => Some("unavailable"),
             Err(LookupError::Corrupt { .. }) => Some("corrupt"),
             Err(LookupError::BadEntities(_)) => Some("bad_request"),
+            Err(LookupError::DeadlineExceeded) => Some("deadline"),
         };
         if let Some(outcome) = outcome {
             self.lookups.with_label_values(&[outcome]).inc();
@@ -485,6 +510,22 @@ mod tests {
         ]);
         let f = FeatureInput::plan(view(&TWO), &sig).unwrap();
         assert_eq!(f.input, 2);
+        // An input of exactly the view's width wins over an earlier one of open width; the batch
+        // dimension is kept.
+        let sig2 = signature(&[
+            (
+                "tokens",
+                "INT64",
+                vec![Dim::Unknown, Dim::Symbolic("seq".into())],
+            ),
+            ("x", "FP32", vec![Dim::Fixed(1), Dim::Fixed(2)]),
+        ]);
+        let f2 = FeatureInput::plan(view(&TWO), &sig2).unwrap();
+        assert_eq!(f2.input, 1);
+        assert_eq!(
+            f2.request_signature.inputs[1].shape,
+            Some(vec![Dim::Fixed(1)])
+        );
         let spec = &f.request_signature.inputs[2];
         assert_eq!(
             (spec.name.as_str(), spec.datatype.as_str()),

@@ -582,14 +582,23 @@ impl Follower {
             }
         }
         if let Some(reference) = &record.lineage.feature_view {
-            // Without its view a version still serves; requests then send the features.
-            match self
+            // A registry that cannot answer now fails the load (it is retried); a view that does
+            // not fit the model leaves the version serving without lookups: requests then send
+            // the features.
+            let view = match self
                 .catalog
                 .feature_view(&reference.name, reference.version)
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|view| FeatureInput::plan(view, &record.signature))
             {
+                Err(CatalogError::Unavailable(e)) => {
+                    return Err(format!(
+                        "reading feature view {}:{}: {e}",
+                        reference.name, reference.version
+                    ));
+                }
+                other => other.map_err(|e| e.to_string()),
+            };
+            match view.and_then(|view| FeatureInput::plan(view, &record.signature)) {
                 Ok(input) => {
                     tracing::info!(model = %record.name, version = record.version, view = %reference.name, view_version = reference.version, entity = %input.view.spec.entity, "requests may name entities: features are read from the online store");
                     served.features = Some(Arc::new(input));

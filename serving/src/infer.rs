@@ -288,7 +288,7 @@ where
     };
     let mut by_entity = features.is_some();
     let mut decoded = None;
-    let mut first_error = None;
+    let mut errors = Vec::new();
     for signature in signatures {
         let attempt = if parsed <= INLINE_JSON_LIMIT {
             decode(&body, signature)
@@ -305,17 +305,24 @@ where
                 break;
             }
             Err(e) => {
-                first_error.get_or_insert(e);
+                errors.push(e);
                 by_entity = false;
             }
         }
     }
-    let mut decoded = match (decoded, first_error) {
-        (Some(d), _) => d,
-        (None, e) => {
-            return Err(ServingError::BadRequest(e.map_or_else(
+    let mut decoded = match decoded {
+        Some(d) => d,
+        None => {
+            // Explain against the form the client meant: by entity when it names the entity
+            // key, else the model's own inputs.
+            let named = features.is_some_and(|(f, _)| {
+                let key = format!("\"{}\"", f.view.spec.entity);
+                body.windows(key.len()).any(|w| w == key.as_bytes())
+            });
+            let error = if named { errors.first() } else { errors.last() };
+            return Err(ServingError::BadRequest(error.map_or_else(
                 || "the request cannot be decoded".into(),
-                |e| e.to_string(),
+                ToString::to_string,
             )));
         }
     };

@@ -20,6 +20,9 @@ use ferry_api::skew::{self, Judgment, SampledRow, ServedRows, SkewState};
 
 const COLUMNS: &str = "name, version, sha256, spec, created_at";
 
+/// Entities looked up in one query of the skew sample.
+const SAMPLE_QUERY_CHUNK: usize = 200;
+
 impl MetadataStore {
     /// Registers `spec` as view `name`: the version with the same definition if there is one
     /// (`false`: nothing written), else a new version with a `feature_view.registered` event
@@ -172,6 +175,29 @@ impl MetadataStore {
         let view = self.get_feature_view(name, Some(version)).await?;
         served.validate(view.spec.features.len())?;
         let names: Vec<String> = view.spec.features.iter().map(|f| f.name.clone()).collect();
+        // The offline rows of these entities, read before the write transaction (in chunks, one
+        // query each), so the registry's writer lock is held only for the judgment.
+        let mut offline_rows: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
+        let wanted: Vec<&str> = served.rows.iter().map(|r| r.entity.as_str()).collect();
+        for chunk in wanted.chunks(SAMPLE_QUERY_CHUNK) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT entity, vals FROM feature_view_samples WHERE name = $1 AND version = $2 AND entity IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(name).bind(version);
+            for entity in chunk {
+                query = query.bind(*entity);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                offline_rows.insert(row.try_get("entity")?, row.try_get("vals")?);
+            }
+        }
+        if offline_rows.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
         let Some((_, mut state)) = skew_state(&mut tx, name, version).await? else {
             // Never materialized with a sample: nothing to compare with.
@@ -179,18 +205,10 @@ impl MetadataStore {
         };
         let mut compared = 0;
         for row in &served.rows {
-            let offline: Option<String> = sqlx::query_scalar(
-                "SELECT vals FROM feature_view_samples WHERE name = $1 AND version = $2 AND entity = $3",
-            )
-            .bind(name)
-            .bind(version)
-            .bind(&row.entity)
-            .fetch_optional(&mut *tx.tx)
-            .await?;
-            let Some(offline) = offline else {
+            let Some(offline) = offline_rows.get(&row.entity) else {
                 continue;
             };
-            let values: Vec<Option<f64>> = parse_json("offline sample", &offline)?;
+            let values: Vec<Option<f64>> = parse_json("offline sample", offline)?;
             let offline = SampledRow {
                 entity: row.entity.clone(),
                 values,
