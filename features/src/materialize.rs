@@ -257,6 +257,28 @@ fn read_batches(
     read_csv(view, path, sink)
 }
 
+/// Where the view's entity key and each of its features are among the file's column `names`.
+pub(crate) fn view_columns<'a>(
+    view: &FeatureViewRecord,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(usize, Vec<usize>), MaterializeError> {
+    let names: Vec<&str> = names.collect();
+    let column = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| MaterializeError::MissingColumn(name.to_string()))
+    };
+    let entity = column(&view.spec.entity)?;
+    let columns = view
+        .spec
+        .features
+        .iter()
+        .map(|f| column(&f.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((entity, columns))
+}
+
 fn read_csv(
     view: &FeatureViewRecord,
     path: &Path,
@@ -272,19 +294,7 @@ fn read_csv(
         .headers()
         .map_err(|e| MaterializeError::Read(e.to_string()))?
         .clone();
-    let column = |name: &str| {
-        header
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| MaterializeError::MissingColumn(name.to_string()))
-    };
-    let entity = column(&view.spec.entity)?;
-    let columns = view
-        .spec
-        .features
-        .iter()
-        .map(|f| column(&f.name))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (entity, columns) = view_columns(view, header.iter().map(str::trim))?;
     let mut record = csv::StringRecord::new();
     let mut line = 1u64;
     let mut values = Vec::with_capacity(columns.len());

@@ -12,7 +12,7 @@ use ferry_api::features::{FeatureDtype, FeatureViewRecord};
 use ferry_api::skew::OfflineSample;
 
 use crate::encoding::Value;
-use crate::materialize::{MaterializeError, Sink};
+use crate::materialize::{MaterializeError, Sink, view_columns};
 
 /// Whether `path` is a Parquet file: it starts with the `PAR1` magic.
 pub(crate) fn is_parquet(path: &Path) -> bool {
@@ -34,28 +34,14 @@ pub(crate) fn read(
     let reader = SerializedFileReader::new(file).map_err(|e| {
         MaterializeError::Read(format!("{} is not readable Parquet: {e}", path.display()))
     })?;
-    let names: Vec<String> = reader
+    let fields = reader
         .metadata()
         .file_metadata()
         .schema_descr()
         .root_schema()
         .get_fields()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect();
-    let column = |name: &str| {
-        names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| MaterializeError::MissingColumn(name.to_string()))
-    };
-    let entity = column(&view.spec.entity)?;
-    let columns = view
-        .spec
-        .features
-        .iter()
-        .map(|f| column(&f.name))
-        .collect::<Result<Vec<_>, _>>()?;
+        .to_vec();
+    let (entity, columns) = view_columns(view, fields.iter().map(|f| f.name()))?;
     let dtypes: Vec<FeatureDtype> = sink.dtypes().to_vec();
     let mut values = Vec::with_capacity(columns.len());
     let mut line = 0u64;
