@@ -8,15 +8,16 @@
 //!   exhaustively (durations in the spec are the contract's, [`ferry_api::units`]);
 //! - [`reconcile`]: the controller's reconcile loop around the engine (serving Deployment and
 //!   Service, registry endpoint, status by server-side apply, finalizer, events);
-//! - [`registry`]: the registry calls the reconciler makes; [`aliases`]: following tracked
-//!   aliases through registry events;
+//! - [`registry`]: the registry calls the reconciler makes; [`follow`]: reconciling promptly
+//!   on registry events (a tracked alias moved, the stable version was judged stale, degraded
+//!   or drifted);
 //! - [`trust`]: what a ModelDeployment's author may make the operator do (labelled token
 //!   Secrets, registry and image allow-lists);
 //! - [`run`](run()): `ferry operator`, with [`probes`] and [`metrics`].
 
-pub mod aliases;
 pub mod crd;
 pub mod crdgen;
+pub mod follow;
 pub mod metrics;
 pub mod probes;
 pub mod reconcile;

@@ -146,7 +146,7 @@ pub async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             }
             ready.store(true, Ordering::Release);
             tracing::info!(resources = store.state().len(), "ready");
-            crate::aliases::follow(ctx, store, trigger).await;
+            crate::follow::follow(ctx, store, trigger).await;
         }
     });
 

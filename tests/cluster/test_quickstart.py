@@ -236,8 +236,12 @@ def test_helm_install_runs_the_registry_and_the_operator_on_real_pods(cluster, k
     # never pulled). The in-chart Redis runs the Redis image built here, at a fixed address.
     values = set_values(words)
     assert values == {"feedback": {"redis": {"enabled": True}}}, values
-    merge(values, cluster.redis_values(REDIS_IP))
-    print(f"values besides the README's: {json.dumps(cluster.redis_values(REDIS_IP))}")
+    # Besides the README's: the in-chart Redis at a fixed address, and a registry whose
+    # monitors judge every 5 s (the perishable-model test).
+    extra = merge(cluster.redis_values(REDIS_IP),
+                  {"registry": {"extraEnv": [{"name": "FERRY_DRIFT_INTERVAL", "value": "5s"}]}})
+    merge(values, extra)
+    print(f"values besides the README's: {json.dumps(extra)}")
     session.values = values
     release = cluster.helm(NS).install(str(REPO / words[3]), "ferry", values, namespace=NS,
                                        create_namespace=True, timeout=180)
@@ -557,6 +561,51 @@ def test_a_version_that_fails_real_requests_is_rolled_back_on_its_error_rate(ses
     late = [a for a in traffic.answers if a.at > traffic.answers[-1].at - 2]
     assert late and all(a.status == 200 for a in late), late[:3]
     print(f"fragile version 4: {failed} failed of {total} answers")
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def test_a_perishable_model_is_stale_past_its_max_age_until_a_fresher_version_is_promoted(session):
+    # `maxAge` on the resource; the registry's lifecycle monitor judges every 5 s here
+    # (`registry.extraEnv` FERRY_DRIFT_INTERVAL, set at install).
+    session.patch("fraud", {"maxAge": "30d"})
+    dataset = ["--data-uri", f"s3://ml/fraud/train.parquet={'a' * 64}"]
+    old = ["tests/fixtures/mlp.onnx", "--param", "lr=0.03", *dataset, "--data-as-of", "2025-01-01"]
+    after = last_event_id(session)
+    status, traffic, _ = roll_out(session, 5, old, reward_of=lambda v: 1.0)
+    assert status["phase"] == "Promoted" and status["stableVersion"] == 5, status
+    assert traffic.failures() == [], traffic.failures()[:5]
+
+    def stale_event():
+        events = [e for e in session.registry_events("fraud", after) if e["type"] == "model.stale"]
+        return events or None
+    [event] = wait_for("model.stale for version 5", stale_event, timeout=60)
+    assert event["data"]["version"] == 5 and event["data"]["age_from"] == "data", event
+    # The operator follows the registry's events: the condition follows the event at once, not
+    # at the next resync (60 s for a resource tracking an alias), so a short wait is the test.
+    stale = session.wait_status("the Stale condition True for version 5",
+                                lambda s: condition(s, "Stale").get("status") == "True", timeout=30)
+    c = condition(stale, "Stale")
+    assert c["reason"] == "MaxAgeExceeded", c
+    assert c["message"].startswith("version 5 is ") and "counted from its training data" in c["message"], c
+    print(f"Stale: {c['message']}")
+
+    # A version trained on fresh data replaces it: `model.refreshed`, and the condition clears.
+    after = last_event_id(session)
+    fresh = ["tests/fixtures/mlp.onnx", "--param", "lr=0.04", *dataset,
+             "--data-as-of", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())]
+    status, _, _ = roll_out(session, 6, fresh, reward_of=lambda v: 1.0)
+    assert status["phase"] == "Promoted" and status["stableVersion"] == 6, status
+    refreshed = session.wait_status("the Stale condition False for version 6",
+                                    lambda s: condition(s, "Stale").get("status") == "False", timeout=60)
+    c = condition(refreshed, "Stale")
+    assert c["reason"] == "WithinMaxAge" and c["message"].startswith("version 6 is "), c
+    kinds = [e["type"] for e in session.registry_events("fraud", after)
+             if e["type"] in ("model.stale", "model.refreshed")]
+    assert kinds == ["model.refreshed"], kinds
+    print(f"after version 6: {c['message']}")
 
 
 def test_a_serving_pod_deleted_under_traffic_is_replaced_and_fails_at_most_its_in_flight_requests(

@@ -1,13 +1,19 @@
-//! Following tracked aliases through the registries' event logs.
+//! Following the registries' event logs, so that the operator reacts at once.
 //!
-//! A `ModelDeployment` that tracks `@alias` resolves it through the registry on every reconcile
-//! (level-triggered: the registry is the truth, and a missed event costs nothing but time), and
-//! is reconciled at least every `alias_resync`. This module makes the reaction prompt: for each
-//! registry (and token) that tracking resources use, one task long-polls the event log, and an
-//! `alias.*` or `version.updated` event about a tracked model triggers a reconcile of every
-//! resource. Bulk reconciles are idempotent and cheap (a few calls per resource), and resources
-//! may point at different registries with different tokens, so this is simpler than mapping
-//! events to resources exactly.
+//! A `ModelDeployment` resolves its `@alias` and reads its endpoint's conditions (`Stale`,
+//! `PerformanceDegraded`, `Drifted`) from the registry on every reconcile (level-triggered: the
+//! registry is the truth, and a missed event costs nothing but time), and is reconciled at
+//! least every `alias_resync` (tracking an alias) or `resync`. This module makes the reaction
+//! prompt: for each registry (and token) that resources use, one task long-polls the event log,
+//! and a reconcile of every resource is triggered by
+//! - an `alias.*` or `version.updated` event about a model a resource tracks by alias, or
+//! - a judgement of a resource's endpoint (`model.stale`/`model.refreshed`,
+//!   `performance.degraded`/`recovered`, `drift.detected`/`recovered`), whose conditions the
+//!   status copies.
+//!
+//! Bulk reconciles are idempotent and cheap (a few calls per resource), and resources may point
+//! at different registries with different tokens, so this is simpler than mapping events to
+//! resources exactly.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,9 +44,6 @@ struct Source {
 }
 
 fn source_of(md: &ModelDeployment) -> Option<Source> {
-    if !matches!(md.spec.target(), Ok(TargetRef::Alias(_))) {
-        return None;
-    }
     Some(Source {
         url: md.spec.registry.url.trim().to_string(),
         namespace: md.namespace()?,
@@ -53,27 +56,38 @@ fn source_of(md: &ModelDeployment) -> Option<Source> {
     })
 }
 
-/// Whether an event of `kind` about `model` on `url` concerns a resource tracking an alias:
-/// an alias moved or went, or a version was archived or restored.
+/// Whether an event of `kind` about `subject` on `url` concerns a resource: an alias moved or
+/// went, or a version was archived or restored, of a model the resource tracks by alias; or the
+/// registry judged the resource's endpoint (named after the resource).
 fn concerns(
     resources: &[Arc<ModelDeployment>],
     url: &str,
     kind: Option<EventKind>,
-    model: &str,
+    subject: &str,
 ) -> bool {
-    if !matches!(
-        kind,
-        Some(EventKind::AliasSet | EventKind::AliasDeleted | EventKind::VersionUpdated)
-    ) {
+    let Some(kind) = kind else {
         return false;
-    }
+    };
     resources
         .iter()
-        .any(|md| source_of(md).is_some_and(|s| s.url == url) && md.spec.model.trim() == model)
+        .filter(|md| source_of(md).is_some_and(|s| s.url == url))
+        .any(|md| match kind {
+            EventKind::AliasSet | EventKind::AliasDeleted | EventKind::VersionUpdated => {
+                matches!(md.spec.target(), Ok(TargetRef::Alias(_)))
+                    && md.spec.model.trim() == subject
+            }
+            EventKind::ModelStale
+            | EventKind::ModelRefreshed
+            | EventKind::PerformanceDegraded
+            | EventKind::PerformanceRecovered
+            | EventKind::DriftDetected
+            | EventKind::DriftRecovered => md.name_any() == subject,
+            _ => false,
+        })
 }
 
-/// Runs until the process stops: keeps one follower per registry that tracking resources use,
-/// each sending `()` on `trigger` when a tracked alias may have moved. Start it once `store`
+/// Runs until the process stops: keeps one follower per registry that resources use, each
+/// sending `()` on `trigger` when an event concerns one ([`concerns`]). Start it once `store`
 /// is ready.
 pub async fn follow<R: Registry>(
     ctx: Arc<Context<R>>,
@@ -109,7 +123,7 @@ pub async fn follow<R: Registry>(
             if running.contains_key(&source) {
                 continue;
             }
-            tracing::info!(registry = %source.url, namespace = %source.namespace, "following registry events for tracked aliases");
+            tracing::info!(registry = %source.url, namespace = %source.namespace, "following registry events");
             let task = tokio::spawn(follow_one(
                 ctx.clone(),
                 source.clone(),
@@ -135,14 +149,14 @@ async fn follow_one<R: Registry>(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let delay = Duration::from_secs(1u64 << failures.min(5));
-                tracing::warn!(registry = %source.url, error = %e, retry_in = ?delay, "cannot follow registry events (tracked aliases are still resolved every reconcile)");
+                tracing::warn!(registry = %source.url, error = %e, retry_in = ?delay, "cannot follow registry events (aliases and conditions are still read at every reconcile)");
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-/// One long-poll: triggers a reconcile when an event may have moved a tracked alias.
+/// One long-poll: triggers a reconcile when an event concerns a resource.
 async fn poll<R: Registry>(
     ctx: &Context<R>,
     source: &Source,
@@ -170,8 +184,8 @@ async fn poll<R: Registry>(
     };
     let cursor = match *after {
         Some(cursor) => cursor,
-        // Start at the head: resources resolve their alias on every reconcile, so what came
-        // before is already accounted for.
+        // Start at the head: resources resolve their alias and read their conditions on every
+        // reconcile, so what came before is already accounted for.
         None => {
             ctx.registry
                 .events(&at, 0, 1, Duration::ZERO)
@@ -193,7 +207,7 @@ async fn poll<R: Registry>(
         .iter()
         .any(|e| concerns(&resources, &source.url, e.event_kind(), &e.subject))
     {
-        tracing::info!(registry = %source.url, "a tracked alias may have moved: reconciling");
+        tracing::info!(registry = %source.url, "a registry event concerns a resource: reconciling");
         // Full means a reconcile of everything is already pending.
         let _ = trigger.try_send(());
     }
@@ -220,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn only_resources_tracking_an_alias_are_followed_keyed_by_registry_and_secret() {
+    fn every_resource_is_followed_keyed_by_registry_and_secret() {
         let a = source_of(&md("a", "fraud", Some("@production"), "http://r:8080 ")).unwrap();
         assert_eq!(a.url, "http://r:8080");
         assert_eq!(a.secret, Some(("tok".into(), "token".into())));
@@ -228,7 +242,47 @@ mod tests {
             a,
             source_of(&md("b", "churn", Some("staging"), "http://r:8080")).unwrap()
         );
-        assert!(source_of(&md("c", "fraud", None, "http://r:8080")).is_none());
+        assert_eq!(
+            a,
+            source_of(&md("c", "fraud", None, "http://r:8080")).unwrap(),
+            "a resource on a fixed version is followed for its conditions"
+        );
+    }
+
+    #[test]
+    fn a_judgement_of_a_resources_endpoint_concerns_it_whatever_its_target() {
+        let resources = vec![
+            Arc::new(md("fraud-eu", "fraud", Some("production"), "http://r:8080")),
+            Arc::new(md("churn", "churn", None, "http://r:8080")),
+        ];
+        let r = "http://r:8080";
+        for kind in [
+            EventKind::ModelStale,
+            EventKind::ModelRefreshed,
+            EventKind::PerformanceDegraded,
+            EventKind::PerformanceRecovered,
+            EventKind::DriftDetected,
+            EventKind::DriftRecovered,
+        ] {
+            assert!(concerns(&resources, r, Some(kind), "fraud-eu"), "{kind:?}");
+            assert!(concerns(&resources, r, Some(kind), "churn"), "{kind:?}");
+            assert!(
+                !concerns(&resources, r, Some(kind), "fraud"),
+                "{kind:?}: the subject is the endpoint, not the model"
+            );
+            assert!(!concerns(
+                &resources,
+                "http://other:8080",
+                Some(kind),
+                "churn"
+            ));
+        }
+        assert!(!concerns(
+            &resources,
+            r,
+            Some(EventKind::SkewDetected),
+            "fraud-eu"
+        ));
     }
 
     #[test]
