@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exercises the README's commands that are not console walk-through steps: `make up`,
 # `make ort`, `cargo install --path . --locked`, `ferry up` and the walk-through with the
-# installed binary, both `ferry serving` examples, and `make lint`.
+# installed binary, both `ferry serving` examples, `make lint` and `make screenshots`.
 set -euo pipefail
 if [ "$#" -gt 0 ]; then
   echo "usage: scripts/check-readme-run.sh (no arguments: it builds, installs and runs what the README shows)" >&2
@@ -62,3 +62,13 @@ stop $serving
 echo "ferry serving (registry and file): OK"
 
 make lint
+
+# The UI's screenshots, as the README's images are made (into a copy, so a CI run leaves the
+# committed ones alone).
+rm -rf docs/ui.check && cp -r docs/ui docs/ui.check
+make screenshots
+for page in models model endpoint drift events; do
+  [ -s "docs/ui/$page.png" ] || { echo "make screenshots did not write docs/ui/$page.png" >&2; exit 1; }
+done
+rm -rf docs/ui && mv docs/ui.check docs/ui
+echo "make screenshots: OK"

@@ -27,10 +27,19 @@ export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so"
 # Python packages used by fixture checks and client tests.
 # KServe and tritonclient.grpc register the same protobuf messages: one process cannot import
 # both (the tests call KServe in a process of its own), so they are checked apart.
-if ! { python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, tritonclient.grpc' \
+if ! { python3 -c 'import onnx, onnxruntime, numpy, ml_dtypes, pytest, tritonclient.http, tritonclient.grpc, playwright' \
        && python3 -c 'import kserve'; } 2>/dev/null; then
   log "installing Python test packages"
   python3 -m pip install --quiet -r scripts/requirements-test.txt
+fi
+
+# Chromium from Debian's packages: the web UI's tests run in it (tests/python/test_ui.py).
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Chromium (Debian's package) for the web UI's browser tests"
+  as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ||
+    { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
+    log "Chromium could not be installed: the web UI's tests will fail"
 fi
 
 # PostgreSQL: the registry's tests run against the real server.

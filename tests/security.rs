@@ -166,6 +166,27 @@ fn matrix(webhook: &str) -> Vec<Row> {
     vec![
         // Open: probes and scrapes.
         row("/healthz", Method::GET, "/healthz", NoBody, Need::Open, ok),
+        // Open: the web UI's files (they hold no data; every call they make needs a token).
+        // `/` sends browsers to the UI; an API client gets a 404.
+        row("/", Method::GET, "/", NoBody, Need::Open, &[404]),
+        row("/ui", Method::GET, "/ui", NoBody, Need::Open, ok),
+        row("/ui/", Method::GET, "/ui/", NoBody, Need::Open, ok),
+        row(
+            "/ui/assets/{file}",
+            Method::GET,
+            "/ui/assets/app.js",
+            NoBody,
+            Need::Open,
+            ok,
+        ),
+        row(
+            "/ui/{*path}",
+            Method::GET,
+            "/ui/models/fraud",
+            NoBody,
+            Need::Open,
+            ok,
+        ),
         row("/readyz", Method::GET, "/readyz", NoBody, Need::Open, ok),
         row("/metrics", Method::GET, "/metrics", NoBody, Need::Open, ok),
         row(
@@ -261,6 +282,22 @@ fn matrix(webhook: &str) -> Vec<Row> {
             "/api/v1/endpoints/{name}/analysis",
             Method::GET,
             &format!("{e}/analysis"),
+            NoBody,
+            Need::Read,
+            ok,
+        ),
+        row(
+            "/api/v1/endpoints/{name}/analysis/series",
+            Method::GET,
+            &format!("{e}/analysis/series?window=5m&step=30s"),
+            NoBody,
+            Need::Read,
+            ok,
+        ),
+        row(
+            "/api/v1/whoami",
+            Method::GET,
+            "/api/v1/whoami",
             NoBody,
             Need::Read,
             ok,
@@ -512,9 +549,11 @@ fn routes_in_source() -> BTreeSet<String> {
     let files = [
         "registry/src/api/mod.rs",
         "registry/src/api/webhooks.rs",
+        "registry/src/ui.rs",
         "serving/src/api/mod.rs",
     ];
-    let quoted = regex::Regex::new(r#""(/(?:api/v1|v2|healthz|readyz|metrics)[^"]*)""#).unwrap();
+    let quoted =
+        regex::Regex::new(r#""(/(?:api/v1|v2|healthz|readyz|metrics|ui)?[^"]*)""#).unwrap();
     let mut routes = BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();

@@ -25,6 +25,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod relay;
 pub mod store;
+pub mod ui;
 pub mod upload;
 pub mod webhooks;
 

@@ -30,6 +30,7 @@ on_every_backend!(
     concurrent_puts_without_if_match_leave_gapless_revisions_and_one_event_each,
     a_version_an_endpoint_routes_to_cannot_be_archived,
     reports_from_two_replicas_sum_into_the_analysis_of_the_window,
+    the_series_sums_each_step_of_the_window_like_the_analysis,
     roles_follow_the_current_policy_and_versions_left_out_are_retired,
     a_report_sent_again_under_its_id_is_counted_once,
     a_change_of_load_error_emits_one_degraded_or_recovered_event,
@@ -672,6 +673,79 @@ async fn a_version_an_endpoint_routes_to_cannot_be_archived(app: &TestApp) {
 
 // ---------------------------------------------------------------------------------------------
 // Reports and analysis
+
+async fn the_series_sums_each_step_of_the_window_like_the_analysis(app: &TestApp) {
+    seed(app, 2).await;
+    let body = json!({"model": "fraud", "stable": 1, "canary": {"version": 2, "weight": 0.5}});
+    let (status, _, _) = put(app, "fraud-api", &body, &[]).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let store = &app.state.store;
+    let now = Utc::now();
+    let ago = |s: i64| now - chrono::TimeDelta::seconds(s);
+    // Two replicas in the step 1–2 minutes ago, one in the newest; none in between.
+    for (replica, at, stable, canary) in [("a", 100, 30, 3), ("b", 70, 20, 7), ("a", 10, 60, 0)] {
+        let r = report(
+            replica,
+            vec![
+                (1, counters(stable, 1000.0, &[])),
+                (2, counters(canary, 1000.0, &[("model_error", 1)])),
+            ],
+            None,
+        );
+        store
+            .record_report_at("fraud-api", r, ago(at))
+            .await
+            .unwrap();
+    }
+    let (status, series) = app
+        .get("/api/v1/endpoints/fraud-api/analysis/series?window=3m&step=1m")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    assert_eq!(series["window_seconds"], 180.0);
+    assert_eq!(series["step_seconds"], 60.0);
+    let points = series["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    let of = |point: &Value, version: i64, field: &str| {
+        point["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["version"] == version)
+            .map(|v| v[field].clone())
+            .unwrap()
+    };
+    let stable: Vec<Value> = points.iter().map(|p| of(p, 1, "requests")).collect();
+    assert_eq!(stable, [json!(0), json!(50), json!(60)]);
+    let canary: Vec<Value> = points.iter().map(|p| of(p, 2, "errors")).collect();
+    assert_eq!(canary, [json!(0), json!(2), json!(1)]);
+    assert_eq!(of(&points[1], 2, "role"), "canary");
+    // 10 answered + 2 failed in 60 s.
+    assert_eq!(of(&points[1], 2, "requests_per_second"), json!(0.2));
+    assert_eq!(of(&points[1], 2, "error_rate"), json!(2.0 / 12.0));
+    assert_eq!(of(&points[0], 1, "latency_p50_ms"), Value::Null);
+
+    for (query, names) in [
+        (
+            "window=1h&step=5s",
+            "step `5s` makes 720 points over 3600 s; at most 360",
+        ),
+        (
+            "window=3m&step=0",
+            "step `0` must be between 1 s and the window (180 s)",
+        ),
+        ("window=2h&step=1m", "is longer than 3600 s"),
+    ] {
+        let (status, problem) = app
+            .get(&format!(
+                "/api/v1/endpoints/fraud-api/analysis/series?{query}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
+        assert!(detail(&problem).contains(names), "{query}: {problem}");
+    }
+    let (status, _) = app.get("/api/v1/endpoints/nothing/analysis/series").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
 
 async fn reports_from_two_replicas_sum_into_the_analysis_of_the_window(app: &TestApp) {
     seed(app, 5).await;

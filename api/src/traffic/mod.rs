@@ -8,10 +8,12 @@
 //!   the registry's `/analysis` both use [`summary::summarize`].
 //! - [`policy`]: an endpoint's traffic policy validated, and the role of each version in it.
 //! - [`report`]: a report validated, and an analysis window parsed.
+//! - [`series`]: the analysis step by step over a window (the web UI's charts).
 
 pub mod counters;
 pub mod policy;
 pub mod report;
+pub mod series;
 pub mod summary;
 
 pub use counters::{
@@ -25,4 +27,5 @@ pub use report::{
     MAX_INTERVAL_SECONDS, MAX_LOAD_ERROR_BYTES, MAX_REPLICA_CHARS, MAX_REPORT_ID_CHARS,
     MAX_REPORT_VERSIONS, parse_window, validate_report,
 };
+pub use series::{AnalysisSeries, SeriesPoint, VersionPoint, analysis_series, parse_step};
 pub use summary::{ReceivedReport, summarize, summarize_reports};

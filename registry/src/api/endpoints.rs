@@ -11,7 +11,7 @@ use crate::endpoints::{Preconditions, etag};
 use crate::error::{Error, Result};
 use crate::store::EndpointWrite;
 use ferry_api::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep};
-use ferry_api::traffic::parse_window;
+use ferry_api::traffic::{AnalysisSeries, parse_step, parse_window};
 use ferry_api::traffic::{EndpointAnalysis, Report};
 
 // The same paging limits as the model listings.
@@ -138,6 +138,28 @@ pub async fn get_analysis(
     let window = parse_window(q.window.as_deref(), state.config.report_retention)?;
     Ok(axum::Json(
         state.store.endpoint_analysis(&name, window).await?,
+    ))
+}
+
+/// `?window=&step=` of the series.
+#[derive(Debug, Deserialize)]
+pub struct SeriesQuery {
+    window: Option<String>,
+    step: Option<String>,
+}
+
+pub async fn get_analysis_series(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<axum::Json<AnalysisSeries>> {
+    let window = parse_window(q.window.as_deref(), state.config.report_retention)?;
+    let step = parse_step(q.step.as_deref(), window)?;
+    Ok(axum::Json(
+        state
+            .store
+            .endpoint_analysis_series(&name, window, step)
+            .await?,
     ))
 }
 

@@ -29,6 +29,7 @@ pub fn routes(state: AppState) -> Router {
     let config = state.config.clone();
     // Quick JSON routes get a deadline; a stuck database answers 503 instead of hanging.
     let quick = Router::new()
+        .route("/api/v1/whoami", get(system::whoami))
         .route("/api/v1/models", get(models::list_models))
         .route("/api/v1/models/{name}", get(models::get_model))
         .route("/api/v1/models/{name}/versions", get(models::list_versions))
@@ -68,6 +69,10 @@ pub fn routes(state: AppState) -> Router {
         .route(
             "/api/v1/endpoints/{name}/analysis",
             get(endpoints::get_analysis),
+        )
+        .route(
+            "/api/v1/endpoints/{name}/analysis/series",
+            get(endpoints::get_analysis_series),
         )
         .merge(webhooks::routes())
         .merge(features::routes())
@@ -117,7 +122,8 @@ pub fn routes(state: AppState) -> Router {
                 state.config.metrics_require_token,
             ),
         );
-    api.merge(system)
+    let open = state.config.tokens.is_open();
+    api.merge(system).merge(crate::ui::routes(open))
 }
 
 /// The registry as a complete service: [`routes`] wrapped in the common layers, with a

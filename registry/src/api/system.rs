@@ -1,11 +1,13 @@
-//! Liveness and readiness.
+//! Liveness, readiness, and who the caller is.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::AppState;
+use ferry_api::http::auth::Principal;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> Response {
@@ -40,4 +42,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         body["feedback_store"] = json!(index.health());
     }
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /api/v1/whoami`: the caller's role (`admin` when the server runs without tokens, then
+/// `open` is true) and its token's label, so that a client (the web UI) shows only what the
+/// role may do. The server still checks every call.
+pub async fn whoami(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
+    let open = state.config.tokens.is_open();
+    axum::Json(json!({
+        "role": principal.role,
+        "open": open,
+        "token": if open { None } else { Some(principal.label) },
+    }))
+    .into_response()
 }

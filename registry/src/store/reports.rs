@@ -6,6 +6,7 @@
 //! `endpoint.degraded` when it reports a new error, `endpoint.recovered` when it reports none
 //! after one.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,10 +15,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::endpoints::to_json;
 use super::{JobKey, MetadataStore, parse_json, parse_timestamp, timestamp};
 use crate::error::{Error, Result};
+use ferry_api::drift::Profile;
 use ferry_api::events::{EndpointDegraded, EndpointRecovered, EventData};
 use ferry_api::names;
+use ferry_api::records::EndpointRecord;
 use ferry_api::records::Event;
-use ferry_api::traffic::{EndpointAnalysis, Report};
+use ferry_api::traffic::{AnalysisSeries, EndpointAnalysis, Report, analysis_series};
 use ferry_api::traffic::{ReceivedReport, referenced_versions, summarize_reports, validate_report};
 
 /// Reports deleted per transaction when pruning, so that no prune holds the writer lock long.
@@ -253,6 +256,56 @@ impl MetadataStore {
         name: &str,
         window: Duration,
     ) -> Result<EndpointAnalysis> {
+        let window_seconds = window.as_secs_f64();
+        self.with_window_reports(name, window, move |endpoint, reports, profiles| {
+            summarize_reports(
+                &endpoint.name,
+                window_seconds,
+                &endpoint.policy,
+                reports,
+                profiles,
+            )
+        })
+        .await
+    }
+
+    /// The analysis of endpoint `name` step by step over the last `window`
+    /// ([`analysis_series`]).
+    ///
+    /// # Errors
+    /// As [`MetadataStore::endpoint_analysis`].
+    pub async fn endpoint_analysis_series(
+        &self,
+        name: &str,
+        window: Duration,
+        step: Duration,
+    ) -> Result<AnalysisSeries> {
+        let end = Utc::now();
+        self.with_window_reports(name, window, move |endpoint, reports, profiles| {
+            analysis_series(
+                &endpoint.name,
+                &endpoint.policy,
+                reports,
+                profiles,
+                end,
+                window,
+                step,
+            )
+        })
+        .await
+    }
+
+    /// Loads endpoint `name`, the reports it received in the last `window` and the training
+    /// profiles of its policy's versions, then runs `f` on them on a blocking thread (parsing
+    /// and summing an hour of reports from many replicas is CPU work: kept off the reactor).
+    async fn with_window_reports<T: Send + 'static>(
+        &self,
+        name: &str,
+        window: Duration,
+        f: impl FnOnce(&EndpointRecord, &[ReceivedReport], &BTreeMap<i64, Profile>) -> T
+        + Send
+        + 'static,
+    ) -> Result<T> {
         let endpoint = self.get_endpoint(name).await?;
         let since = TimeDelta::from_std(window)
             .ok()
@@ -273,8 +326,6 @@ impl MetadataStore {
         let profiles = self
             .version_profiles(&endpoint.policy.model, &versions)
             .await?;
-        // Parsing and summing an hour of reports from many replicas is CPU work: keep it off
-        // the reactor.
         tokio::task::spawn_blocking(move || {
             let reports = rows
                 .iter()
@@ -285,13 +336,7 @@ impl MetadataStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(summarize_reports(
-                &endpoint.name,
-                window.as_secs_f64(),
-                &endpoint.policy,
-                &reports,
-                &profiles,
-            ))
+            Ok(f(&endpoint, &reports, &profiles))
         })
         .await
         .map_err(|e| Error::Internal(format!("analysis task failed: {e}")))?
