@@ -118,7 +118,8 @@ def site(tmp_path_factory):
             "--metric", "auc=0.92")
     s.ferry("endpoint", "set", "fraud", "--model", "fraud", "--stable", "1", "--canary", "2", "--weight", "0.3",
             "--shadow", "3", "--drift", "psi:0.2")
-    s.ferry("model", "push", str(variant(tmp, "c1")), "--name", "churn", "--alias", "production")
+    s.ferry("model", "push", str(variant(tmp, "c1")), "--name", "churn", "--alias", "production",
+            "--git", COMMIT, "--git-repo", "git@gitlab.com:acme/churn.git")
     s.ferry("model", "push", str(variant(tmp, "c2")), "--name", "churn")
     traffic = Traffic(s)
     traffic.start()
@@ -271,6 +272,18 @@ def test_an_alias_moved_in_the_ui_changes_what_serving_answers(site, browser):
     page.locator("details[data-version='3'] summary").click()
     page.locator("details[data-version='3'] [data-action='archive']").click()
     assert site.get("/api/v1/models/churn/versions/3")["status"] == "active"
+    # Accepted, it archives; the page shows it from the event, and restoring brings it back.
+    page.once("dialog", lambda d: d.accept())
+    page.locator("details[data-version='3'] [data-action='archive']").click()
+    expect(page.locator("details[data-version='3'] summary")).to_contain_text("archived", timeout=15000)
+    assert site.get("/api/v1/models/churn/versions/3")["status"] == "archived"
+    page.once("dialog", lambda d: d.accept())
+    page.locator("details[data-version='3'] [data-action='restore']").click()
+    expect(page.locator("details[data-version='3'] summary")).to_contain_text("active", timeout=15000)
+    # An SSH remote on GitLab links to the commit there.
+    page.locator("details[data-version='1'] summary").click()
+    expect(page.locator("details[data-version='1']").get_by_role("link", name=COMMIT)).to_have_attribute(
+        "href", f"https://gitlab.com/acme/churn/commit/{COMMIT}")
     assert tab.close() == []
 
 
