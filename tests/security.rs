@@ -295,6 +295,14 @@ fn matrix(webhook: &str) -> Vec<Row> {
             ok,
         ),
         row(
+            "/api/v1/endpoints/{name}/histograms",
+            Method::GET,
+            &format!("{e}/histograms"),
+            NoBody,
+            Need::Read,
+            &[404],
+        ),
+        row(
             "/api/v1/whoami",
             Method::GET,
             "/api/v1/whoami",

@@ -417,6 +417,7 @@ async fn the_analysis_scores_the_drift_of_versions_with_a_profile(app: &TestApp)
     assert_eq!(drift["samples"], 2000, "{body}");
     assert_eq!(drift["worst_feature"], "income");
     let income = &drift["features"]["income"];
+    let income_psi = income["scores"]["psi"].clone();
     assert_eq!(income["input"], "input");
     assert_eq!(income["samples"], 2000);
     assert!(income["scores"]["psi"].as_f64().unwrap() > 1.0, "{drift}");
@@ -435,6 +436,44 @@ async fn the_analysis_scores_the_drift_of_versions_with_a_profile(app: &TestApp)
     let analysis: EndpointAnalysis = serde_json::from_value(body).unwrap();
     let typed = analysis.versions[0].drift.as_ref().unwrap();
     assert_eq!(typed.worst_feature.as_deref(), Some("income"));
+
+    // The histograms behind those scores: the stable version by default, training beside live
+    // on the profile's buckets, worst first; the live counts are the two reports summed.
+    let (status, body) = app
+        .get("/api/v1/endpoints/fraud-api/histograms?window=5m")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1);
+    let features = body["features"].as_array().unwrap();
+    assert_eq!(features.len(), 4);
+    assert_eq!(features[0]["feature"], "income");
+    assert_eq!(features[0]["scores"]["psi"], income_psi);
+    let trained = &profile.inputs[0].features[1];
+    assert_eq!(trained.name, "income");
+    assert_eq!(features[0]["edges"], json!(trained.edges));
+    assert_eq!(features[0]["training"], json!(trained.counts));
+    let live_income = live(&profile, 1000, 31, 25.0).inputs["input"][1]
+        .iter()
+        .zip(&live(&profile, 1000, 32, 25.0).inputs["input"][1])
+        .map(|(a, b)| a + b)
+        .collect::<Vec<u64>>();
+    assert_eq!(features[0]["live"], json!(live_income));
+    // The canary has no profile; a version not on the endpoint is not found either.
+    for version in [2, 7] {
+        let (status, problem) = app
+            .get(&format!(
+                "/api/v1/endpoints/fraud-api/histograms?version={version}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("version {version} of endpoint fraud-api")),
+            "{problem}"
+        );
+    }
 }
 
 async fn an_upload_with_a_malformed_profile_is_a_400_naming_the_field(app: &TestApp) {

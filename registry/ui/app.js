@@ -485,6 +485,9 @@
     const conditions = h("div", { id: "conditions" });
     const analysis = h("div", { id: "analysis" });
     const drift = h("div", { id: "drift" });
+    const histVersion = h("select", { id: "hist-version", "aria-label": "Version" });
+    const histFeature = h("select", { id: "hist-feature", "aria-label": "Feature" });
+    const histogram = h("div", { id: "histogram" });
     const windowSelect = h("select", { id: "window", "aria-label": "Chart window" }, [["5m", "15s"], ["15m", "15s"], ["1h", "1m"]].map(([w, s]) => h("option", { value: `${w}|${s}`, selected: w === "15m" }, `last ${w}`)));
     const charts = h("div", { class: "charts", id: "charts" }, CHARTS.map((c) => h("section", { class: "chart", "data-chart": c.key, "aria-label": c.title },
       h("h3", {}, c.title), h("div", { class: "plot" }),
@@ -494,6 +497,9 @@
       h("h2", {}, "Live, per version ", windowSelect), charts,
       h("h2", {}, "Now (last minute)"), analysis,
       h("h2", {}, "Drift by feature"), drift,
+      h("h2", {}, "Training vs live, last 5 minutes"),
+      h("form", { class: "inline", onsubmit: (e) => e.preventDefault() }, h("label", { for: "hist-version" }, "Version"), histVersion, h("label", { for: "hist-feature" }, "Feature"), histFeature),
+      histogram,
       h("h2", {}, "Rollout timeline"), timeline);
     let endpoint = null;
     const loadPolicy = async () => {
@@ -540,6 +546,46 @@
           rest.length ? h("details", {}, h("summary", {}, `the other ${rest.length} features`), h("div", { class: "table-wrap" }, h("table", { class: "drift-features-rest" }, head(), h("tbody", {}, rest.map(row))))) : null);
       }) : [h("p", { class: "muted" }, "No drift scored in the last minute (a version needs a training profile and traffic).")]));
     };
+    // One feature's training histogram beside its live one: shares per bucket as bars, and the
+    // counts as a table.
+    const loadHistogram = async () => {
+      const versions = endpoint ? [endpoint.stable, endpoint.canary && endpoint.canary.version, ...(endpoint.shadows || []).map((x) => x.version)].filter((v) => v) : [];
+      if (histVersion.options.length !== versions.length || [...histVersion.options].some((o, i) => Number(o.value) !== versions[i])) {
+        const keep = histVersion.value;
+        histVersion.replaceChildren(...versions.map((v) => h("option", { value: v, selected: String(v) === keep }, `version ${v}`)));
+      }
+      let data;
+      try {
+        data = await api(`/endpoints/${enc(name)}/histograms?version=${histVersion.value}&window=5m`);
+      } catch (e) {
+        if (e.status !== 404) throw e;
+        histFeature.replaceChildren();
+        histogram.replaceChildren(h("p", { class: "muted" }, e.message));
+        return;
+      }
+      const keep = histFeature.value;
+      const names = data.features.map((f) => f.feature);
+      if (histFeature.options.length !== names.length || [...histFeature.options].some((o, i) => o.value !== names[i])) {
+        histFeature.replaceChildren(...data.features.map((f) => h("option", { value: f.feature, selected: f.feature === keep }, `${f.feature}${f.scores ? ` (PSI ${fmt.num(f.scores.psi)})` : ""}`)));
+      }
+      const f = data.features.find((x) => x.feature === histFeature.value) || data.features[0];
+      if (!f) { histogram.replaceChildren(h("p", { class: "muted" }, "This version's profile has no tabular features.")); return; }
+      const total = (xs) => xs.reduce((a, b) => a + b, 0) || 1;
+      const tShare = f.training.map((c) => c / total(f.training));
+      const lShare = f.live.map((c) => c / total(f.live));
+      const top = Math.max(...tShare, ...lShare, 1e-9);
+      const label = (i) => (i === 0 ? `< ${fmt.num(f.edges[0])}` : i === f.edges.length ? `≥ ${fmt.num(f.edges[i - 1])}` : `${fmt.num(f.edges[i - 1])}–${fmt.num(f.edges[i])}`);
+      const bar = (share, cls) => { const b = h("span", { class: `hbar ${cls}` }); b.style.height = `${(share / top) * 100}%`; return b; };
+      histogram.replaceChildren(
+        h("p", {}, `${f.feature}: ${f.scores ? `PSI ${fmt.num(f.scores.psi)}, KL ${fmt.num(f.scores.kl)}, JS ${fmt.num(f.scores.js)}` : "no live values in the window"} · `, h("span", { class: "key training" }, "training"), " ", h("span", { class: "key live" }, "live")),
+        h("div", { class: "histogram", "data-feature": f.feature, role: "img", "aria-label": `Histogram of ${f.feature}: training and live shares per bucket` },
+          f.training.map((_, i) => h("div", { class: "bucket", title: `${label(i)}: training ${fmt.pct(tShare[i])}, live ${fmt.pct(lShare[i])}` }, bar(tShare[i], "training"), bar(lShare[i], "live")))),
+        h("details", {}, h("summary", {}, "Data"), h("div", { class: "table-wrap" }, h("table", { class: "histogram-data" },
+          h("thead", {}, h("tr", {}, h("th", {}, "bucket"), h("th", { class: "num" }, "training"), h("th", { class: "num" }, "live"))),
+          h("tbody", {}, f.training.map((c, i) => h("tr", {}, h("td", {}, label(i)), h("td", { class: "num" }, c), h("td", { class: "num" }, f.live[i]))))))));
+    };
+    histVersion.addEventListener("change", () => { histFeature.replaceChildren(); loadHistogram(); });
+    histFeature.addEventListener("change", loadHistogram);
     const TIMELINE = new Set(["rollout.step", "endpoint.updated", "drift.detected", "drift.recovered", "alias.set", "alias.deleted", "model.stale", "model.refreshed", "performance.degraded", "performance.recovered"]);
     const concerns = (e) => TIMELINE.has(e.type) && (e.subject === name || (endpoint && e.subject === endpoint.model && e.type.startsWith("alias.")));
     const describe = (e) => {
@@ -557,12 +603,13 @@
     };
     await loadPolicy();
     await loadSeries();
+    await loadHistogram();
     const head = (await api("/events?after=0&limit=1")).head;
     const recent = (await api(`/events?after=${Math.max(0, head - 1000)}&limit=1000`)).events.filter(concerns);
     for (const e of recent.slice(-100)) addToTimeline(e, false);
     if (!timeline.children.length) timeline.append(h("li", { class: "muted" }, "No rollout events yet."));
     windowSelect.addEventListener("change", loadSeries);
-    every(5000, () => loadSeries().catch((e) => console.warn("analysis refresh failed", e.message)));
+    every(5000, () => Promise.all([loadSeries(), loadHistogram()]).catch((e) => console.warn("analysis refresh failed", e.message)));
     const refreshPolicy = debounced(() => loadPolicy().catch(() => {}));
     onEvent((e) => { if (concerns(e)) { addToTimeline(e, true); refreshPolicy(); } });
     const resize = debounced(() => { for (const box of charts.children) if (box._plot) box._plot.setSize({ width: Math.max(280, box.querySelector(".plot").clientWidth), height: 180 }); }, 200);

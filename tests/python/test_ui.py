@@ -346,8 +346,22 @@ def test_the_endpoint_page_charts_the_analysis_of_every_version(site, browser):
     expect(page.locator("#timeline li[data-type='drift.detected']").first).to_be_visible(timeout=30000)
     expect(page.locator("#timeline li[data-type='endpoint.updated']").first).to_be_visible()
     expect(chart("drift_psi").locator("canvas")).to_have_count(1)
-    page.locator("#drift").scroll_into_view_if_needed()
-    page.evaluate("document.getElementById('drift').previousElementSibling.scrollIntoView()")
+
+    # Training beside live for the stable version's worst feature: the profile's counts exactly,
+    # and the live mass moved up with the shift.
+    expect(page.locator("#hist-feature")).to_have_value("f0", timeout=15000)
+    f0 = next(f for f in site.get("/api/v1/endpoints/fraud/histograms?version=1&window=5m")["features"]
+              if f["feature"] == "f0")
+    expect(page.locator("#histogram .histogram .bucket")).to_have_count(len(f0["training"]))
+    column = lambda n: [int(t) for t in page.locator(  # the table is in a closed <details>
+        f"#histogram table.histogram-data tbody tr td:nth-child({n})").evaluate_all("els => els.map(e => e.textContent)")]
+    assert column(2) == f0["training"]
+    mean = lambda xs: sum(i * x for i, x in enumerate(xs)) / sum(xs)
+    assert mean(column(3)) > mean(f0["training"]) + 1, (column(3), f0["training"])
+    page.locator("#hist-feature").select_option("f5")
+    expect(page.locator("#histogram .histogram")).to_have_attribute("data-feature", "f5")
+    page.locator("#hist-feature").select_option("f0")
+    page.evaluate("document.getElementById('histogram').previousElementSibling.previousElementSibling.scrollIntoView()")
     tab.shot("drift")
     assert tab.close() == []
 

@@ -112,6 +112,81 @@ pub fn analyze_drift(profile: &Profile, counters: &DriftCounters) -> DriftAnalys
     analysis
 }
 
+/// A feature's training histogram beside its live one, on the same buckets: what a person
+/// looks at to see how a feature drifted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureHistogram {
+    /// The feature, keyed as in [`DriftAnalysis::features`] (`input/name` when the profile has
+    /// several tabular inputs).
+    pub feature: String,
+    /// The model input it belongs to.
+    pub input: String,
+    /// Bin edges; bucket `i` is `[edges[i-1], edges[i])`, bucket 0 everything below `edges[0]`
+    /// and the last everything from the last edge up (see [`super::bucket`]).
+    pub edges: Vec<f64>,
+    /// Training values per bucket (`edges.len() + 1` entries).
+    pub training: Vec<u64>,
+    /// Live values per bucket, zeros when none were counted.
+    pub live: Vec<u64>,
+    /// The distances, when there were live values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
+}
+
+/// `GET /api/v1/endpoints/{name}/histograms`: a version's features, training beside live,
+/// over a window of the endpoint's reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionHistograms {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The version.
+    pub version: i64,
+    /// The window, in seconds.
+    pub window_seconds: f64,
+    /// Every profiled feature, worst PSI first ([`feature_histograms`]).
+    pub features: Vec<FeatureHistogram>,
+}
+
+/// Every profiled feature of `profile` with its training and live histograms (from the summed
+/// `counters`), worst PSI first (features without live values last, by name).
+pub fn feature_histograms(profile: &Profile, counters: &DriftCounters) -> Vec<FeatureHistogram> {
+    let tabular = profile
+        .inputs
+        .iter()
+        .filter(|i| !i.features.is_empty())
+        .count();
+    let mut out = Vec::new();
+    for input in profile.inputs.iter().filter(|i| !i.features.is_empty()) {
+        let live = counters.inputs.get(&input.input);
+        for (i, feature) in input.features.iter().enumerate() {
+            let counts = live
+                .and_then(|l| l.get(i))
+                .filter(|c| c.len() == feature.counts.len())
+                .cloned()
+                .unwrap_or_else(|| vec![0; feature.counts.len()]);
+            out.push(FeatureHistogram {
+                feature: if tabular > 1 {
+                    format!("{}/{}", input.input, feature.name)
+                } else {
+                    feature.name.clone()
+                },
+                input: input.input.clone(),
+                edges: feature.edges.clone(),
+                scores: scores(&feature.counts, &counts),
+                training: feature.counts.clone(),
+                live: counts,
+            });
+        }
+    }
+    let psi = |h: &FeatureHistogram| h.scores.map_or(f64::NEG_INFINITY, |s| s.psi);
+    out.sort_by(|a, b| {
+        psi(b)
+            .total_cmp(&psi(a))
+            .then_with(|| a.feature.cmp(&b.feature))
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -226,5 +301,24 @@ mod tests {
         assert!(analysis.features.contains_key("x/age"));
         assert_eq!(analysis.features["y/age"].input, "y");
         assert_eq!(analysis.samples, 20);
+    }
+
+    #[test]
+    fn histograms_pair_training_and_live_buckets_worst_first() {
+        let counters = live(&[
+            vec![0, 2500, 2500, 2500, 2500, 0],
+            vec![0, 0, 0, 5000, 5000, 0],
+        ]);
+        let h = feature_histograms(&profile(), &counters);
+        let names: Vec<&str> = h.iter().map(|f| f.feature.as_str()).collect();
+        // income moved, age did not, score got no live values.
+        assert_eq!(names, ["income", "age", "score"]);
+        assert_eq!(h[0].training, [0, 2500, 2500, 2500, 2500, 0]);
+        assert_eq!(h[0].live, [0, 0, 0, 5000, 5000, 0]);
+        assert_eq!(h[0].edges, [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert!(h[0].scores.unwrap().psi > 1.0);
+        assert!(h[1].scores.unwrap().psi.abs() < 1e-9);
+        assert_eq!(h[2].live, [0, 0, 0, 0]);
+        assert_eq!(h[2].scores, None);
     }
 }

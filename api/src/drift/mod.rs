@@ -16,7 +16,10 @@ pub mod profile;
 pub mod profiling;
 pub mod score;
 
-pub use compare::{DriftAnalysis, FeatureDrift, analyze_drift};
+pub use compare::{
+    DriftAnalysis, FeatureDrift, FeatureHistogram, VersionHistograms, analyze_drift,
+    feature_histograms,
+};
 pub use profile::{FeatureProfile, InputProfile, Profile, Summary, bucket};
 pub use profiling::{
     Header, ProfileError, ProfileOptions, profile_csv, profile_csv_file, profile_file, profile_rows,

@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::endpoints::{Preconditions, etag};
 use crate::error::{Error, Result};
 use crate::store::EndpointWrite;
+use ferry_api::drift::VersionHistograms;
 use ferry_api::records::{EndpointPolicy, EndpointRecord, Event, Page, RolloutStep};
 use ferry_api::traffic::{AnalysisSeries, parse_step, parse_window};
 use ferry_api::traffic::{EndpointAnalysis, Report};
@@ -159,6 +160,27 @@ pub async fn get_analysis_series(
         state
             .store
             .endpoint_analysis_series(&name, window, step)
+            .await?,
+    ))
+}
+
+/// `?version=&window=` of the histograms.
+#[derive(Debug, Deserialize)]
+pub struct HistogramsQuery {
+    version: Option<i64>,
+    window: Option<String>,
+}
+
+pub async fn get_histograms(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HistogramsQuery>,
+) -> Result<axum::Json<VersionHistograms>> {
+    let window = parse_window(q.window.as_deref(), state.config.report_retention)?;
+    Ok(axum::Json(
+        state
+            .store
+            .endpoint_histograms(&name, q.version, window)
             .await?,
     ))
 }

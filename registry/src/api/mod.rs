@@ -74,6 +74,10 @@ pub fn routes(state: AppState) -> Router {
             "/api/v1/endpoints/{name}/analysis/series",
             get(endpoints::get_analysis_series),
         )
+        .route(
+            "/api/v1/endpoints/{name}/histograms",
+            get(endpoints::get_histograms),
+        )
         .merge(webhooks::routes())
         .merge(features::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

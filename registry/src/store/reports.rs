@@ -15,12 +15,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::endpoints::to_json;
 use super::{JobKey, MetadataStore, parse_json, parse_timestamp, timestamp};
 use crate::error::{Error, Result};
-use ferry_api::drift::Profile;
+use ferry_api::drift::{Profile, VersionHistograms, feature_histograms};
 use ferry_api::events::{EndpointDegraded, EndpointRecovered, EventData};
 use ferry_api::names;
 use ferry_api::records::EndpointRecord;
 use ferry_api::records::Event;
-use ferry_api::traffic::{AnalysisSeries, EndpointAnalysis, Report, analysis_series};
+use ferry_api::traffic::{
+    AnalysisSeries, DriftCounters, EndpointAnalysis, Report, analysis_series,
+};
 use ferry_api::traffic::{ReceivedReport, referenced_versions, summarize_reports, validate_report};
 
 /// Reports deleted per transaction when pruning, so that no prune holds the writer lock long.
@@ -293,6 +295,48 @@ impl MetadataStore {
             )
         })
         .await
+    }
+
+    /// The training and live histograms of `version` (the stable one by default) of endpoint
+    /// `name` over the last `window` ([`feature_histograms`]).
+    ///
+    /// # Errors
+    /// As [`MetadataStore::endpoint_analysis`]; [`Error::NotFound`] when the version is not in
+    /// the endpoint's policy or has no training profile.
+    pub async fn endpoint_histograms(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        window: Duration,
+    ) -> Result<VersionHistograms> {
+        self.with_window_reports(name, window, move |endpoint, reports, profiles| {
+            let version = version.unwrap_or(endpoint.policy.stable);
+            let profile = profiles.get(&version).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "version {version} of endpoint {} is not in its policy or has no training \
+                     profile (push it with --profile-data)",
+                    endpoint.name
+                ))
+            })?;
+            let mut live = DriftCounters::default();
+            for received in reports {
+                if let Some(drift) = received
+                    .report
+                    .versions
+                    .get(&version)
+                    .and_then(|c| c.drift.as_ref())
+                {
+                    live.merge(drift);
+                }
+            }
+            Ok(VersionHistograms {
+                endpoint: endpoint.name.clone(),
+                version,
+                window_seconds: window.as_secs_f64(),
+                features: feature_histograms(profile, &live),
+            })
+        })
+        .await?
     }
 
     /// Loads endpoint `name`, the reports it received in the last `window` and the training
