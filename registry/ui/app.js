@@ -652,25 +652,31 @@
       main.replaceChildren(h("h1", {}, "Webhooks"), h("p", { class: "error-box" }, "Webhooks are managed with an admin token."));
       return;
     }
-    const hooks = await pages("/webhooks");
-    const body = h("div");
-    main.replaceChildren(h("h1", {}, "Webhooks"), hooks.length ? body : h("p", { class: "muted" }, "No subscriptions: `ferry webhook add URL --events 'drift.*'` creates one."));
-    for (const w of hooks) {
-      const [deliveries, dead] = await Promise.all([api(`/webhooks/${enc(w.id)}/deliveries?limit=20`), api(`/webhooks/${enc(w.id)}/dead-letters?limit=50`)]);
-      const deadItems = dead.items || [];
-      body.append(h("section", { "data-webhook": w.id },
-        h("h2", {}, w.url),
-        h("p", {}, (w.events || []).map((e) => h("span", { class: "badge" }, e)), " ", h("span", { class: "mono muted" }, w.id)),
-        h("h3", {}, "Recent deliveries"),
-        h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["event", "status", "attempts", "last"].map((t) => h("th", {}, t)))),
-          h("tbody", {}, (deliveries.items || []).map((d) => h("tr", {}, h("td", {}, `#${d.event_id} ${d.event_type || ""}`), h("td", {}, d.status), h("td", { class: "num" }, d.attempts), h("td", {}, d.last_error || d.last_status || "–")))))),
-        h("h3", {}, `Dead letters (${deadItems.length})`),
-        deadItems.length ? h("ul", {}, deadItems.map((d) => h("li", {}, `#${d.event_id} ${d.event_type || ""}: ${d.last_error || ""} `,
-          h("button", { type: "button", onclick: async () => {
-            if (!confirm(`Send event #${d.event_id} to ${w.url} again?`)) return;
-            try { await api(`/webhooks/${enc(w.id)}/dead-letters/${enc(d.id)}/replay`, { method: "POST", body: {} }); toast("Sent again"); route(); } catch (e) { toast(`Replay failed: ${e.message}`, true); }
-          } }, "Replay")))) : h("p", { class: "muted" }, "none")));
-    }
+    const body = h("div", { id: "webhooks" });
+    main.replaceChildren(h("h1", {}, "Webhooks"), body);
+    const load = async () => {
+      const hooks = await pages("/webhooks");
+      const sections = await Promise.all(hooks.map(async (w) => {
+        const [deliveries, dead] = await Promise.all([api(`/webhooks/${enc(w.id)}/deliveries?limit=20`), api(`/webhooks/${enc(w.id)}/dead-letters?limit=50`)]);
+        const deadItems = dead.items || [];
+        return h("section", { "data-webhook": w.id },
+          h("h2", {}, w.url),
+          h("p", {}, (w.events || []).map((e) => h("span", { class: "badge" }, e)), " ", h("span", { class: "mono muted" }, w.id)),
+          h("h3", {}, "Recent deliveries"),
+          h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["event", "status", "attempts", "last"].map((t) => h("th", {}, t)))),
+            h("tbody", {}, (deliveries.items || []).map((d) => h("tr", {}, h("td", {}, `#${d.event_id} ${d.event_type || ""}`), h("td", {}, d.status), h("td", { class: "num" }, d.attempts), h("td", {}, d.last_error || d.last_status || "–")))))),
+          h("h3", {}, `Dead letters (${deadItems.length})`),
+          deadItems.length ? h("ul", {}, deadItems.map((d) => h("li", {}, `#${d.event_id} ${d.event_type || ""}: ${d.last_error || ""} `,
+            h("button", { type: "button", onclick: async () => {
+              if (!confirm(`Send event #${d.event_id} to ${w.url} again?`)) return;
+              try { await api(`/webhooks/${enc(w.id)}/dead-letters/${enc(d.id)}/replay`, { method: "POST", body: {} }); toast("Queued again"); await load(); } catch (e) { toast(`Replay failed: ${e.message}`, true); }
+            } }, "Replay")))) : h("p", { class: "muted" }, "none"));
+      }));
+      body.replaceChildren(...(sections.length ? sections : [h("p", { class: "muted" }, "No subscriptions: `ferry webhook create URL --event 'drift.*'` creates one.")]));
+    };
+    await load();
+    // Refreshed every 5 s, unless the keyboard is on one of its buttons (a re-render would drop it).
+    every(5000, () => { if (!body.contains(document.activeElement)) load().catch((e) => console.warn("webhooks refresh failed", e.message)); });
   }
 
   route();

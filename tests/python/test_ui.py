@@ -5,6 +5,7 @@ live traffic with feedback, and drift.
 FERRY_UI_SCREENSHOTS=DIR also saves the main pages as PNG files there (`make screenshots`
 writes them to docs/ui/ for the README).
 """
+import http.server
 import json
 import os
 import pathlib
@@ -20,7 +21,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import ROOT, Process, ferry_bin, ferry_env, variant
+from conftest import ROOT, Process, ferry_bin, ferry_env, free_port, variant
 
 CHROMIUM = os.environ.get("FERRY_CHROMIUM", "/usr/bin/chromium")
 TOKENS = {role: f"{role}-token-for-the-ui-test-0123456789" for role in ("read", "feedback", "write", "admin")}
@@ -37,7 +38,7 @@ class Site:
         tokens = tmp / "tokens"
         tokens.write_text("".join(f"{role}:{secret}\n" for role, secret in TOKENS.items()))
         self.up = Process(["up", "--no-demo", "--data-dir", str(tmp / "data"), "--tokens-file", str(tokens),
-                           "--drift-interval", "2s"], tmp / "up.log", cwd=tmp)
+                           "--drift-interval", "2s", "--webhook-max-attempts", "1", "--webhook-allow-private"], tmp / "up.log", cwd=tmp)
         self.base = f"http://{self.up.address}"
         self.up.wait_until(lambda: self.get("/readyz", token=None)["status"] == "ready", "ferry up starting")
 
@@ -382,6 +383,51 @@ def test_the_event_feed_is_live_and_filters_by_type(site, browser):
     expect(page.locator("#feed li[data-type='version.created']").first).to_be_visible()
     tab.shot("events")
     assert tab.close() == []
+
+
+def test_an_admin_sees_webhooks_and_replays_a_dead_letter_from_the_ui(site, browser):
+    receiver_port = free_port()
+    status, created = site.request("POST", "/api/v1/webhooks", {
+        "url": f"http://127.0.0.1:{receiver_port}/hook", "events": ["alias.*"]}, token="admin")
+    assert status == 201, created
+    hook = created["webhook"]["id"] if "webhook" in created else created["id"]
+    # Nothing listens yet: one attempt (--webhook-max-attempts 1) and it is a dead letter.
+    site.ferry("model", "alias", "set", "churn", "canary", "2")
+    deadline = time.time() + 30
+    while not site.get(f"/api/v1/webhooks/{hook}/dead-letters", token="admin")["items"]:
+        assert time.time() < deadline, "no dead letter"
+        time.sleep(0.3)
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", receiver_port), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tab = Page(browser, site, "admin")
+        page = tab.open("/ui/webhooks")
+        section = page.locator(f"section[data-webhook='{hook}']")
+        expect(section).to_contain_text(f"http://127.0.0.1:{receiver_port}/hook")
+        expect(section).to_contain_text("Dead letters (1)")
+        tab.shot("webhooks")
+        page.once("dialog", lambda d: d.accept())
+        section.get_by_role("button", name="Replay").click()
+        deadline = time.time() + 30
+        while not received:
+            assert time.time() < deadline, "the replayed delivery never arrived"
+            time.sleep(0.2)
+        assert received[0]["type"] == "alias.set" and received[0]["data"]["alias"] == "canary", received
+        expect(section).to_contain_text("Dead letters (0)", timeout=15000)
+        assert tab.close() == []
+    finally:
+        server.shutdown()
 
 
 def test_a_narrow_screen_and_the_keyboard_reach_every_section(site, browser):
