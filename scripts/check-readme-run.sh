@@ -72,3 +72,9 @@ for page in models model endpoint drift events; do
 done
 rm -rf docs/ui && mv docs/ui.check docs/ui
 echo "make screenshots: OK"
+
+# The vendored chart library is what its update script fetches from the npm registry (the
+# integrity hash checked), byte for byte.
+scripts/update-ui-vendor.sh
+git diff --exit-code -- registry/ui/vendor registry/src/ui.rs
+echo "scripts/update-ui-vendor.sh: OK (the vendored files are the published ones)"

@@ -360,4 +360,50 @@ pub struct RolloutStep {
     /// Who reports it, e.g. `ModelDeployment default/iris`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The analysis that decided this step, when the step followed a judgement (a stage
+    /// passed, a rollback, an inconclusive limit): the verdict and every check's numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<StepAnalysis>,
+}
+
+/// The judgement behind a rollout step: what was compared over which window, the verdict and
+/// every check with its value and threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepAnalysis {
+    /// `Shadow` or `Canary`.
+    pub stage: String,
+    /// `Passed`, `Failed` or `Inconclusive`.
+    pub verdict: String,
+    /// The check that decided a failed or inconclusive verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The candidate version judged.
+    pub candidate: i64,
+    /// The stable version it was compared with.
+    pub stable: i64,
+    /// Length of the analysis window, in seconds.
+    pub window_seconds: f64,
+    /// Every check, in the order they were judged.
+    pub checks: Vec<StepCheck>,
+}
+
+/// One check of a [`StepAnalysis`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepCheck {
+    /// Which check (`errorRate`, `rewardRatio`, `latencyP99`, …).
+    pub check: String,
+    /// The measured value, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The threshold, when the check has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Whether it passed; absent when it was skipped or not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    /// Why it was skipped, or what failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{Result, ValidationError};
 use crate::names;
-use crate::records::RolloutStep;
+use crate::records::{RolloutStep, StepAnalysis};
 
 /// Longest `reason`, in characters (the limit of a Kubernetes Event's reason).
 pub const MAX_ROLLOUT_REASON_CHARS: usize = 128;
@@ -12,6 +12,12 @@ pub const MAX_ROLLOUT_MESSAGE_CHARS: usize = 1024;
 
 /// Longest `phase` and `source`, in characters.
 const MAX_LABEL_CHARS: usize = 256;
+
+/// Most checks in a step's analysis (the operator judges seven).
+pub const MAX_STEP_CHECKS: usize = 32;
+
+/// Longest check name, stage, verdict and `decided_by`, in characters.
+const MAX_WORD_CHARS: usize = 64;
 
 /// Checks a rollout step.
 ///
@@ -69,6 +75,9 @@ pub fn validate_rollout_step(step: &RolloutStep) -> Result<()> {
             step.weight
         ));
     }
+    if let Some(analysis) = &step.analysis {
+        analysis_problems(analysis, &mut problems);
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -79,9 +88,67 @@ pub fn validate_rollout_step(step: &RolloutStep) -> Result<()> {
     }
 }
 
+/// Problems with a step's analysis, each naming its field.
+fn analysis_problems(analysis: &StepAnalysis, problems: &mut Vec<String>) {
+    let word = |field: &str, value: &str, problems: &mut Vec<String>| {
+        if value.is_empty()
+            || value.chars().count() > MAX_WORD_CHARS
+            || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            problems.push(format!(
+                "{field} must be one word of at most {MAX_WORD_CHARS} letters, digits or _, got {}",
+                names::printable(value)
+            ));
+        }
+    };
+    word("analysis.stage", &analysis.stage, problems);
+    word("analysis.verdict", &analysis.verdict, problems);
+    if let Some(decided_by) = &analysis.decided_by {
+        word("analysis.decided_by", decided_by, problems);
+    }
+    for (field, v) in [
+        ("analysis.stable", analysis.stable),
+        ("analysis.candidate", analysis.candidate),
+    ] {
+        if v < 1 {
+            problems.push(format!(
+                "{field} must be a version number (1 or more), got {v}"
+            ));
+        }
+    }
+    if !(analysis.window_seconds.is_finite() && analysis.window_seconds >= 0.0) {
+        problems.push(format!(
+            "analysis.window_seconds must be a duration in seconds, got {}",
+            analysis.window_seconds
+        ));
+    }
+    if analysis.checks.len() > MAX_STEP_CHECKS {
+        problems.push(format!(
+            "analysis.checks has {} entries, the limit is {MAX_STEP_CHECKS}",
+            analysis.checks.len()
+        ));
+        return;
+    }
+    for (i, check) in analysis.checks.iter().enumerate() {
+        word(
+            &format!("analysis.checks[{i}].check"),
+            &check.check,
+            problems,
+        );
+        if let Some(note) = &check.note
+            && (note.chars().count() > MAX_LABEL_CHARS || note.chars().any(char::is_control))
+        {
+            problems.push(format!(
+                "analysis.checks[{i}].note must be at most {MAX_LABEL_CHARS} printable characters"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::StepCheck;
 
     fn step() -> RolloutStep {
         RolloutStep {
@@ -93,7 +160,31 @@ mod tests {
             step: Some(2),
             weight: 10.0,
             source: Some("ModelDeployment default/fraud".into()),
+            analysis: Some(StepAnalysis {
+                stage: "Canary".into(),
+                verdict: "Passed".into(),
+                decided_by: None,
+                candidate: 2,
+                stable: 1,
+                window_seconds: 60.0,
+                checks: vec![StepCheck {
+                    check: "errorRate".into(),
+                    value: Some(0.0),
+                    threshold: Some(0.01),
+                    passed: Some(true),
+                    note: None,
+                }],
+            }),
         }
+    }
+
+    #[test]
+    fn too_many_checks_are_refused_by_count() {
+        let mut step = step();
+        let analysis = step.analysis.as_mut().unwrap();
+        analysis.checks = vec![analysis.checks[0].clone(); MAX_STEP_CHECKS + 1];
+        let text = validate_rollout_step(&step).unwrap_err().to_string();
+        assert!(text.contains("analysis.checks has 33 entries"), "{text}");
     }
 
     #[test]
@@ -112,6 +203,21 @@ mod tests {
             step: Some(0),
             weight: 101.0,
             source: Some("a\u{7}b".into()),
+            analysis: Some(StepAnalysis {
+                stage: "canary stage".into(),
+                verdict: String::new(),
+                decided_by: None,
+                candidate: 0,
+                stable: 1,
+                window_seconds: f64::NAN,
+                checks: vec![StepCheck {
+                    check: "error rate".into(),
+                    value: None,
+                    threshold: None,
+                    passed: None,
+                    note: Some("x".repeat(300)),
+                }],
+            }),
         };
         let text = validate_rollout_step(&bad).unwrap_err().to_string();
         for needle in [
@@ -123,6 +229,12 @@ mod tests {
             "candidate must be a version number",
             "step counts from 1",
             "weight is a percentage",
+            "analysis.stage must be one word",
+            "analysis.verdict must be one word",
+            "analysis.candidate must be a version number",
+            "analysis.window_seconds must be a duration",
+            "analysis.checks[0].check must be one word",
+            "analysis.checks[0].note must be at most",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -263,6 +263,9 @@ pub struct RolloutEvent {
     pub step: Option<u32>,
     /// Percent of requests the candidate answers after the change.
     pub weight: f64,
+    /// The analysis judged in the same pass, when the change followed from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRecord>,
 }
 
 /// Something the caller must do.
@@ -744,6 +747,12 @@ impl Run<'_> {
             candidate: self.state.candidate_version,
             step: self.state.current_step,
             weight: self.state.current_weight,
+            analysis: self
+                .state
+                .last_analysis
+                .as_ref()
+                .filter(|a| a.at == self.now)
+                .cloned(),
         }));
     }
 

@@ -415,7 +415,8 @@ fn degraded_event(
 
 /// What the monitors judge of the endpoint now, for `GET /api/v1/endpoints/{name}`: one
 /// condition per monitor its policy turns on. `Stale` and `PerformanceDegraded` come from this
-/// monitor's state (`True` while an incident is open; `Unknown` before a first verdict), `Drifted`
+/// monitor's state (`True` while an incident is open; `Unknown` before a first verdict, except
+/// that a stable version not judged yet is `Stale` by its age, which needs no data), `Drifted`
 /// from the drift monitor's (one per watched version with an open incident, else one `False`).
 ///
 /// # Errors
@@ -439,10 +440,17 @@ pub async fn conditions(
             .get_version(&policy.model, &VersionRef::Number(policy.stable))
             .await?;
         let (origin, source) = age_origin(version.created_at, &version.lineage);
-        let open = state(Kind::Stale).and_then(|s| s.incident_event);
+        let judged = state(Kind::Stale);
+        let open = judged.and_then(|s| s.incident_event);
+        // A version the monitor has not judged yet (it just became stable) is shown by its
+        // age, as the next pass will judge it, rather than as fresh by default.
+        let stale = match judged {
+            Some(_) => open.is_some(),
+            None => is_stale(age(origin, now), Duration::from_secs(max_age)),
+        };
         conditions.push(EndpointCondition {
             kind: "Stale".into(),
-            status: status(open.is_some()),
+            status: status(stale),
             version: policy.stable,
             event: open,
             message: format!(

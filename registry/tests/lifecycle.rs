@@ -115,6 +115,10 @@ async fn a_stale_version_raises_one_incident_and_a_newer_version_refreshes_it(ap
     )
     .await;
     let start = store.last_event_id().await.unwrap();
+    // Before the monitor's first pass the condition already reads the version's age.
+    let c = condition(app, "Stale").await;
+    assert_eq!(c["status"], "True", "{c}");
+    assert_eq!(c["event"], Value::Null, "{c}");
 
     let events = evaluate_once(store, now).await.unwrap();
     assert_eq!(kinds(&events), ["model.stale"]);

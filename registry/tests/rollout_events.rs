@@ -123,6 +123,32 @@ async fn a_rollout_step_becomes_the_next_event_with_the_endpoints_model_and_revi
     );
     assert_eq!(second["data"]["revision"], 2);
     assert_eq!(second["data"]["candidate"], Value::Null);
+    assert_eq!(
+        second["data"].get("analysis"),
+        None,
+        "no analysis, none shown"
+    );
+
+    // A judged step keeps its analysis, every check as sent, in the log and its answer.
+    let analysis = json!({
+        "stage": "Canary", "verdict": "Failed", "decided_by": "errorRate", "candidate": 2,
+        "stable": 1, "window_seconds": 60.0, "checks": [
+            {"check": "sampleSize", "value": 240.0, "threshold": 100.0, "passed": true},
+            {"check": "errorRate", "value": 0.12, "threshold": 0.01, "passed": false},
+            {"check": "drift", "note": "no drift policy"}
+        ]
+    });
+    let mut judged = step_body();
+    judged["reason"] = json!("ErrorRateTooHigh");
+    judged["phase"] = json!("RolledBack");
+    judged["analysis"] = analysis.clone();
+    let (status, third) = app
+        .json_request("POST", "/api/v1/endpoints/web/rollout-events", judged)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    assert_eq!(third["data"]["analysis"], analysis);
+    let logged = events_after(app, last.id).await.pop().unwrap();
+    assert_eq!(logged.data["analysis"], analysis);
 }
 
 async fn invalid_steps_and_unknown_endpoints_are_refused_and_emit_nothing(app: &TestApp) {
@@ -148,6 +174,21 @@ async fn invalid_steps_and_unknown_endpoints_are_refused_and_emit_nothing(app: &
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("reason"), "{detail}");
     assert!(detail.contains("weight"), "{detail}");
+
+    let mut bad_analysis = step_body();
+    bad_analysis["analysis"] = json!({"stage": "Canary", "verdict": "Passed", "candidate": 2,
+        "stable": 1, "window_seconds": 60.0, "checks": [{"check": "error rate"}]});
+    let (status, problem) = app
+        .json_request("POST", "/api/v1/endpoints/web/rollout-events", bad_analysis)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("analysis.checks[0].check"),
+        "{problem}"
+    );
 
     let mut unknown_field = step_body();
     unknown_field["colour"] = json!("blue");

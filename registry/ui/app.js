@@ -598,8 +598,17 @@
         default: return JSON.stringify(d).slice(0, 300);
       }
     };
+    // The analysis that decided a rollout step: every check with its value and threshold.
+    const analysisTable = (a) => h("div", { class: "table-wrap" }, h("table", { class: "checks", "data-verdict": a.verdict },
+      h("caption", {}, `${a.verdict}${a.decided_by ? ` (decided by ${a.decided_by})` : ""}: ${a.stage.toLowerCase()} analysis of version ${a.candidate} against ${a.stable} over ${fmt.num(a.window_seconds)} s`),
+      h("thead", {}, h("tr", {}, ["Check", "Value", "Threshold", "Result", "Note"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, a.checks.map((c) => h("tr", { class: c.passed === false ? "failed" : "", "data-check": c.check },
+        h("th", { scope: "row" }, c.check), h("td", { class: "num" }, fmt.num(c.value)), h("td", { class: "num" }, fmt.num(c.threshold)),
+        h("td", {}, c.passed === undefined ? "not judged" : c.passed ? "passed" : "failed"), h("td", {}, c.note || ""))))));
     const addToTimeline = (e, fresh) => {
-      timeline.prepend(h("li", { class: fresh ? "new" : "", "data-event": e.id, "data-type": e.type }, h("strong", {}, e.type), " ", time(e.created_at), h("div", {}, describe(e))));
+      const analysis = e.type === "rollout.step" && e.data && e.data.analysis;
+      timeline.prepend(h("li", { class: fresh ? "new" : "", "data-event": e.id, "data-type": e.type }, h("strong", {}, e.type), " ", time(e.created_at), h("div", {}, describe(e)),
+        analysis ? analysisTable(analysis) : null));
     };
     await loadPolicy();
     await loadSeries();

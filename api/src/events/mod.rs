@@ -510,6 +510,10 @@ pub struct RolloutStepped {
     pub weight: f64,
     /// Who reported it.
     pub source: Option<String>,
+    /// The analysis that decided the step (verdict, window, every check with its value and
+    /// threshold), when the step followed a judgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::records::StepAnalysis>,
 }
 
 /// `webhook.created` and `webhook.deleted` (the URL without credentials or query).

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ferry_api::records::{DriftMetric, EndpointPolicy, EndpointRecord, RolloutStep};
+use ferry_api::records::{
+    DriftMetric, EndpointPolicy, EndpointRecord, RolloutStep, StepAnalysis, StepCheck,
+};
 use ferry_api::traffic::EndpointAnalysis;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -47,6 +49,7 @@ use crate::rollout::{
     self, Action as EngineAction, EventType, Inputs, Observation, RolloutConfig, RolloutEvent,
     Target,
 };
+use crate::verdict::AnalysisRecord;
 use children::ChildError;
 
 /// The field manager of everything the operator applies (children and status).
@@ -770,6 +773,38 @@ pub fn rollout_step(event: &RolloutEvent, source: &str) -> RolloutStep {
         step: event.step,
         weight: event.weight,
         source: Some(source.to_string()),
+        analysis: event.analysis.as_ref().map(step_analysis),
+    }
+}
+
+/// The registry's form of the analysis behind a step.
+fn step_analysis(record: &AnalysisRecord) -> StepAnalysis {
+    let word = |value: serde_json::Result<serde_json::Value>| {
+        value
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    StepAnalysis {
+        stage: word(serde_json::to_value(record.stage)),
+        verdict: word(serde_json::to_value(record.verdict)),
+        decided_by: record
+            .decided_by
+            .map(|check| word(serde_json::to_value(check))),
+        candidate: record.candidate_version,
+        stable: record.stable_version,
+        window_seconds: record.window_seconds,
+        checks: record
+            .checks
+            .iter()
+            .map(|c| StepCheck {
+                check: word(serde_json::to_value(c.check)),
+                value: c.value.filter(|v| v.is_finite()),
+                threshold: c.threshold.filter(|v| v.is_finite()),
+                passed: c.passed,
+                note: c.note.as_deref().map(|n| truncate(n, 256)),
+            })
+            .collect(),
     }
 }
 

@@ -554,6 +554,31 @@ async fn a_failed_analysis_rolls_back_and_the_policy_follows_the_status() {
             "step fraud ErrorRateTooHigh"
         ]
     );
+    // The registry's rollout.step carries the analysis in the contract's words, valid as sent.
+    let step = ctx.registry.state().steps[0].clone();
+    ferry_api::rollout::validate_rollout_step(&step).unwrap();
+    let judged = step.analysis.expect("the step carries its analysis");
+    assert_eq!(
+        (judged.stage.as_str(), judged.verdict.as_str()),
+        ("Canary", "Failed")
+    );
+    assert_eq!(judged.decided_by.as_deref(), Some("errorRate"));
+    assert_eq!((judged.stable, judged.candidate), (1, 2));
+    let error_rate = judged
+        .checks
+        .iter()
+        .find(|c| c.check == "errorRate")
+        .expect("the errorRate check");
+    assert_eq!(error_rate.passed, Some(false));
+    assert_eq!(
+        Some(error_rate.value),
+        s["lastAnalysis"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "errorRate")
+            .map(|c| c["value"].as_f64())
+    );
     let policy = ctx.registry.state().endpoint.clone().unwrap().policy;
     assert_eq!(policy.stable, 1);
     assert_eq!(policy.canary, None, "compensated: the candidate is out");

@@ -293,6 +293,17 @@ fn a_good_candidate_is_promoted_through_every_step() {
         (analysis.verdict, analysis.step, analysis.stage),
         (Verdict::Passed, Some(4), Stage::Canary)
     );
+    // The promotion's registry event carries the analysis that decided it, with every check.
+    let promoted = last
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::RegistryEvent(e) if e.reason == "Promoted" => Some(e),
+            _ => None,
+        })
+        .expect("a Promoted registry event");
+    assert_eq!(promoted.analysis.as_ref(), Some(analysis));
+    assert!(analysis.checks.len() > 1, "{:?}", analysis.checks);
     // Settled: nothing more happens.
     let after = sim.tick(900);
     assert!(after.actions.is_empty());
@@ -477,7 +488,9 @@ fn a_worse_candidate_is_rolled_back_at_its_first_analysis_having_had_only_the_fi
         assert!(
             decision.actions.iter().any(|a| matches!(
                 a,
-                Action::RegistryEvent(e) if e.reason == c.reason && e.phase == Phase::RolledBack
+                Action::RegistryEvent(e) if e.reason == c.reason
+                    && e.phase == Phase::RolledBack
+                    && e.analysis.as_ref() == Some(analysis)
             )),
             "{}",
             c.name

@@ -258,6 +258,7 @@ impl MetadataStore {
             step: step.step,
             weight: step.weight,
             source: step.source,
+            analysis: step.analysis,
         })))
         .await?;
         let mut event =
