@@ -16,7 +16,7 @@ use crate::traffic::{Comparison, compare};
 
 /// Copies waiting for one shadow; beyond this they are dropped.
 pub const SHADOW_QUEUE: usize = 256;
-/// Copies one shadow runs at once (enough for its batcher to form small batches).
+/// Copies one shadow runs at once (enough for its worker to form small batches).
 const SHADOW_CONCURRENCY: usize = 8;
 
 /// A copy of one request for a shadow.

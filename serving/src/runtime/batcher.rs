@@ -1,17 +1,20 @@
-//! Dynamic batching: one thread per model version turns the queue of admitted requests into
-//! runs for the workers.
+//! Dynamic batching: a free worker takes its next run from the model's queue itself.
 //!
-//! A batch is dispatched when a worker is free and either it holds `max_batch_size` rows or its
-//! oldest request has waited `max_queue_delay`. It is assembled only at the moment a worker
-//! takes it, so requests arriving while every worker is busy still join it; under load, batches
-//! grow by themselves without any added delay. Requests whose caller has gone or whose deadline
-//! has passed are dropped at that moment and never run.
+//! A worker that finishes a run takes the oldest waiting request and, when batching, the ones
+//! of the same shape waiting behind it, up to `max_batch_size` rows (waiting up to
+//! `max_queue_delay` for more when that is set). A batch is therefore assembled only at the
+//! moment a worker is free, so requests arriving while every worker is busy still join it;
+//! under load, batches grow by themselves without any added delay. Requests whose caller has
+//! gone or whose deadline has passed are dropped at that moment and never run.
+//!
+//! There is no batcher thread between the queue and the workers: each request is one handoff
+//! (the HTTP task to a worker) and one answer, not two handoffs, which is most of a small
+//! model's cost per request (see `bench/README.md`).
 
 use std::collections::VecDeque;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::error::RuntimeError;
 use super::job::Job;
@@ -32,64 +35,33 @@ impl BatchPolicy {
     }
 }
 
-/// Starts the batcher thread. It stops once `requests` is disconnected (the model was dropped)
-/// and everything queued has been handed to the workers.
-pub(crate) fn spawn(
-    label: &str,
-    requests: Receiver<Job>,
-    batches: Sender<Vec<Job>>,
-    policy: BatchPolicy,
-    metrics: ModelMetrics,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("batcher {label}"))
-        .spawn(move || run(&requests, &batches, policy, &metrics))
-}
-
-fn run(
+/// The next run for a free worker: blocks for a first request, takes what else is waiting (up
+/// to a full batch, so other free workers find the rest), waits up to `max_delay` to fill it
+/// when batching, and picks the batch. `pending` is the worker's own: requests it took but could
+/// not put in this run (another shape) come first next time. `None` once the queue is
+/// disconnected and nothing is pending: the model was unloaded and everything queued has run.
+pub(crate) fn next_batch(
+    pending: &mut Pending,
     requests: &Receiver<Job>,
-    batches: &Sender<Vec<Job>>,
     policy: BatchPolicy,
     metrics: &ModelMetrics,
-) {
-    let mut pending = Pending::default();
-    let mut open = true;
+) -> Option<Vec<Job>> {
     loop {
         if pending.is_empty() {
-            if !open {
-                break;
-            }
-            match requests.recv() {
-                Ok(job) => pending.push(job),
-                Err(_) => break,
-            }
+            pending.push(requests.recv().ok()?);
         }
-        open &= pending.receive_waiting(requests);
+        pending.receive_waiting(requests, policy.max_rows);
         if policy.batching() {
-            open &= pending.wait_to_fill(requests, policy);
+            pending.wait_to_fill(requests, policy);
         }
-        // Block until a worker is free, and only then decide what it runs.
-        let mut free_worker = Select::new();
-        free_worker.send(batches);
-        free_worker.ready();
-        open &= pending.receive_waiting(requests);
         let batch = pending.take_batch(policy, Instant::now(), metrics);
-        if batch.is_empty() {
-            continue;
-        }
-        if let Err(returned) = batches.send(batch) {
-            // Every worker is gone: nothing will ever run; say so rather than hang.
-            for job in returned.into_inner() {
-                job.answer(Err(RuntimeError::inference(
-                    "the model has no running worker",
-                )));
-            }
+        if !batch.is_empty() {
+            return Some(batch);
         }
     }
-    tracing::debug!("batcher stopped: the model was unloaded");
 }
 
-/// Requests the batcher has taken off the channel but not yet dispatched. It holds at most
+/// Requests a worker has taken off the queue but not yet run. It holds at most
 /// `queue_capacity` of them, since admission bounds the requests in flight.
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -107,40 +79,35 @@ impl Pending {
         self.jobs.push_back(job);
     }
 
-    /// Moves every request already waiting in the channel here; false once it is disconnected.
-    fn receive_waiting(&mut self, requests: &Receiver<Job>) -> bool {
-        loop {
+    /// Moves requests already waiting in the queue here until `limit` rows are pending.
+    fn receive_waiting(&mut self, requests: &Receiver<Job>, limit: usize) {
+        while self.rows < limit {
             match requests.try_recv() {
                 Ok(job) => self.push(job),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
             }
         }
     }
 
-    /// Waits for more requests until a batch is full or the oldest request's delay is up;
-    /// false once the channel is disconnected. Rows of every shape count toward "full", so with
-    /// mixed shapes a batch may leave before it is full, but never after the delay.
-    fn wait_to_fill(&mut self, requests: &Receiver<Job>, policy: BatchPolicy) -> bool {
+    /// Waits for more requests until a batch is full or the oldest request's delay is up. Rows
+    /// of every shape count toward "full", so with mixed shapes a batch may leave before it is
+    /// full, but never after the delay.
+    fn wait_to_fill(&mut self, requests: &Receiver<Job>, policy: BatchPolicy) {
         while self.rows < policy.max_rows {
             let Some(oldest) = self.jobs.front() else {
-                return true;
+                return;
             };
             let Some(until) = oldest.admitted_at.checked_add(policy.max_delay) else {
-                return true;
+                return;
             };
             match requests.recv_deadline(until) {
                 Ok(job) => {
                     self.push(job);
-                    if !self.receive_waiting(requests) {
-                        return false;
-                    }
+                    self.receive_waiting(requests, policy.max_rows);
                 }
-                Err(RecvTimeoutError::Timeout) => return true,
-                Err(RecvTimeoutError::Disconnected) => return false,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
             }
         }
-        true
     }
 
     /// The next run: the oldest live request, plus (when batching) the next ones of the same
@@ -287,6 +254,47 @@ mod tests {
         let third = pending.take_batch(fixture.policy(), Instant::now(), &fixture.metrics);
         assert_eq!(rows(&third), [2]);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_free_worker_takes_a_full_batch_and_leaves_the_rest_queued_for_the_others() {
+        for (max_batch_size, want) in [(4, 4), (1, 1)] {
+            let fixture = Fixture::new(max_batch_size);
+            let (tx, queue) = crossbeam_channel::bounded(16);
+            let mut receivers = Vec::new();
+            for _ in 0..6 {
+                let (job, rx) = fixture.job(1, 2, later());
+                tx.send(job).unwrap();
+                receivers.push(rx);
+            }
+            let mut pending = Pending::default();
+            let batch =
+                next_batch(&mut pending, &queue, fixture.policy(), &fixture.metrics).unwrap();
+            assert_eq!(batch.len(), want, "max_batch_size {max_batch_size}");
+            // Nothing held back by this worker: another free worker finds the rest.
+            assert!(pending.is_empty());
+            assert_eq!(queue.len(), 6 - want);
+        }
+    }
+
+    #[test]
+    fn a_worker_runs_what_is_queued_after_the_model_is_dropped_then_stops() {
+        let fixture = Fixture::new(4);
+        let (tx, queue) = crossbeam_channel::bounded(16);
+        let mut receivers = Vec::new();
+        for width in [2, 3] {
+            let (job, rx) = fixture.job(1, width, later());
+            tx.send(job).unwrap();
+            receivers.push(rx);
+        }
+        drop(tx);
+        let mut pending = Pending::default();
+        let mut runs = Vec::new();
+        while let Some(batch) = next_batch(&mut pending, &queue, fixture.policy(), &fixture.metrics)
+        {
+            runs.push(batch[0].inputs[0].shape().to_vec());
+        }
+        assert_eq!(runs, [vec![1, 2], vec![1, 3]], "both shapes ran, in order");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub(crate) type Answer = Result<Vec<Tensor>, RuntimeError>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BatchKey(Vec<(String, DataType, Vec<usize>)>);
 
-/// One admitted request on its way through the batcher to a worker.
+/// One admitted request on its way through the queue to a worker.
 pub(crate) struct Job {
     pub(crate) inputs: Vec<Tensor>,
     /// Outputs to return, in this order; `None` for all of them in graph order.

@@ -1,10 +1,11 @@
-//! The inference runtime: ONNX Runtime sessions owned by worker threads, fed by a dynamic
-//! batcher through bounded channels, behind per-model admission control.
+//! The inference runtime: ONNX Runtime sessions owned by worker threads, which take their
+//! batches from a bounded queue themselves whenever they are free (dynamic batching), behind
+//! per-model admission control.
 //!
 //! ```text
-//! infer() ─try_acquire─▶ requests (bounded) ─▶ batcher ─▶ batches (rendezvous) ─▶ N workers
-//!    ▲                                                                              │
-//!    └─────────────────────────── oneshot answer ◀──────────────────────────────────┘
+//! infer() ─try_acquire─▶ requests (bounded) ─▶ N workers (each: next_batch, then run)
+//!    ▲                                                         │
+//!    └──────────────────── oneshot answer ◀────────────────────┘
 //! ```
 //!
 //! Start with [`library::load`] (find ONNX Runtime), then [`LoadedModel::load`] per model

@@ -1,5 +1,5 @@
-//! A loaded model version: its worker threads, its batcher, its bounded queue, and the handle
-//! the HTTP layer calls.
+//! A loaded model version: its worker threads, its bounded queue, and the handle the HTTP layer
+//! calls.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use crossbeam_channel::TrySendError;
 use ferry_api::onnx::ModelSignature;
 use tokio::sync::{Semaphore, oneshot};
 
-use super::batcher::{self, BatchPolicy};
+use super::batcher::BatchPolicy;
 use super::error::RuntimeError;
 use super::job::{Admission, Job};
 use super::library::OnnxRuntime;
@@ -21,7 +21,7 @@ use super::worker::{self, WorkerSetup};
 /// A model version ready to answer: sessions built, warmed up, workers waiting.
 ///
 /// Cheap to clone (an `Arc`). When the last handle is dropped, the model takes no new requests;
-/// its batcher hands what is still queued to the workers, which finish it and exit. Requests
+/// its workers run what is still queued and exit. Requests
 /// whose callers went away meanwhile are skipped, not run. Threads are never joined on drop, so
 /// dropping a handle never blocks the async runtime.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ struct Shared {
     model: Arc<ModelInfo>,
     options: RuntimeOptions,
     metrics: ModelMetrics,
-    /// Dropping the last sender (with `Shared`) is what stops the batcher and the workers.
+    /// Dropping the last sender (with `Shared`) is what stops the workers.
     requests: crossbeam_channel::Sender<Job>,
     /// One permit per admitted request, queued or running: the queue's bound.
     admission: Arc<Semaphore>,
@@ -43,7 +43,7 @@ struct Shared {
 impl LoadedModel {
     /// Loads a model: builds one session per worker (on the worker threads), checks the graph
     /// against `signature`, runs one warm-up inference per worker on zeros (dynamic dimensions
-    /// set to 1), then starts the batcher.
+    /// set to 1), then opens its queue.
     ///
     /// Async so it can be awaited from a request handler: all blocking work happens on the new
     /// threads. If the returned future is dropped before it completes, the threads stop once they
@@ -63,9 +63,13 @@ impl LoadedModel {
         options.validate()?;
         let label = format!("{}:{}", metrics.model(), metrics.version());
         let model = Arc::new(ModelInfo::new(signature, &options, label)?);
-        // Rendezvous: a batch is handed over only when a worker is ready to run it, so the
-        // batcher keeps adding late arrivals until then.
-        let (batch_tx, batch_rx) = crossbeam_channel::bounded(0);
+        // The workers take their batches from this queue whenever they are free, so a batch
+        // keeps gaining late arrivals until a worker takes it.
+        let (requests_tx, requests_rx) = crossbeam_channel::bounded(options.queue_capacity);
+        let policy = BatchPolicy {
+            max_rows: model.max_batch_rows,
+            max_delay: options.max_queue_delay,
+        };
         let mut ready = Vec::with_capacity(options.workers);
         for index in 0..options.workers {
             let (ready_tx, ready_rx) = oneshot::channel();
@@ -76,27 +80,20 @@ impl LoadedModel {
                 model: model.clone(),
                 options: options.clone(),
                 metrics: metrics.clone(),
-                batches: batch_rx.clone(),
+                requests: requests_rx.clone(),
+                policy,
             };
             worker::spawn(setup, ready_tx)
                 .map_err(|e| RuntimeError::load(format!("cannot start a worker thread: {e}")))?;
             ready.push(ready_rx);
         }
-        drop(batch_rx);
+        drop(requests_rx);
         for ready in ready {
-            // On error, returning drops `batch_tx`: workers already waiting for batches exit.
+            // On error, returning drops `requests_tx`: workers already waiting for requests exit.
             ready
                 .await
                 .map_err(|_| RuntimeError::load("a worker thread stopped while loading"))??;
         }
-
-        let (requests_tx, requests_rx) = crossbeam_channel::bounded(options.queue_capacity);
-        let policy = BatchPolicy {
-            max_rows: model.max_batch_rows,
-            max_delay: options.max_queue_delay,
-        };
-        batcher::spawn(&model.label, requests_rx, batch_tx, policy, metrics.clone())
-            .map_err(|e| RuntimeError::load(format!("cannot start the batcher thread: {e}")))?;
         tracing::info!(
             model = %model.label,
             workers = options.workers,
@@ -131,7 +128,7 @@ impl LoadedModel {
     ///   request is never run);
     /// - [`RuntimeError::Overloaded`] when `queue_capacity` requests are already admitted;
     /// - [`RuntimeError::Inference`] when ONNX Runtime fails the run or the worker panics;
-    /// - [`RuntimeError::ShuttingDown`] if the model's batcher has stopped.
+    /// - [`RuntimeError::ShuttingDown`] if the model's workers have stopped.
     pub async fn infer(
         &self,
         inputs: Vec<Tensor>,

@@ -1,7 +1,7 @@
 //! Tensors as the runtime passes them around: a name, a shape and a typed, row-major buffer.
 //!
 //! The HTTP layer builds them from Open Inference Protocol requests; workers hand them to ONNX
-//! Runtime without copying (a borrowed view), and the batcher stacks and unstacks them along the
+//! Runtime without copying (a borrowed view), and a worker stacks and unstacks them along the
 //! first axis.
 
 use std::borrow::Cow;
@@ -337,7 +337,7 @@ impl_from_vec!(
 
 /// A named tensor whose element count always matches its shape.
 ///
-/// Fields are private so that invariant holds everywhere: workers, the batcher and ONNX Runtime
+/// Fields are private so that invariant holds everywhere: the queue, the workers and ONNX Runtime
 /// can rely on it instead of re-checking. The datatype is the data's own, so a tensor cannot claim
 /// one type and carry another.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,5 @@
-//! Worker threads: each owns one ONNX Runtime session and runs the batches the batcher hands it.
+//! Worker threads: each owns one ONNX Runtime session, takes its next batch from the model's
+//! queue whenever it is free ([`super::batcher::next_batch`]) and runs it.
 //!
 //! `Session::run` blocks for the whole inference, so it only ever happens here, on plain
 //! threads, never on the async runtime that serves HTTP.
@@ -15,6 +16,7 @@ use ort::session::Session;
 use ort::value::{Outlet, ValueType};
 use tokio::sync::oneshot;
 
+use super::batcher::{BatchPolicy, Pending, next_batch};
 use super::error::RuntimeError;
 use super::job::{Answer, Job};
 use super::library::OnnxRuntime;
@@ -31,11 +33,14 @@ pub(crate) struct WorkerSetup {
     pub(crate) model: Arc<ModelInfo>,
     pub(crate) options: RuntimeOptions,
     pub(crate) metrics: ModelMetrics,
-    pub(crate) batches: Receiver<Vec<Job>>,
+    /// The model's queue of admitted requests.
+    pub(crate) requests: Receiver<Job>,
+    /// How it groups requests into runs.
+    pub(crate) policy: BatchPolicy,
 }
 
 /// Starts a worker thread. It builds its session, warms it up and reports on `ready` before it
-/// takes any batch; it stops when the batch channel is disconnected.
+/// takes any request; it stops once the queue is disconnected and empty.
 pub(crate) fn spawn(
     setup: WorkerSetup,
     ready: oneshot::Sender<Result<(), RuntimeError>>,
@@ -46,7 +51,8 @@ pub(crate) fn spawn(
             if setup.options.low_priority {
                 lower_priority(&setup.model.label);
             }
-            let batches = setup.batches.clone();
+            let requests = setup.requests.clone();
+            let (policy, metrics) = (setup.policy, setup.metrics.clone());
             let mut worker = match Worker::start(setup) {
                 Ok(worker) => worker,
                 Err(err) => {
@@ -58,7 +64,8 @@ pub(crate) fn spawn(
                 // Loading was abandoned (its future dropped, or another worker failed).
                 return;
             }
-            while let Ok(batch) = batches.recv() {
+            let mut pending = Pending::default();
+            while let Some(batch) = next_batch(&mut pending, &requests, policy, &metrics) {
                 worker.execute(batch);
             }
         })
@@ -103,8 +110,8 @@ impl Worker {
 
     /// Runs one batch and answers each of its requests.
     fn execute(&mut self, batch: Vec<Job>) {
-        // The batcher dropped stale requests when it formed the batch; check again in case
-        // a caller left while the batch was handed over.
+        // Stale requests were dropped when the batch was formed; check again in case a caller
+        // left meanwhile.
         let now = Instant::now();
         let mut jobs = Vec::with_capacity(batch.len());
         for job in batch {
