@@ -6,6 +6,7 @@ use std::iter::once;
 use axum::Router;
 use axum::http::{HeaderName, Request, Response, header};
 use axum::middleware::from_fn_with_state;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,66 +21,76 @@ use super::metrics::{HttpMetrics, record_http};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps `router` in the common layers. Apply it once, to the outermost router of a process.
+///
+/// The layers go on as one `ServiceBuilder` stack, not one `Router::layer` each: every
+/// `Router::layer` boxes each route again, and a request then clones each boxed service and
+/// boxes each future (bench/README.md counts them); one stack costs one of each.
 pub fn common<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     metrics: HttpMetrics,
 ) -> Router<S> {
-    router
-        .layer(from_fn_with_state(metrics, record_http))
-        // A panic in a handler becomes a 500 for that request instead of a dropped connection.
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    let id = request
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %id,
-                        principal = tracing::field::Empty,
-                    )
-                })
-                .on_request(())
-                .on_response(
-                    |response: &Response<_>, latency: std::time::Duration, _span: &Span| {
-                        // Successes at debug: an inference server answers thousands a second, and a
-                        // log line each would cost more than the inference. Failures stay visible.
-                        let status = response.status().as_u16();
-                        let latency_ms = latency.as_secs_f64() * 1000.0;
-                        if status >= 500 {
-                            tracing::warn!(status, latency_ms, "answered");
-                        } else if status >= 400 {
-                            tracing::info!(status, latency_ms, "answered");
-                        } else {
-                            tracing::debug!(status, latency_ms, "answered");
-                        }
-                    },
-                )
-                // A 5xx is logged once, above; what is left is a body that failed mid-stream.
-                .on_failure(
-                    |failure: ServerErrorsFailureClass,
-                     latency: std::time::Duration,
-                     _span: &Span| {
-                        if let ServerErrorsFailureClass::Error(error) = failure {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new(once(
+                header::AUTHORIZATION,
+            )))
+            .layer(SetRequestIdLayer::new(
+                REQUEST_ID,
+                super::request_id::FastUuid,
+            ))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request<_>| {
+                        let id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id = %id,
+                            principal = tracing::field::Empty,
+                        )
+                    })
+                    .on_request(())
+                    .on_response(
+                        |response: &Response<_>, latency: std::time::Duration, _span: &Span| {
+                            // Successes at debug: an inference server answers thousands a
+                            // second, and a log line each would cost more than the inference.
+                            // Failures stay visible.
+                            let status = response.status().as_u16();
                             let latency_ms = latency.as_secs_f64() * 1000.0;
-                            tracing::warn!(%error, latency_ms, "the response failed mid-stream");
-                        }
-                    },
-                ),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID,
-            super::request_id::FastUuid,
-        ))
-        .layer(SetSensitiveRequestHeadersLayer::new(once(
-            header::AUTHORIZATION,
-        )))
+                            if status >= 500 {
+                                tracing::warn!(status, latency_ms, "answered");
+                            } else if status >= 400 {
+                                tracing::info!(status, latency_ms, "answered");
+                            } else {
+                                tracing::debug!(status, latency_ms, "answered");
+                            }
+                        },
+                    )
+                    // A 5xx is logged once, above; what is left is a body that failed
+                    // mid-stream.
+                    .on_failure(
+                        |failure: ServerErrorsFailureClass,
+                         latency: std::time::Duration,
+                         _span: &Span| {
+                            if let ServerErrorsFailureClass::Error(error) = failure {
+                                let latency_ms = latency.as_secs_f64() * 1000.0;
+                                tracing::warn!(%error, latency_ms, "the response failed mid-stream");
+                            }
+                        },
+                    ),
+            )
+            // A panic in a handler becomes a 500 for that request instead of a dropped
+            // connection.
+            .layer(CatchPanicLayer::custom(panic_response))
+            // Innermost, so that it sees the route the router matched (`MatchedPath`).
+            .layer(from_fn_with_state(metrics, record_http)),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<axum::body::Body> {
