@@ -269,23 +269,37 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
 
     // `ferry feedback dead-letters` lists the poison ones, each with its reason, and leaves them.
     let queue_args = ["--queue", amqp.as_str(), "--queue-name", queue.as_str()];
+    // Dead letters are at least once: a kill between a dead letter's confirm and the ack of its
+    // original dead-letters that message again when it is redelivered, so each of the three
+    // kills may add one.
     let listed = dead_letters(dir.path(), &queue_args);
-    assert_eq!(listed["total"], 15, "{listed}");
+    let total = listed["total"].as_u64().unwrap();
+    assert!((15..=18).contains(&total), "{listed}");
     let reasons: Vec<String> = listed["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["reason"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(reasons.len(), 15, "{reasons:?}");
+    assert_eq!(reasons.len() as u64, total, "{reasons:?}");
     let kinds =
         |reasons: &[String], what: &str| reasons.iter().filter(|r| r.contains(what)).count();
-    assert_eq!(kinds(&reasons, "malformed"), 5, "{reasons:?}");
-    assert_eq!(kinds(&reasons, "unknown endpoint"), 5, "{reasons:?}");
-    assert_eq!(kinds(&reasons, "after 2 retries"), 5, "{reasons:?}");
+    for what in ["malformed", "unknown endpoint", "after 2 retries"] {
+        assert!(
+            (5..=8).contains(&kinds(&reasons, what)),
+            "{what}: {reasons:?}"
+        );
+    }
     assert_eq!(
-        waiting(&channel, &dead).await,
-        15,
+        kinds(&reasons, "malformed")
+            + kinds(&reasons, "unknown endpoint")
+            + kinds(&reasons, "after 2 retries"),
+        reasons.len(),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        waiting(&channel, &dead).await as u64,
+        total,
         "listing consumed nothing"
     );
     // Without a broker to ask: a usage error (exit code 2) that names the flag.
@@ -306,7 +320,7 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
     let shown = String::from_utf8_lossy(&table.stdout);
     assert!(
         shown.contains("REASON")
-            && shown.contains("15 message(s) in")
+            && shown.contains(&format!("{total} message(s) in"))
             && shown.contains("the first 3 shown"),
         "{shown}"
     );
@@ -351,9 +365,15 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
     );
     assert!(replayed.status.success(), "{}", text(&replayed));
     let replayed: Value = serde_json::from_slice(&replayed.stdout).unwrap();
-    assert_eq!(replayed["replayed"], 15, "{replayed}");
+    assert_eq!(replayed["replayed"], total, "{replayed}");
+    let (malformed, unknown) = (
+        kinds(&reasons, "malformed"),
+        kinds(&reasons, "unknown endpoint"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while rewards(dir.path(), &base) < n as u64 + 5 || waiting(&channel, &dead).await < 10 {
+    while rewards(dir.path(), &base) < n as u64 + 5
+        || (waiting(&channel, &dead).await as usize) < malformed + unknown
+    {
         assert!(
             Instant::now() < deadline,
             "the replay was not consumed\n{}",
@@ -368,7 +388,9 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
         "the replayed ghosts counted once each"
     );
 
-    // What is left: the 10 that can never count, with their reasons, replayed once.
+    // What is left: the 10 that can never count (and their duplicates), with their reasons,
+    // replayed once.
+    let first_reasons = reasons;
     let mut reasons = Vec::new();
     while let Some(message) = channel
         .basic_get(dead.as_str().into(), BasicGetOptions::default())
@@ -400,9 +422,13 @@ async fn ten_thousand_messages_through_three_sigkills_count_exactly_once() {
             .await
             .unwrap();
     }
-    assert_eq!(reasons.len(), 10, "{reasons:?}");
-    assert_eq!(kinds(&reasons, "malformed"), 5, "{reasons:?}");
-    assert_eq!(kinds(&reasons, "unknown endpoint"), 5, "{reasons:?}");
+    assert_eq!(
+        reasons.len(),
+        malformed + unknown,
+        "{reasons:?} after {first_reasons:?}"
+    );
+    assert_eq!(kinds(&reasons, "malformed"), malformed, "{reasons:?}");
+    assert_eq!(kinds(&reasons, "unknown endpoint"), unknown, "{reasons:?}");
 
     // Feedback the registry recorded (from the queue, and posted to its HTTP route) is in the
     // feedback log next to serving's. (Lines batched in the seconds before a SIGKILL are lost

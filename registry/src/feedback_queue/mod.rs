@@ -15,6 +15,9 @@
 //! - **Dead letters**: a malformed message, an invalid feedback, an unknown endpoint or an id
 //!   still unknown after the retries is published (confirmed) through the dead-letter exchange
 //!   `<queue>.dlx` to `<queue>.dead` with the reason in the `x-ferry-reason` header, then acked.
+//!   At least once: a crash between the confirm and the ack dead-letters the redelivered message
+//!   again (broker-side dead-lettering by `nack` would be exactly once, but cannot carry the
+//!   reason).
 //!   `<queue>` itself dead-letters into the same exchange, so a message rejected by another
 //!   consumer lands there too.
 //!   `ferry feedback dead-letters` lists them, `… replay` moves them back ([`dead_letters`]).
