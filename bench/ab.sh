@@ -11,6 +11,7 @@
 # `cargo build --release` in each (copy each binary out before building the next).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 A=$(realpath "$1") B=$(realpath "$2")
 SECONDS_PER_RUN="${3:-8}" ROUNDS="${4:-3}"
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)" >&2; apt-get install -y -q wrk >/dev/null; }
@@ -21,23 +22,10 @@ export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so"
 work=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 python3 scripts/drift_demo.py train 2000 >"$work/train.csv"
 
-body() { # WIDTH → a wrk Lua script posting one row
-  python3 - "$1" <<'PY'
-import json, random, sys
-width = int(sys.argv[1])
-random.seed(1)
-body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, width],
-                               "data": [round(random.uniform(-1, 1), 4) for _ in range(width)]}]})
-print('wrk.method = "POST"')
-print('wrk.headers["Content-Type"] = "application/json"')
-print("wrk.body = " + json.dumps(body))
-PY
-}
-body 32 >"$work/small.lua"
-body 512 >"$work/large.lua"
+row_lua 32 >"$work/small.lua"
+row_lua 512 >"$work/large.lua"
 
 wait_ready() { for _ in $(seq 600); do curl -fsS "$1" >/dev/null 2>&1 && return; sleep 0.1; done; echo "not ready: $1" >&2; exit 1; }
 
@@ -65,36 +53,18 @@ start() { # BINARY CASE → sets pid and url
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
-measure() { # URL LUA CONCURRENCY → "req/s p99_ms cpu_us_per_req non2xx"
-  wrk -t2 -c"$3" -d2s -s "$2" "$1" >/dev/null
-  local t0 t1; t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  wrk -t2 -c"$3" -d"${SECONDS_PER_RUN}s" --latency -s "$2" "$1" >"$work/wrk.txt"
-  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-  python3 - "$work/wrk.txt" "$t0" "$t1" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-t0, t1 = int(sys.argv[2]), int(sys.argv[3])
-total = int(re.search(r"(\d+) requests in", text).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)", text, re.M)
-p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {p99:.2f} {(t1 - t0) * 10_000 / total:.1f} {errors.group(1) if errors else 0}")
-PY
-}
-
-echo "| round | binary | case | req/s | p99 ms | server CPU µs/req | non-2xx |"
-echo "|---:|---|---|---:|---:|---:|---:|"
+echo "| round | binary | case | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx |"
+echo "|---:|---|---|---:|---:|---:|---:|---:|"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
     start "$bin" up
-    echo "| $round | $side | up+endpoint mlp c16 | $(measure "$url" "$work/small.lua" 16 | sed 's/ / | /g') |" | tee -a "$work/results"
+    echo "| $round | $side | up+endpoint mlp c16 | $(wrk_measure "$url" "$work/small.lua" 16 | sed 's/ / | /g') |" | tee -a "$work/results"
     stop
     start "$bin" serving
     for spec in "mlp small 16" "mlp small 64" "large1 large 64"; do
       read -r model lua c <<<"$spec"
-      echo "| $round | $side | serving $model c$c | $(measure "$url/$model/infer" "$work/$lua.lua" "$c" | sed 's/ / | /g') |" | tee -a "$work/results"
+      echo "| $round | $side | serving $model c$c | $(wrk_measure "$url/$model/infer" "$work/$lua.lua" "$c" | sed 's/ / | /g') |" | tee -a "$work/results"
     done
     stop
   done
@@ -106,7 +76,7 @@ print("\nmedians, B / A:")
 print("| case | A req/s | B req/s | B/A req/s | A µs/req | B µs/req | B/A µs/req |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for case in dict.fromkeys(r[2] for r in rows):
-    med = {s: [statistics.median(float(r[i]) for r in rows if r[1] == s and r[2] == case) for i in (3, 5)]
+    med = {s: [statistics.median(float(r[i]) for r in rows if r[1] == s and r[2] == case) for i in (3, 6)]
            for s in "AB"}
     print(f"| {case} | {med['A'][0]:.0f} | {med['B'][0]:.0f} | {med['B'][0] / med['A'][0]:.2f} | "
           f"{med['A'][1]:.1f} | {med['B'][1]:.1f} | {med['B'][1] / med['A'][1]:.2f} |")

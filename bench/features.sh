@@ -9,6 +9,7 @@
 #   usage: bench/features.sh [ROWS] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 ROWS="${1:-500000}"
 SECONDS_PER_RUN="${2:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
@@ -20,7 +21,6 @@ cargo build --release --locked --quiet
 FERRY="$CARGO_TARGET_DIR/release/ferry"
 ROOT="$PWD"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 work=$(mktemp -d)
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
@@ -90,26 +90,8 @@ with open(f"{work}/entity.lua", "w") as out:
               "  return wrk.format(nil, nil, nil, body)\nend\n")
 PY
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 run() { # LUA → "req/s p50 p99 cpu_us non2xx"
-  local url="http://127.0.0.1:$port/v2/models/churn/infer"
-  wrk -t2 -c16 -d2s -s "$work/$1.lua" "$url" >/dev/null
-  local t0; t0=$(cpu_ticks)
-  wrk -t2 -c16 -d"${SECONDS_PER_RUN}s" --latency -s "$work/$1.lua" "$url" >"$work/wrk.txt"
-  local t1; t1=$(cpu_ticks)
-  python3 - "$work/wrk.txt" "$t0" "$t1" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-t0, t1 = int(sys.argv[2]), int(sys.argv[3])
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-total = int(re.search(r"(\d+) requests in", text).group(1))
-def ms(p):
-    m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", text, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {ms(50):.2f} {ms(99):.2f} {(t1 - t0) * 10_000 / total:.1f} {errors.group(1) if errors else 0}")
-PY
+  wrk_measure "http://127.0.0.1:$port/v2/models/churn/infer" "$work/$1.lua" 16
 }
 read -r t_rps t_p50 t_p99 t_cpu t_err <<<"$(run tensor)"
 read -r e_rps e_p50 e_p99 e_cpu e_err <<<"$(run entity)"

@@ -15,6 +15,7 @@
 # 3. recovery: the capacity run again right after; full throughput must come back at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 OVERLOAD_SECONDS="${1:-60}"
 FACTOR="${2:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
@@ -26,7 +27,7 @@ cargo build --release --locked --quiet --bin ferry
 FERRY="$CARGO_TARGET_DIR/release/ferry"
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$FERRY" serving --listen "127.0.0.1:$port" --log-format json \
   --model "large=tests/fixtures/mlp_large.onnx" --intra-op-threads 1 ${OVERLOAD_SERVER_ARGS:-} \
   2>"$work/serving.log" &

@@ -7,6 +7,7 @@
 #   usage: bench/protocols.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_PER_RUN="${1:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)" >&2; apt-get install -y -q wrk >/dev/null; }
@@ -19,7 +20,7 @@ FERRY="$CARGO_TARGET_DIR/release/ferry"
 CPUS=$(nproc)
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$FERRY" serving --listen "127.0.0.1:$port" --log-format json \
   --model "large=tests/fixtures/mlp_large.onnx" \
   --model "large1=tests/fixtures/mlp_large.onnx" --model-option "large1:intra_op_threads=1" \
@@ -73,22 +74,10 @@ status=$(curl -sS --http2-prior-knowledge -o /dev/null -D - -H 'content-type: ap
   "http://127.0.0.1:$port/inference.GRPCInferenceService/ModelInfer" | tr -d '\r' | grep -i '^grpc-status' || true)
 [ -z "$status" ] || { echo "the gRPC body was refused: $status" >&2; exit 1; }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # NAME MODEL → "req/s cpu_us errors"
 rest() {
-  local name=$1 model=$2 url="http://127.0.0.1:$port/v2/models/$2/infer"
-  wrk -t2 -c64 -d2s -s "$work/$name.lua" "$url" >/dev/null
-  local t0; t0=$(cpu_ticks)
-  wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" -s "$work/$name.lua" "$url" >"$work/out.txt"
-  local t1; t1=$(cpu_ticks)
-  python3 - "$work/out.txt" "$t0" "$t1" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-total = int(re.search(r"(\d+) requests in", text).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {(int(sys.argv[3]) - int(sys.argv[2])) * 10_000 / total:.1f} {errors.group(1) if errors else 0}")
-PY
+  local r; r=$(wrk_measure "http://127.0.0.1:$port/v2/models/$2/infer" "$work/$1.lua" 64)
+  awk '{print $1, $4, $5}' <<<"$r"
 }
 grpc() {
   local model=$1 url="http://127.0.0.1:$port/inference.GRPCInferenceService/ModelInfer"

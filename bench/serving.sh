@@ -4,6 +4,7 @@
 #   usage: bench/serving.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_PER_RUN="${1:-15}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)" >&2; apt-get install -y -q wrk >/dev/null; }
@@ -15,7 +16,7 @@ FERRY="$CARGO_TARGET_DIR/release/ferry"
 CPUS=$(nproc)
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 "$FERRY" serving --listen "127.0.0.1:$port" --log-format json \
   --model "mlp=tests/fixtures/mlp.onnx" --model "large=tests/fixtures/mlp_large.onnx" \
   --model "large1=tests/fixtures/mlp_large.onnx" --model-option "large1:intra_op_threads=1" \
@@ -24,45 +25,12 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 600); do curl -fsS "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 
-lua() { # NAME WIDTH
-  python3 - "$1" "$2" >"$work/$1.lua" <<'PY'
-import json, random, sys
-name, width = sys.argv[1], int(sys.argv[2])
-random.seed(1)
-body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, width],
-                               "data": [round(random.uniform(-1, 1), 4) for _ in range(width)]}]})
-print('wrk.method = "POST"')
-print('wrk.headers["Content-Type"] = "application/json"')
-print("wrk.body = " + json.dumps(body))
-PY
-}
-lua mlp 32
-lua large 512
+row_lua 32 >"$work/mlp.lua"
+row_lua 512 >"$work/large.lua"
 cp "$work/large.lua" "$work/large1.lua"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 run() { # NAME CONCURRENCY → "req/s p50 p99 cpu_us errors"
-  local name=$1 c=$2
-  # Warm up, then measure.
-  wrk -t2 -c"$c" -d2s -s "$work/$name.lua" "http://127.0.0.1:$port/v2/models/$name/infer" >/dev/null
-  local t0; t0=$(cpu_ticks)
-  wrk -t2 -c"$c" -d"${SECONDS_PER_RUN}s" --latency -s "$work/$name.lua" \
-    "http://127.0.0.1:$port/v2/models/$name/infer" >"$work/wrk.txt"
-  local t1; t1=$(cpu_ticks)
-  python3 - "$work/wrk.txt" "$t0" "$t1" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-t0, t1 = int(sys.argv[2]), int(sys.argv[3])
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-total = int(re.search(r"(\d+) requests in", text).group(1))
-def ms(p):
-    m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", text, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-cpu_us = (t1 - t0) * 10_000 / total  # USER_HZ = 100
-print(f"{rps:.0f} {ms(50):.2f} {ms(99):.2f} {cpu_us:.1f} {errors.group(1) if errors else 0}")
-PY
+  wrk_measure "http://127.0.0.1:$port/v2/models/$1/infer" "$work/$1.lua" "$2"
 }
 
 raw() { # FILE:WIDTH:BATCH:THREADS → "rows/s cpu_us_per_row"

@@ -5,6 +5,7 @@
 #   usage: bench/shadow.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SECONDS_PER_RUN="${1:-15}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}"
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)" >&2; apt-get install -y -q wrk >/dev/null; }
@@ -15,7 +16,7 @@ cargo build --release --locked --quiet
 FERRY="$CARGO_TARGET_DIR/release/ferry"
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 base="http://127.0.0.1:$port"
 "$FERRY" up --no-demo --listen "127.0.0.1:$port" --data-dir "$work/data" --log-format json 2>"$work/ferry.log" &
 pid=$!

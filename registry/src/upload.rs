@@ -382,12 +382,8 @@ impl UploadSession {
 
 /// The object an upload is writing can only vanish under it when something deleted it: a
 /// `ferry registry gc` run with a minimum age shorter than the upload. Nothing was recorded, so
-/// the client is told to retry (503) rather than that the server failed.
-///
-/// In a local folder, the half-written file of a multipart upload vanishing makes the final
-/// rename fail; `object_store` then aborts the upload and reports only "Upload aborted", hiding
-/// the `NotFound`. A failed rename within one folder has no other likely cause, so that answer
-/// counts as vanished too (the cause is logged either way).
+/// the client is told to retry (503) rather than that the server failed. (In a local folder the
+/// half-written file vanishing makes the final rename fail with `NotFound`.)
 fn collected_under_us(error: Error) -> Error {
     let Error::ObjectStore(inner) = &error else {
         return error;
@@ -395,17 +391,9 @@ fn collected_under_us(error: Error) -> Error {
     let mut vanished = matches!(inner, object_store::Error::NotFound { .. });
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner);
     while let Some(e) = cause {
-        let not_found = e
+        vanished |= e
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
-        let local_abort = matches!(
-            inner,
-            object_store::Error::Generic {
-                store: "LocalFileSystem",
-                ..
-            }
-        ) && e.to_string() == "Upload aborted";
-        vanished |= not_found || local_abort;
         cause = e.source();
     }
     if vanished {
@@ -560,13 +548,15 @@ mod tests {
             "S3",
             Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, "gone")),
         );
-        let local_abort = generic("LocalFileSystem", Box::new(Message("Upload aborted")));
-        for vanished in [gone, io_gone, local_abort] {
+        for vanished in [gone, io_gone] {
             let mapped = collected_under_us(vanished);
             assert!(matches!(mapped, Error::Unavailable(_)), "{mapped:?}");
             assert_eq!(mapped.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         }
+        // A local folder's writer reports a vanished file as `NotFound` itself (`gone` above);
+        // an abort is some other failure.
         let other_abort = generic("S3", Box::new(Message("Upload aborted")));
+        let local_abort = generic("LocalFileSystem", Box::new(Message("Upload aborted")));
         let denied = generic(
             "LocalFileSystem",
             Box::new(std::io::Error::new(
@@ -574,7 +564,12 @@ mod tests {
                 "no",
             )),
         );
-        for failure in [other_abort, denied, Error::Internal("x".into())] {
+        for failure in [
+            other_abort,
+            local_abort,
+            denied,
+            Error::Internal("x".into()),
+        ] {
             let mapped = collected_under_us(failure);
             assert!(!matches!(mapped, Error::Unavailable(_)), "{mapped:?}");
         }

@@ -17,6 +17,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 
+mod local;
+
 use crate::error::{Error, Result};
 
 /// Size of the parts an upload is cut into: the smallest S3 accepts, and small enough to keep an
@@ -156,9 +158,19 @@ impl BlobStore {
     }
 
     async fn writer_at(&self, path: Path) -> Result<BlobWriter> {
+        if let Some(dir) = &self.local_dir {
+            let file = local_file(dir, &path);
+            let writer = local::LocalWriter::create(file)
+                .await
+                .map_err(|e| local_error(&path, e))?;
+            return Ok(BlobWriter {
+                inner: Writer::Local(writer),
+                path,
+            });
+        }
         let upload = self.store.put_multipart(&path).await?;
         Ok(BlobWriter {
-            inner: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+            inner: Writer::Multipart(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
             path,
         })
     }
@@ -326,8 +338,15 @@ impl BlobStore {
 /// An object being written in parts. Dropping it without [`BlobWriter::complete`] leaves nothing
 /// visible at its key.
 pub struct BlobWriter {
-    inner: WriteMultipart,
+    inner: Writer,
     path: Path,
+}
+
+enum Writer {
+    /// Any object store: `object_store`'s multipart upload.
+    Multipart(WriteMultipart),
+    /// A local folder: flushed to the disk while it is written (see `local.rs`).
+    Local(local::LocalWriter),
 }
 
 impl BlobWriter {
@@ -337,8 +356,13 @@ impl BlobWriter {
     /// # Errors
     /// [`Error::ObjectStore`] when a part fails.
     pub async fn put(&mut self, bytes: Bytes) -> Result<()> {
-        self.inner.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-        self.inner.put(bytes);
+        match &mut self.inner {
+            Writer::Multipart(w) => {
+                w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                w.put(bytes);
+            }
+            Writer::Local(w) => w.put(bytes).await.map_err(|e| local_error(&self.path, e))?,
+        }
         Ok(())
     }
 
@@ -352,17 +376,50 @@ impl BlobWriter {
     /// # Errors
     /// [`Error::ObjectStore`].
     pub async fn complete(self) -> Result<Path> {
-        self.inner.finish().await?;
+        match self.inner {
+            Writer::Multipart(w) => {
+                w.finish().await?;
+            }
+            Writer::Local(w) => w.complete().await.map_err(|e| local_error(&self.path, e))?,
+        }
         Ok(self.path)
     }
 
     /// Abandons the upload and frees what the store holds for it.
     pub async fn abort(self) {
-        let path = self.path.clone();
-        if let Err(e) = self.inner.abort().await {
-            tracing::warn!(%path, error = %e, "could not abort an upload; the store's lifecycle rules or gc will clean it");
+        let path = self.path;
+        match self.inner {
+            Writer::Multipart(w) => {
+                if let Err(e) = w.abort().await {
+                    tracing::warn!(%path, error = %e, "could not abort an upload; the store's lifecycle rules or gc will clean it");
+                }
+            }
+            Writer::Local(w) => w.abort().await,
         }
     }
+}
+
+/// The file behind `path` in a local store rooted at `dir`.
+fn local_file(dir: &std::path::Path, path: &Path) -> std::path::PathBuf {
+    path.parts()
+        .fold(dir.to_path_buf(), |file, part| file.join(part.as_ref()))
+}
+
+/// A local write's failure as the object store error `object_store` itself would report: a
+/// missing file is `NotFound` (what a concurrent gc causes), anything else the store failing.
+fn local_error(path: &Path, error: std::io::Error) -> Error {
+    let error = if error.kind() == std::io::ErrorKind::NotFound {
+        object_store::Error::NotFound {
+            path: path.to_string(),
+            source: Box::new(error),
+        }
+    } else {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(error),
+        }
+    };
+    Error::ObjectStore(error)
 }
 
 fn local_file_stream(
@@ -441,6 +498,26 @@ mod tests {
         writer.put(Bytes::from_static(b"partial")).await.unwrap();
         writer.abort().await;
         assert_eq!(blobs.size_of("x").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_local_upload_whose_file_was_collected_fails_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().to_str().unwrap(), &[]).unwrap();
+        let mut writer = blobs.stage().await.unwrap();
+        writer.put(Bytes::from_static(b"abc")).await.unwrap();
+        // What `ferry registry gc` with a too short minimum age does: the half-written file goes.
+        for entry in std::fs::read_dir(dir.path().join("tmp")).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let err = writer.complete().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ObjectStore(object_store::Error::NotFound { .. })
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
