@@ -24,7 +24,7 @@ lint:            ## Formatting and clippy, as CI checks them
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-bench-registry:  ## Upload/download a 500 MiB model through the registry vs cp
+bench-registry:  ## Upload/download a 500 MiB model through ferry registry vs cp and cp + fsync
 	./bench/registry.sh
 
 bench-serving:   ## Batch-1 JSON inference under wrk vs raw ONNX Runtime
