@@ -1,13 +1,13 @@
 //! Handlers for models, versions and aliases.
 
-use axum::extract::multipart::{MultipartError, MultipartRejection};
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
 use super::extract::{Json, PageQuery, Path, Query};
+use super::multipart::MultipartBody;
 use crate::AppState;
 use crate::error::{Error, Result};
 use crate::store::Inserted;
@@ -145,7 +145,7 @@ pub async fn upload(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    multipart: std::result::Result<Multipart, MultipartRejection>,
+    multipart: Result<MultipartBody>,
 ) -> Response {
     let outcome = receive(&state, name, &headers, multipart).await;
     let label = match &outcome {
@@ -183,7 +183,7 @@ async fn receive(
     state: &AppState,
     name: String,
     headers: &HeaderMap,
-    multipart: std::result::Result<Multipart, MultipartRejection>,
+    multipart: Result<MultipartBody>,
 ) -> Result<Inserted> {
     names::validate("model", &name)?;
     // Held until the version is recorded or refused.
@@ -194,12 +194,7 @@ async fn receive(
             state.config.upload.max_concurrent
         ))
     })?;
-    let mut multipart = multipart.map_err(|e| {
-        Error::UnsupportedMediaType(format!(
-            "expected a multipart/form-data body with parts `model` and `metadata`: {}",
-            e.body_text()
-        ))
-    })?;
+    let mut multipart = multipart?;
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -215,12 +210,12 @@ async fn receive(
         name,
         key,
     )?;
-    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        match field.name() {
+    while let Some(part) = multipart.next_part().await? {
+        match part.name.as_deref() {
             Some("metadata") => {
                 let limit = session.max_metadata_bytes();
                 let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                while let Some(chunk) = multipart.next_chunk().await? {
                     if bytes.len() + chunk.len() > limit {
                         return Err(Error::PayloadTooLarge(format!(
                             "the `metadata` part is larger than {limit} bytes"
@@ -232,12 +227,10 @@ async fn receive(
             }
             Some("model") => {
                 let counter = state.metrics.upload_bytes.clone();
-                let stream = field.map(move |chunk| {
-                    chunk
-                        .inspect(|bytes| counter.inc_by(bytes.len() as u64))
-                        .map_err(multipart_error)
-                });
-                session.receive_model(Box::pin(stream)).await?;
+                let stream = multipart
+                    .part_data()
+                    .map(move |chunk| chunk.inspect(|bytes| counter.inc_by(bytes.len() as u64)));
+                session.receive_model(stream).await?;
             }
             other => {
                 return Err(Error::BadRequest(format!(
@@ -248,15 +241,4 @@ async fn receive(
         }
     }
     session.finish().await
-}
-
-fn multipart_error(e: MultipartError) -> Error {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        Error::PayloadTooLarge(format!("the upload is too large: {}", e.body_text()))
-    } else {
-        Error::BadRequest(format!(
-            "the multipart body is malformed or was cut off: {}",
-            e.body_text()
-        ))
-    }
 }
