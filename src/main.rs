@@ -7,17 +7,16 @@ mod connection;
 mod data_hash;
 mod demo;
 mod git;
+mod logging;
 mod output;
 mod server;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use ferry_api::client::ClientError;
-use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat, RegistryAction};
+use crate::cli::{Cli, Command, RegistryAction};
 
 /// Exit codes, documented in the README: scripts can tell a missing model from a refused one.
 mod exit {
@@ -33,7 +32,7 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
+    logging::init(
         cli.log_format,
         matches!(
             cli.command,
@@ -144,33 +143,4 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
     }
     exit::FAILURE
-}
-
-/// Servers log at info by default; client commands only warn, so their output stays clean.
-/// `FERRY_LOG` (or `RUST_LOG`) overrides the filter.
-fn init_logging(format: LogFormat, server: bool) {
-    // lapin logs a broker's refusal (a queue that does not exist) as an error of its own; a
-    // client command reports it once, itself.
-    let default = if server { "info" } else { "warn,lapin=off" };
-    let filter = std::env::var("FERRY_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .map(EnvFilter::new)
-        .unwrap_or_else(|_| EnvFilter::new(default));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
-    }
 }
