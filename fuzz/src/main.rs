@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Parser)]
 #[command(about = "Mutation fuzzing of Ferry's parsers and validators")]
 struct Args {
-    /// Targets to run (oip, grpc, onnx, policy, profile, upload) [default: all].
+    /// Targets to run (oip, grpc, onnx, policy, profile, upload, multipart) [default: all].
     targets: Vec<String>,
     /// Seconds per target.
     #[arg(long, default_value_t = 10)]

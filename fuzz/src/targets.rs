@@ -11,11 +11,12 @@ use ferry_api::http::metrics::HttpMetrics;
 use ferry_api::onnx::{ModelSignature, OnnxScanner, inspect};
 use ferry_api::records::EndpointPolicy;
 use ferry_api::traffic::validate_policy;
+use ferry_registry::api::multipart::{Event, Parser};
 use ferry_registry::{AppState, BlobStore, Config, MetadataStore};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
-use crate::{Outcome, Target, outcome_of};
+use crate::{Outcome, Rng, Target, outcome_of};
 
 /// The repository's `tests/fixtures/`.
 pub fn fixtures() -> PathBuf {
@@ -35,6 +36,7 @@ pub fn all() -> Vec<Box<dyn Target>> {
         Box::new(Policy),
         Box::new(ProfileTarget),
         Box::new(Upload::new()),
+        Box::new(Multipart),
     ]
 }
 
@@ -669,4 +671,163 @@ impl Target for Upload {
             Ok(outcome_of(&format!("{} {detail}", status.as_u16())))
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The registry's multipart parser on its own, fed the same body in different chunks.
+/// Invariant: the parts (names and bytes) and the verdict do not depend on where hyper happened
+/// to cut the body — whole, one byte at a time, every 7 bytes, and at a few input-chosen points.
+/// The input's first line is the boundary, the rest the body.
+pub struct Multipart;
+
+/// What one parse produced: each part's name and bytes, then `Ok` (closing boundary seen) or
+/// the error.
+type Parsed = (Vec<(Option<String>, Vec<u8>)>, Result<(), String>);
+
+fn parse_in_chunks(boundary: &str, chunks: &[&[u8]]) -> Parsed {
+    let mut parts: Vec<(Option<String>, Vec<u8>)> = Vec::new();
+    let mut parser = match Parser::new(boundary) {
+        Ok(parser) => parser,
+        Err(e) => return (parts, Err(e)),
+    };
+    let mut rest = chunks.iter();
+    loop {
+        match parser.next_event() {
+            Ok(Some(Event::Part(head))) => parts.push((head.name, Vec::new())),
+            Ok(Some(Event::Data(bytes))) => match parts.last_mut() {
+                Some((_, data)) if !bytes.is_empty() => data.extend_from_slice(&bytes),
+                Some(_) => return (parts, Err("an empty Data event".into())),
+                None => return (parts, Err("data before any part".into())),
+            },
+            Ok(Some(Event::End)) => return (parts, Ok(())),
+            Ok(None) => match rest.next() {
+                Some(chunk) => parser.push(bytes::Bytes::copy_from_slice(chunk)),
+                None => return (parts, parser.finish()),
+            },
+            Err(e) => return (parts, Err(e)),
+        }
+    }
+}
+
+impl Target for Multipart {
+    fn name(&self) -> &'static str {
+        "multipart"
+    }
+
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        let mut two = b"ferryfuzzboundary\n".to_vec();
+        two.extend(multipart(&[
+            ("metadata", br#"{"git_commit":"0123"}"#),
+            (
+                "model",
+                b"\r\n--ferryfuzzboundar\r\n-\r\r\n--ferryfuzzboundaryX",
+            ),
+        ]));
+        let mut short = b"b\n".to_vec();
+        short.extend_from_slice(
+            b"preamble\r\n--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n\r\n--\r\n--b--epilogue",
+        );
+        vec![two, short]
+    }
+
+    fn dictionary(&self) -> &'static [&'static [u8]] {
+        &[
+            b"\r\n--ferryfuzzboundary\r\n",
+            b"\r\n--ferryfuzzboundary--",
+            b"--ferryfuzzboundary",
+            b"Content-Disposition: form-data; name=\"model\"\r\n\r\n",
+            b"Content-Disposition: form-data; name=model; filename=\"a\\\"b\"\r\n",
+            b"Content-Type: application/octet-stream\r\n",
+            b"\r\n\r\n",
+            b"\r\n",
+            b"--",
+        ]
+    }
+
+    fn max_len(&self) -> usize {
+        // Fed one byte at a time too: keep each run short.
+        4096
+    }
+
+    fn run(&mut self, input: &[u8]) -> Result<Outcome, String> {
+        let split = input
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(input.len());
+        let boundary = String::from_utf8_lossy(&input[..split]).into_owned();
+        let body = input.get(split + 1..).unwrap_or_default();
+        let whole = parse_in_chunks(&boundary, &[body]);
+
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        let sevens: Vec<&[u8]> = body.chunks(7).collect();
+        // Cuts chosen by the input itself, so that mutations move them: three anywhere, and
+        // chunks of random sizes around the delimiter's length (`\r\n--` + boundary), where a
+        // delimiter straddles chunks in every possible way.
+        let mut rng = Rng::new(body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }));
+        let mut cuts: Vec<usize> = (0..3).map(|_| rng.below(body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut points = vec![0];
+        points.extend(cuts);
+        points.push(body.len());
+        let random: Vec<&[u8]> = points.windows(2).map(|w| &body[w[0]..w[1]]).collect();
+        let around = 2 * (boundary.len() + 4) + 2;
+        let mut sized: Vec<&[u8]> = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at((1 + rng.below(around)).min(rest.len()));
+            sized.push(chunk);
+            rest = after;
+        }
+
+        for (how, chunks) in [
+            ("one byte", &bytes),
+            ("7 bytes", &sevens),
+            ("three cuts", &random),
+            ("random sizes", &sized),
+        ] {
+            let other = parse_in_chunks(&boundary, chunks);
+            if other != whole {
+                return Err(format!(
+                    "fed in chunks of {how} ({:?}), the body parses as {:?}, whole as {:?}",
+                    chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+                    summary(&other),
+                    summary(&whole),
+                ));
+            }
+        }
+        // The first parts' shapes (named or not, empty or not) and the verdict, so that the
+        // corpus keeps bodies of different structure, not only different errors.
+        let shapes: String = whole
+            .0
+            .iter()
+            .take(4)
+            .map(|(name, data)| match (name.is_some(), data.is_empty()) {
+                (true, true) => 'N',
+                (true, false) => 'D',
+                (false, true) => '_',
+                (false, false) => 'd',
+            })
+            .collect();
+        Ok(match whole.1 {
+            Ok(()) => Outcome(format!("[{shapes}] complete")),
+            // What follows `: ` echoes the input (a header line): not part of the outcome.
+            Err(e) => Outcome(format!(
+                "[{shapes}] {}",
+                outcome_of(e.split(": ").next().unwrap_or_default()).0
+            )),
+        })
+    }
+}
+
+/// A parse in few words: each part's name and length, and the verdict.
+fn summary(parsed: &Parsed) -> String {
+    let parts: Vec<String> = parsed
+        .0
+        .iter()
+        .map(|(name, data)| format!("{name:?}: {} bytes", data.len()))
+        .collect();
+    format!("[{}] {:?}", parts.join(", "), parsed.1)
 }

@@ -6,7 +6,7 @@ mod events;
 pub mod extract;
 mod features;
 mod models;
-mod multipart;
+pub mod multipart;
 mod system;
 mod webhooks;
 

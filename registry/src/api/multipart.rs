@@ -38,7 +38,7 @@ pub struct PartHead {
     pub name: Option<String>,
 }
 
-/// What [`Parser::next`] found.
+/// What [`Parser::next_event`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
     /// A part begins; its data follows as [`Event::Data`] until the next `Part` or `End`.
@@ -98,7 +98,7 @@ impl Parser {
         })
     }
 
-    /// Gives the parser the body's next chunk; call only after [`Parser::next`] said `None`.
+    /// Gives the parser the body's next chunk; call only after [`Parser::next_event`] said `None`.
     pub fn push(&mut self, chunk: Bytes) {
         debug_assert!(self.input.is_empty(), "push before the last chunk was read");
         self.input = chunk;
@@ -108,7 +108,7 @@ impl Parser {
     ///
     /// # Errors
     /// A body that does not follow the multipart syntax, saying where.
-    pub fn next(&mut self) -> Result<Option<Event>, String> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, String> {
         loop {
             match self.state {
                 State::Preamble(seen) => match self.scan_data()? {
@@ -460,7 +460,7 @@ impl MultipartBody {
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, Error>> {
         loop {
-            match self.parser.next().map_err(malformed)? {
+            match self.parser.next_event().map_err(malformed)? {
                 Some(event) => {
                     self.ended = event == Event::End;
                     return Poll::Ready(Ok(event));
@@ -526,7 +526,7 @@ mod tests {
         let mut parts: Vec<Part> = Vec::new();
         let mut chunks = chunks.iter();
         loop {
-            match parser.next()? {
+            match parser.next_event()? {
                 Some(Event::Part(head)) => parts.push((head.name, Vec::new())),
                 Some(Event::Data(bytes)) => {
                     assert!(!bytes.is_empty(), "empty data event");
@@ -594,8 +594,8 @@ mod tests {
         let body = Bytes::from(body(&[("model", &data)]));
         let mut parser = Parser::new(BOUNDARY).unwrap();
         parser.push(body.clone());
-        assert!(matches!(parser.next().unwrap(), Some(Event::Part(_))));
-        let Some(Event::Data(bytes)) = parser.next().unwrap() else {
+        assert!(matches!(parser.next_event().unwrap(), Some(Event::Part(_))));
+        let Some(Event::Data(bytes)) = parser.next_event().unwrap() else {
             panic!("expected data");
         };
         assert_eq!(bytes.len(), data.len());
@@ -604,7 +604,7 @@ mod tests {
             received.contains(&bytes.as_ptr()),
             "the data was copied instead of sliced"
         );
-        assert_eq!(parser.next().unwrap(), Some(Event::End));
+        assert_eq!(parser.next_event().unwrap(), Some(Event::End));
     }
 
     #[test]
