@@ -5,7 +5,6 @@ use std::iter::once;
 
 use axum::Router;
 use axum::http::{HeaderName, Request, Response, header};
-use axum::middleware::from_fn_with_state;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::classify::ServerErrorsFailureClass;
@@ -14,7 +13,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use super::metrics::{HttpMetrics, record_http};
+use super::metrics::{HttpMetrics, RecordHttpLayer};
 
 /// The request-id header: taken from the client when present, generated otherwise, and echoed
 /// on the response.
@@ -89,7 +88,7 @@ pub fn common<S: Clone + Send + Sync + 'static>(
             // connection.
             .layer(CatchPanicLayer::custom(panic_response))
             // Innermost, so that it sees the route the router matched (`MatchedPath`).
-            .layer(from_fn_with_state(metrics, record_http)),
+            .layer(RecordHttpLayer::new(metrics)),
     )
 }
 

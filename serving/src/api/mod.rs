@@ -15,7 +15,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use extract::Path;
@@ -61,10 +60,7 @@ pub fn routes(state: ServingState) -> Router {
         // and a request pays for each boxing (bench/README.md, "Where the rest goes").
         .route_layer(
             ServiceBuilder::new()
-                .layer(from_fn_with_state(
-                    state.tokens.clone(),
-                    auth::require_token,
-                ))
+                .layer(auth::RequireTokenLayer::new(state.tokens.clone()))
                 .layer(DefaultBodyLimit::max(limit)),
         );
     Router::new()
