@@ -32,14 +32,17 @@ mod exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(
-        cli.log_format,
-        matches!(
-            cli.command,
-            Command::Up(_) | Command::Registry(_) | Command::Serving(_) | Command::Operator(_)
-        ),
+    let server = matches!(
+        cli.command,
+        Command::Up(_) | Command::Registry(_) | Command::Serving(_) | Command::Operator(_)
+    );
+    logging::init(cli.log_format, server);
+    let http_threads = cli.http_threads.map_or_else(
+        || cli::default_http_threads(ferry_serving::runtime::available_cpus()),
+        usize::from,
     );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(http_threads)
         .enable_all()
         .build()
     {
@@ -49,6 +52,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    if server {
+        // Read back from the runtime, not the setting: what the process really runs with.
+        tracing::info!(
+            http_threads = runtime.metrics().num_workers(),
+            "async runtime started"
+        );
+    }
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -678,3 +678,48 @@ async fn after_sigterm_serving_fails_readiness_but_keeps_answering_for_the_shutd
         server.logs()
     );
 }
+
+/// What the server logged as `http_threads` when its async runtime started.
+fn runtime_threads(server: &Server) -> Option<u64> {
+    server.logs().lines().find_map(|line| {
+        let line: Value = serde_json::from_str(line).ok()?;
+        (line["message"] == "async runtime started")
+            .then(|| line["http_threads"].as_u64())
+            .flatten()
+    })
+}
+
+#[test]
+fn the_async_runtime_has_the_threads_asked_for_and_half_the_cpus_by_default() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = format!("mlp={}", fixture("mlp.onnx").display());
+    let mut asked = Server::start(
+        dir.path(),
+        &["serving", "--model", &model, "--http-threads", "3"],
+    );
+    assert_eq!(runtime_threads(&asked), Some(3), "{}", asked.logs());
+    asked.terminate();
+    let mut default = Server::start(dir.path(), &["serving", "--model", &model]);
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(
+        runtime_threads(&default),
+        Some((cpus / 2).max(1)),
+        "{}",
+        default.logs()
+    );
+    default.terminate();
+    let refused = ferry(
+        dir.path(),
+        &["serving", "--model", &model, "--http-threads", "0"],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--http-threads"),
+        "{}",
+        text(&refused)
+    );
+}
