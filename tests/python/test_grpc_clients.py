@@ -260,8 +260,11 @@ def test_the_clients_grpc_timeout_shortens_the_servers_deadline(tmp_path_factory
 
 
 def test_overload_is_resource_exhausted_and_nothing_else_fails(tmp_path_factory):
+    # Four runtime threads decode requests in parallel so that they reach the queue faster than
+    # one inference thread empties it: with the default (half of CI's 2 CPUs, one thread) the
+    # server decoded the 24 requests one after another and the queue of 2 never overflowed.
     ferry = serving_process(tmp_path_factory, "--queue-capacity", "2", "--max-batch-size", "1",
-                            "--intra-op-threads", "1")
+                            "--intra-op-threads", "1", "--http-threads", "4")
     try:
         statuses = []
         lock = threading.Lock()
