@@ -6,11 +6,23 @@
 # the two runs' totals over N2 - N1 is what one request costs: startup, the push and model loading
 # cancel out. Counts, not timings, so a busy machine does not change them.
 # With SITES=K it also lists the K call sites whose allocations grew most per request.
-#   usage: bench/allocs.sh [BINARY] [N1] [N2]      (default: target/release/ferry, 500, 2500)
+# DHAT sees malloc only, so the binary must use the system allocator: built without the default
+# `jemalloc` feature (`cargo build --release --no-default-features`), which this script does
+# itself (in a target dir of its own) when no BINARY is given.
+#   usage: bench/allocs.sh [BINARY] [N1] [N2]      (defaults: that build, 500, 2500)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-BIN=$(realpath "${1:-${CARGO_TARGET_DIR:-target}/release/ferry}")
+if [ -z "${1:-}" ]; then
+  target="${CARGO_TARGET_DIR:-$HOME/.cache/ferry/target}/system-malloc"
+  CARGO_TARGET_DIR="$target" cargo build --release --locked --quiet --no-default-features --bin ferry
+  set -- "$target/release/ferry" "${@:2}"
+fi
+BIN=$(realpath "$1")
+if grep -q _rjem_malloc "$BIN"; then
+  echo "$BIN allocates with jemalloc, which DHAT does not see: build it with --no-default-features" >&2
+  exit 2
+fi
 N1="${2:-500}" N2="${3:-2500}"
 command -v valgrind >/dev/null || { echo "installing valgrind (Debian package)" >&2; apt-get install -y -q valgrind >/dev/null; }
 ./scripts/fetch-ort.sh >/dev/null
