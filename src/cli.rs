@@ -405,7 +405,8 @@ pub struct RuntimeArgs {
     #[arg(long, env = "FERRY_WORKERS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
-    /// ONNX Runtime intra-op threads per session [default: the CPUs available].
+    /// ONNX Runtime intra-op threads per session [default: 1 for a model file under 8 MiB,
+    /// else the CPUs available].
     #[arg(long, env = "FERRY_INTRA_OP_THREADS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intra_op_threads: Option<usize>,

@@ -529,7 +529,7 @@ fn set_option(
         "max_queue_delay_ms" => options.max_queue_delay = Duration::from_millis(value),
         "queue_capacity" => options.queue_capacity = count()?,
         "workers" => options.workers = count()?,
-        "intra_op_threads" => options.intra_op_threads = count()?,
+        "intra_op_threads" => options.intra_op_threads = Some(count()?),
         "inter_op_threads" => options.inter_op_threads = count()?,
         other => bail!("unknown key `{other}`; use {MODEL_OPTION_KEYS}"),
     }

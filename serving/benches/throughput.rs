@@ -111,17 +111,6 @@ fn served(
     width: usize,
     options: RuntimeOptions,
 ) -> Measurement {
-    let label = format!(
-        "Ferry, {} worker(s) x {} thread(s), max batch {}{}",
-        options.workers,
-        options.intra_op_threads,
-        options.max_batch_size,
-        if options.intra_op_spinning {
-            ", spinning"
-        } else {
-            ""
-        }
-    );
     tokio.block_on(async {
         let signature = ferry_api::onnx::inspect(&std::fs::read(model).unwrap()).unwrap();
         let loaded = LoadedModel::load(
@@ -133,6 +122,17 @@ fn served(
         )
         .await
         .unwrap();
+        let label = format!(
+            "Ferry, {} worker(s) x {} thread(s), max batch {}{}",
+            loaded.options().workers,
+            loaded.options().intra_op_threads.unwrap_or_default(),
+            loaded.options().max_batch_size,
+            if loaded.options().intra_op_spinning {
+                ", spinning"
+            } else {
+                ""
+            }
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
         let measuring = Arc::new(AtomicBool::new(false));
@@ -195,7 +195,7 @@ fn bench(tokio: &tokio::runtime::Runtime, runtime: &OnnxRuntime, file: &str, wid
     let defaults = RuntimeOptions::default();
     let two_workers = RuntimeOptions {
         workers: 2,
-        intra_op_threads: (cpus / 2).max(1),
+        intra_op_threads: Some((cpus / 2).max(1)),
         ..defaults.clone()
     };
     let configs = [

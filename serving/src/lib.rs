@@ -106,7 +106,7 @@ impl ServingConfig {
     pub fn shadow_options(&self, name: &str) -> RuntimeOptions {
         RuntimeOptions {
             workers: 1,
-            intra_op_threads: 1,
+            intra_op_threads: Some(1),
             inter_op_threads: 1,
             intra_op_spinning: false,
             queue_capacity: 64,

@@ -216,3 +216,70 @@ async fn half_precision_tensors_run_through_onnx_runtime() {
     let widened: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     assert_eq!(by_name("x_float"), TensorData::F32(widened));
 }
+
+/// Threads of this process whose name is `name` (Linux truncates names to 15 bytes; threads a
+/// thread starts inherit its name, which is how ONNX Runtime's intra-op threads are found).
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_small_model_runs_on_one_intra_op_thread_and_a_large_one_on_every_cpu() {
+    use ferry_serving::runtime::{RuntimeOptions, SMALL_MODEL_BYTES, available_cpus};
+    let Some(runtime) = common::runtime() else {
+        return;
+    };
+    let small = std::fs::read(common::fixture("mlp.onnx")).unwrap();
+    // The same graph made large: a ModelProto field no ONNX version uses (1000), which every
+    // protobuf reader skips, carrying zeros past the threshold.
+    let mut large = small.clone();
+    let padding = usize::try_from(SMALL_MODEL_BYTES).unwrap();
+    large.extend(varint(1000 << 3 | 2));
+    large.extend(varint(padding as u64));
+    large.resize(large.len() + padding, 0);
+
+    let cases = [
+        ("tsm", small, None, 1),
+        ("tlg", large.clone(), None, available_cpus()),
+        ("tset", large, Some(1), 1),
+    ];
+    for (name, bytes, set, expected) in cases {
+        let options = RuntimeOptions {
+            intra_op_threads: set,
+            ..RuntimeOptions::default()
+        };
+        let loaded = LoadedModel::load(
+            &runtime,
+            ModelSource::Bytes(bytes.into()),
+            common::signature("mlp.onnx"),
+            options,
+            ModelMetrics::detached(name, "1").unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(loaded.options().intra_op_threads, Some(expected), "{name}");
+        // The worker thread plus the intra-op threads ONNX Runtime started for its session (the
+        // names are short enough to survive the 15-byte limit).
+        assert_eq!(
+            threads_named(&format!("infer {name}:1 #0")),
+            expected,
+            "{name}"
+        );
+    }
+}
+
+fn varint(mut value: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+    out
+}

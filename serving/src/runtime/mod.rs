@@ -54,6 +54,6 @@ pub use error::RuntimeError;
 pub use library::OnnxRuntime;
 pub use metrics::{ModelMetrics, RuntimeMetrics};
 pub use model::ModelSource;
-pub use options::{RuntimeOptions, available_cpus};
+pub use options::{RuntimeOptions, SMALL_MODEL_BYTES, available_cpus, default_intra_op_threads};
 pub use session::LoadedModel;
 pub use tensor::{DataType, Tensor, TensorData, UnknownDataType};

@@ -19,6 +19,22 @@ pub enum ModelSource {
     Bytes(Arc<[u8]>),
 }
 
+impl ModelSource {
+    /// The size of the model's ONNX bytes.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Load`] when the file cannot be read.
+    pub(crate) async fn byte_len(&self) -> Result<u64, RuntimeError> {
+        match self {
+            ModelSource::File(path) => tokio::fs::metadata(path)
+                .await
+                .map(|meta| meta.len())
+                .map_err(|e| RuntimeError::load(format!("cannot read {}: {e}", path.display()))),
+            ModelSource::Bytes(bytes) => Ok(bytes.len() as u64),
+        }
+    }
+}
+
 impl From<PathBuf> for ModelSource {
     fn from(path: PathBuf) -> Self {
         ModelSource::File(path)

@@ -14,8 +14,9 @@ pub struct RuntimeOptions {
     /// that cannot batch (fixed first dimension). At least 1.
     pub workers: usize,
     /// Threads one run may use inside an operator (ONNX Runtime's intra-op pool, the worker
-    /// thread included). At least 1.
-    pub intra_op_threads: usize,
+    /// thread included). At least 1 when set; `None` (the default) picks by the model's size
+    /// when it loads: see [`default_intra_op_threads`].
+    pub intra_op_threads: Option<usize>,
     /// Threads that run independent branches of the graph in parallel; 1 runs nodes in
     /// sequence, which is best for most models. At least 1.
     pub inter_op_threads: usize,
@@ -38,8 +39,9 @@ pub struct RuntimeOptions {
 }
 
 impl Default for RuntimeOptions {
-    /// One worker using every CPU available to the process, batches of up to 64 rows with no
-    /// added delay, and room for 256 requests.
+    /// One worker (using every CPU available to the process for a large model, one for a small
+    /// one: [`default_intra_op_threads`]), batches of up to 64 rows with no added delay, and room
+    /// for 256 requests.
     ///
     /// Measured on a compute-bound MLP (`benches/throughput.rs`): one worker with two threads
     /// ran batched requests as fast as a bare session on batches of 64, while two workers with
@@ -48,7 +50,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             workers: 1,
-            intra_op_threads: available_cpus(),
+            intra_op_threads: None,
             inter_op_threads: 1,
             intra_op_spinning: false,
             max_batch_size: 64,
@@ -67,7 +69,7 @@ impl RuntimeOptions {
     pub fn validate(&self) -> Result<(), RuntimeError> {
         for (name, value) in [
             ("workers", self.workers),
-            ("intra_op_threads", self.intra_op_threads),
+            ("intra_op_threads", self.intra_op_threads.unwrap_or(1)),
             ("inter_op_threads", self.inter_op_threads),
             ("max_batch_size", self.max_batch_size),
             ("queue_capacity", self.queue_capacity),
@@ -77,6 +79,35 @@ impl RuntimeOptions {
             }
         }
         Ok(())
+    }
+
+    /// The intra-op threads a model of `model_bytes` (its ONNX file) runs with: the number set,
+    /// else [`default_intra_op_threads`] for the CPUs available.
+    #[must_use]
+    pub fn intra_op_threads_for(&self, model_bytes: u64) -> usize {
+        self.intra_op_threads
+            .unwrap_or_else(|| default_intra_op_threads(model_bytes, available_cpus()))
+    }
+}
+
+/// Models whose ONNX file is smaller than this run on one intra-op thread unless told otherwise.
+pub const SMALL_MODEL_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The intra-op threads a model gets when none are set: one for a model under
+/// [`SMALL_MODEL_BYTES`], else all `cpus`.
+///
+/// The file's size stands for the weights, and so for the work one row costs. A run of a small
+/// model is too short to share: waking a second thread for it costs more than it saves. Measured
+/// with `bench/ab.sh` on 2 CPUs (bench/README.md, "One intra-op thread for small models"): one
+/// thread cost 0.85x the CPU per request on `mlp.onnx` (0.3 MB) and on an 835k-parameter MLP
+/// (3.3 MB), with as many requests per second; on `mlp_large.onnx` (21 MB) one thread gave 10%
+/// fewer rows per second than two.
+#[must_use]
+pub fn default_intra_op_threads(model_bytes: u64, cpus: usize) -> usize {
+    if model_bytes < SMALL_MODEL_BYTES {
+        1
+    } else {
+        cpus.max(1)
     }
 }
 
@@ -91,12 +122,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_give_one_worker_every_available_cpu() {
+    fn defaults_give_one_worker_and_pick_its_threads_by_model_size() {
         let options = RuntimeOptions::default();
         assert!(options.validate().is_ok());
         assert_eq!(options.workers, 1);
-        assert_eq!(options.intra_op_threads, available_cpus());
+        assert_eq!(options.intra_op_threads, None);
         assert!(options.max_batch_size > 1, "batching is on by default");
+        assert_eq!(options.intra_op_threads_for(300_000), 1);
+        assert_eq!(options.intra_op_threads_for(21_000_000), available_cpus());
+    }
+
+    #[test]
+    fn small_models_get_one_intra_op_thread_large_ones_every_cpu() {
+        assert_eq!(default_intra_op_threads(0, 8), 1);
+        assert_eq!(default_intra_op_threads(SMALL_MODEL_BYTES - 1, 8), 1);
+        assert_eq!(default_intra_op_threads(SMALL_MODEL_BYTES, 8), 8);
+        assert_eq!(default_intra_op_threads(2 << 30, 2), 2);
+        assert_eq!(
+            default_intra_op_threads(2 << 30, 0),
+            1,
+            "never zero threads"
+        );
+    }
+
+    #[test]
+    fn threads_set_explicitly_win_over_the_size_rule() {
+        let options = RuntimeOptions {
+            intra_op_threads: Some(3),
+            ..RuntimeOptions::default()
+        };
+        assert_eq!(options.intra_op_threads_for(100), 3);
+        assert_eq!(options.intra_op_threads_for(1 << 30), 3);
+        let zero = RuntimeOptions {
+            intra_op_threads: Some(0),
+            ..RuntimeOptions::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "model failed to load: intra_op_threads must be at least 1"
+        );
     }
 
     #[test]

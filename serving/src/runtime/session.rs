@@ -41,7 +41,9 @@ struct Shared {
 }
 
 impl LoadedModel {
-    /// Loads a model: builds one session per worker (on the worker threads), checks the graph
+    /// Loads a model: decides its intra-op threads if the options leave them open
+    /// ([`RuntimeOptions::intra_op_threads_for`] the size of `source`), builds one session per
+    /// worker (on the worker threads), checks the graph
     /// against `signature`, runs one warm-up inference per worker on zeros (dynamic dimensions
     /// set to 1), then opens its queue.
     ///
@@ -61,6 +63,12 @@ impl LoadedModel {
         metrics: ModelMetrics,
     ) -> Result<Self, RuntimeError> {
         options.validate()?;
+        let model_bytes = source.byte_len().await?;
+        let intra_op_threads = options.intra_op_threads_for(model_bytes);
+        let options = RuntimeOptions {
+            intra_op_threads: Some(intra_op_threads),
+            ..options
+        };
         let label = format!("{}:{}", metrics.model(), metrics.version());
         let model = Arc::new(ModelInfo::new(signature, &options, label)?);
         // The workers take their batches from this queue whenever they are free, so a batch
@@ -97,7 +105,8 @@ impl LoadedModel {
         tracing::info!(
             model = %model.label,
             workers = options.workers,
-            intra_op_threads = options.intra_op_threads,
+            model_bytes,
+            intra_op_threads,
             batching = model.batching,
             max_batch_size = model.max_batch_rows,
             "model loaded and warmed up"
@@ -185,7 +194,7 @@ impl LoadedModel {
         &self.shared.model.signature
     }
 
-    /// The options the model was loaded with.
+    /// The options the model was loaded with, its intra-op threads decided (never `None`).
     #[must_use]
     pub fn options(&self) -> &RuntimeOptions {
         &self.shared.options

@@ -22,7 +22,7 @@ use super::job::{Answer, Job};
 use super::library::OnnxRuntime;
 use super::metrics::ModelMetrics;
 use super::model::{ModelInfo, ModelSource, servable_datatype};
-use super::options::RuntimeOptions;
+use super::options::{RuntimeOptions, available_cpus};
 use super::tensor::{DataType, Tensor};
 
 /// Everything a worker thread needs to start.
@@ -225,7 +225,8 @@ fn build_session(setup: &WorkerSetup) -> Result<Session, RuntimeError> {
     let spinning = if options.intra_op_spinning { "1" } else { "0" };
     let mut builder = Session::builder(setup.runtime.environment())
         .map_err(failed)?
-        .with_intra_threads(options.intra_op_threads)
+        // `LoadedModel::load` has decided the threads by now; all CPUs is the rule's upper end.
+        .with_intra_threads(options.intra_op_threads.unwrap_or_else(available_cpus))
         .map_err(failed)?
         .with_inter_threads(options.inter_op_threads)
         .map_err(failed)?

@@ -50,7 +50,7 @@ pub fn signature(model: &str) -> ModelSignature {
 pub fn options() -> RuntimeOptions {
     RuntimeOptions {
         workers: 1,
-        intra_op_threads: 1,
+        intra_op_threads: Some(1),
         ..RuntimeOptions::default()
     }
 }
