@@ -689,6 +689,33 @@ fn runtime_threads(server: &Server) -> Option<u64> {
     })
 }
 
+/// What the server logged as `intra_op_threads` when it loaded `model`.
+fn loaded_threads(server: &Server, model: &str) -> Option<u64> {
+    server.logs().lines().find_map(|line| {
+        let line: Value = serde_json::from_str(line).ok()?;
+        (line["message"] == "model loaded and warmed up" && line["model"] == model)
+            .then(|| line["intra_op_threads"].as_u64())
+            .flatten()
+    })
+}
+
+#[test]
+fn a_small_model_gets_one_intra_op_thread_unless_told_otherwise_and_the_log_says_so() {
+    if !have_onnxruntime() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_files(dir.path(), &["--model-option", "fixed:intra_op_threads=2"]);
+    // Both files are far under the 8 MiB threshold.
+    assert_eq!(loaded_threads(&server, "mlp"), Some(1), "{}", server.logs());
+    assert_eq!(
+        loaded_threads(&server, "fixed"),
+        Some(2),
+        "{}",
+        server.logs()
+    );
+}
+
 #[test]
 fn the_async_runtime_has_the_threads_asked_for_and_half_the_cpus_by_default() {
     if !have_onnxruntime() {

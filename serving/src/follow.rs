@@ -128,6 +128,7 @@ impl Loader {
             model = name,
             version,
             batching = model.is_batching(),
+            intra_op_threads = model.options().intra_op_threads.unwrap_or_default(),
             load_ms = started.elapsed().as_millis() as u64,
             "model loaded and warmed up"
         );

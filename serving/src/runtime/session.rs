@@ -102,14 +102,14 @@ impl LoadedModel {
                 .await
                 .map_err(|_| RuntimeError::load("a worker thread stopped while loading"))??;
         }
-        tracing::info!(
+        tracing::debug!(
             model = %model.label,
             workers = options.workers,
             model_bytes,
             intra_op_threads,
             batching = model.batching,
             max_batch_size = model.max_batch_rows,
-            "model loaded and warmed up"
+            "sessions built and warmed up"
         );
         Ok(LoadedModel {
             shared: Arc::new(Shared {
