@@ -240,8 +240,8 @@ async fn a_small_model_runs_on_one_intra_op_thread_and_a_large_one_on_every_cpu(
     // protobuf reader skips, carrying zeros past the threshold.
     let mut large = small.clone();
     let padding = usize::try_from(SMALL_MODEL_BYTES).unwrap();
-    large.extend(varint(1000 << 3 | 2));
-    large.extend(varint(padding as u64));
+    prost::encoding::encode_key(1000, prost::encoding::WireType::LengthDelimited, &mut large);
+    prost::encoding::encode_varint(padding as u64, &mut large);
     large.resize(large.len() + padding, 0);
 
     let cases = [
@@ -272,14 +272,4 @@ async fn a_small_model_runs_on_one_intra_op_thread_and_a_large_one_on_every_cpu(
             "{name}"
         );
     }
-}
-
-fn varint(mut value: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-    out
 }
