@@ -3,11 +3,12 @@
 //! [`MAX_ROWS_PER_REQUEST`] rows of each, evenly spaced, so a 64 MiB batch costs the request a
 //! bounded copy — into a bounded queue; a task per served name has them binned on the blocking
 //! pool into the per-version counters (which `/stats`, the registry's analysis and its drift
-//! monitor read). A full queue drops the sample and counts the drop.
+//! monitor read), everything waiting at once in one trip (under load, one handoff to the pool
+//! for many requests instead of one each). A full queue drops the sample and counts the drop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_api::drift::Profile;
 use tokio::sync::mpsc;
@@ -17,6 +18,16 @@ use crate::traffic::EndpointStats;
 
 /// Samples waiting to be counted, per served name.
 const QUEUE: usize = 1024;
+
+/// Most samples counted in one trip to the blocking pool.
+const PER_TRIP: usize = 256;
+
+/// How long the counting task lets samples gather before a trip that is not full. Drift is
+/// judged over windows of a minute, so a few milliseconds late costs nothing, and it makes the
+/// trips (each a thread wake-up) a few hundred per second at most, whatever the request rate.
+/// The queue holds `QUEUE` samples, so only above ~200,000 requests per second to one served
+/// name would samples be dropped while gathering.
+const GATHER: Duration = Duration::from_millis(5);
 
 /// Rows of one request counted into the drift histograms; a larger batch is sampled evenly.
 /// Drift is a distribution, and a thousand rows describe one request's share of it as well as a
@@ -121,13 +132,37 @@ impl DriftRecorder {
     pub fn start(stats: Arc<EndpointStats>) -> Self {
         let (queue, mut samples) = mpsc::channel::<DriftSample>(QUEUE);
         tokio::spawn(async move {
-            // One sample at a time on the blocking pool: bounded work, in order.
-            while let Some(sample) = samples.recv().await {
+            // Samples are counted in trips to the blocking pool of up to `PER_TRIP` (bounded
+            // work), in order. Waking a pool thread costs more than binning a request's rows, so
+            // a trip that is not full waits `GATHER` for more first: under load that is one
+            // wake-up for hundreds of requests instead of one each.
+            let mut batch = Vec::with_capacity(PER_TRIP);
+            while samples.recv_many(&mut batch, PER_TRIP).await > 0 {
+                if batch.len() < PER_TRIP {
+                    tokio::time::sleep(GATHER).await;
+                    while batch.len() < PER_TRIP {
+                        match samples.try_recv() {
+                            Ok(sample) => batch.push(sample),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 let stats = stats.clone();
-                let counted =
-                    ferry_api::blocking::run_blocking(move || count(&stats, &sample)).await;
-                if let Err(e) = counted {
-                    tracing::warn!(error = %e, "counting a drift sample failed");
+                let taken = std::mem::take(&mut batch);
+                let counted = ferry_api::blocking::run_blocking(move || {
+                    for sample in &taken {
+                        count(&stats, sample);
+                    }
+                    taken
+                })
+                .await;
+                match counted {
+                    // Reuse the buffer for the next trip.
+                    Ok(mut counted) => {
+                        counted.clear();
+                        batch = counted;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "counting drift samples failed"),
                 }
             }
         });
@@ -173,12 +208,68 @@ mod tests {
         );
     }
 
+    /// A stats holder and a one-input profile with edges around 0.5.
+    fn stats_and_profile() -> (Arc<EndpointStats>, Arc<Profile>) {
+        let stats = EndpointStats::new(
+            "e",
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Instant::now(),
+        );
+        let input = ferry_api::drift::profile_csv(
+            || Ok("0.1\n0.5\n0.9\n".as_bytes()),
+            "x",
+            &ferry_api::drift::ProfileOptions::default(),
+        )
+        .unwrap();
+        let profile = Arc::new(Profile {
+            format: ferry_api::drift::profile::PROFILE_FORMAT,
+            inputs: vec![input],
+        });
+        (Arc::new(stats), profile)
+    }
+
+    #[tokio::test]
+    async fn every_sample_offered_is_counted_when_many_wait_at_once() {
+        let (stats, profile) = stats_and_profile();
+        let recorder = DriftRecorder::start(stats.clone());
+        // Offered without yielding: all of them wait in the queue before the task first runs,
+        // so they go to the blocking pool in trips of many.
+        let offered = 1000;
+        for i in 0..offered {
+            let version = if i < offered / 2 { 1 } else { 2 };
+            recorder.offer(DriftSample {
+                version,
+                profile: profile.clone(),
+                inputs: vec![("x".into(), Values::F32(vec![0.5]), 1)],
+            });
+        }
+        assert_eq!(recorder.dropped(), 0);
+        let samples = |stats: &EndpointStats| -> Vec<u64> {
+            let window = stats.window(Instant::now(), Duration::from_secs(60));
+            [1, 2]
+                .iter()
+                .map(|v| {
+                    window
+                        .get(v)
+                        .and_then(|c| c.drift.as_ref())
+                        .map_or(0, |d| d.samples)
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while samples(&stats) != [500, 500] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(samples(&stats), [500, 500]);
+    }
+
     #[tokio::test]
     async fn binning_on_the_reactor_is_caught() {
         let stats = EndpointStats::new(
             "e",
-            std::time::Duration::from_secs(1),
-            std::time::Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_secs(60),
             Instant::now(),
         );
         let csv = "0.1\n0.5\n0.9\n";
