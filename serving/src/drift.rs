@@ -266,23 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn binning_on_the_reactor_is_caught() {
-        let stats = EndpointStats::new(
-            "e",
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            Instant::now(),
-        );
-        let csv = "0.1\n0.5\n0.9\n";
-        let input = ferry_api::drift::profile_csv(
-            || Ok(csv.as_bytes()),
-            "x",
-            &ferry_api::drift::ProfileOptions::default(),
-        )
-        .unwrap();
-        let profile = Arc::new(Profile {
-            format: ferry_api::drift::profile::PROFILE_FORMAT,
-            inputs: vec![input],
-        });
+        let (stats, profile) = stats_and_profile();
         let sample = DriftSample {
             version: 1,
             profile,
